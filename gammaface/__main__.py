@@ -1,0 +1,5 @@
+import sys
+
+from gammaface.cli import main
+
+sys.exit(main())

@@ -1,0 +1,208 @@
+"""The `gammaface` command line. User errors print one sentence and exit with status 2."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+from typing import Any, Sequence
+
+import yaml
+
+from gammaface.errors import EXIT_USER_ERROR, UserError
+
+
+def _parse_sets(items: Sequence[str] | None) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for item in items or ():
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise UserError(f"--set {item!r} is not of the form key.path=value.")
+        out[key] = yaml.safe_load(value)
+    return out
+
+
+def _load_config(args: argparse.Namespace):
+    from gammaface import config
+
+    overrides = _parse_sets(getattr(args, "set", None))
+    if getattr(args, "workdir", None):
+        overrides["workdir"] = args.workdir
+    return config.load(args.config, overrides)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from gammaface import pipeline
+
+    cfg = _load_config(args)
+    names = [s.strip() for s in args.stages.split(",") if s.strip()] if args.stages else None
+    results = pipeline.run(cfg, names)
+    ran = [r.stage for r in results if not r.skipped]
+    print(f"finished: {len(ran)} stage(s) ran, {len(results) - len(ran)} skipped; "
+          f"artifacts under {cfg.workdir}")
+    return 0
+
+
+def cmd_config_show(args: argparse.Namespace) -> int:
+    from gammaface.config import dump_yaml
+
+    print(dump_yaml(_load_config(args)), end="")
+    return 0
+
+
+def cmd_stages(args: argparse.Namespace) -> int:
+    from gammaface import pipeline
+
+    for s in pipeline.STAGES:
+        state = "available" if s.module else "not built yet"
+        needs = ", ".join(s.needs) or "-"
+        print(f"{s.name:<18} needs {needs:<32} {state}")
+    return 0
+
+
+def _out_dir(path: str) -> Path:
+    out = Path(path)
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+def cmd_data_synthfaces(args: argparse.Namespace) -> int:
+    from gammaface.config import RayConfig, SplitFractions
+    from gammaface.data import manifest, synthfaces
+    from gammaface.data.synthfaces_spec import DEFAULT_SPEC, Spec
+    from gammaface.ray_runtime import connect
+
+    if args.n <= 0:
+        raise UserError(f"--n must be positive, got {args.n}.")
+    if not 16 <= args.size <= 128:
+        raise UserError(f"--size must lie between 16 and 128 pixels, got {args.size}.")
+    try:
+        fractions = SplitFractions(train=args.train, val=args.val, test=1 - args.train - args.val)
+    except ValueError:
+        raise UserError(f"--train {args.train} and --val {args.val} must be fractions that add "
+                        "up to at most 1.") from None
+    spec = Spec.from_yaml(args.spec) if args.spec else Spec(DEFAULT_SPEC)
+    out = _out_dir(args.out)
+    if not args.no_ray:
+        connect(RayConfig())
+    df = synthfaces.build(out, n=args.n, size=args.size, seed=args.seed, spec=spec,
+                          train=fractions.train, val=fractions.val,
+                          balanced_test=args.balanced_test, use_ray=not args.no_ray, progress=True)
+    print(f"wrote {out / manifest.MANIFEST_FILE}")
+    print(manifest.summary(df))
+    return 0
+
+
+def cmd_data_ffhq(args: argparse.Namespace) -> int:
+    from gammaface.data import ffhq, manifest
+
+    df = ffhq.prepare(Path(args.images), Path(args.features), _out_dir(args.out),
+                      variant=args.variant, decode=not args.no_decode_check)
+    print(f"wrote {Path(args.out) / manifest.MANIFEST_FILE}")
+    print(manifest.summary(df))
+    return 0
+
+
+def cmd_data_fairface(args: argparse.Namespace) -> int:
+    from gammaface.data import fairface, manifest
+
+    df = fairface.prepare(Path(args.labels), Path(args.images), _out_dir(args.out),
+                          decode=not args.no_decode_check)
+    print(f"wrote {Path(args.out) / manifest.MANIFEST_FILE}")
+    print(manifest.summary(df))
+    return 0
+
+
+def _add_config_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("config", help="experiment config (YAML), e.g. jobs/demo.yaml")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help="override a config key, e.g. --set harvest.t_star=300 (repeatable)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="gammaface",
+        description="GMM-amended diffusion sampling for fairer face datasets, on Ray.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log more")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("run", help="run the pipeline stages in order, skipping completed ones",
+                       description="Run the pipeline stages in order. A stage whose stage.json "
+                       "matches the current config is skipped; an incomplete one is redone.")
+    _add_config_args(p)
+    p.add_argument("--stages", help="comma-separated subset, e.g. prepare,train_ddpm")
+    p.add_argument("--workdir", help="where artifacts go (overrides the config's workdir)")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("stages", help="list the pipeline stages and what each needs",
+                       description="List the pipeline stages in order.")
+    p.set_defaults(func=cmd_stages)
+
+    cfg = sub.add_parser("config", help="inspect configs", description="Inspect configs.")
+    csub = cfg.add_subparsers(dest="config_command", required=True, metavar="ACTION")
+    p = csub.add_parser("show", help="print the resolved config with every default filled in",
+                        description="Validate a config and print it with every default filled in.")
+    _add_config_args(p)
+    p.add_argument("--workdir", help="override the config's workdir")
+    p.set_defaults(func=cmd_config_show)
+
+    data = sub.add_parser("data", help="prepare a dataset as a canonical manifest",
+                          description="Write manifest.parquet for a dataset in --out.")
+    dsub = data.add_subparsers(dest="dataset", required=True, metavar="DATASET")
+
+    p = dsub.add_parser("synthfaces", help="render the procedural SynthFaces set",
+                        description="Render SynthFaces: N labelled faces (PNG) and their manifest.")
+    p.add_argument("--out", required=True, help="output folder (images/ and manifest.parquet)")
+    p.add_argument("--n", type=int, default=6000, help="number of faces (default 6000)")
+    p.add_argument("--size", type=int, default=32, help="image side in pixels, 16-128 (default 32)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--spec", help="joint label distribution (YAML); default: the biased built-in")
+    p.add_argument("--train", type=float, default=0.8, help="train fraction (default 0.8)")
+    p.add_argument("--val", type=float, default=0.1, help="val fraction (default 0.1)")
+    p.add_argument("--balanced-test", action="store_true",
+                   help="draw the test split with every attribute uniform and independent")
+    p.add_argument("--no-ray", action="store_true", help="render in this process, without Ray")
+    p.set_defaults(func=cmd_data_synthfaces)
+
+    p = dsub.add_parser("ffhq", help="FFHQ images + ffhq-features-dataset JSON",
+                        description="Build the manifest of FFHQ from its images and the "
+                        "ffhq-features-dataset JSON files.")
+    p.add_argument("--images", required=True, help="folder holding images1024x1024/ or "
+                   "thumbnails128x128/")
+    p.add_argument("--features", required=True, help="folder holding json/NNNNN.json")
+    p.add_argument("--out", required=True, help="output folder for manifest.parquet")
+    p.add_argument("--variant", default="thumbnails128x128",
+                   choices=["images1024x1024", "thumbnails128x128"], help="which image folder")
+    p.add_argument("--no-decode-check", action="store_true",
+                   help="only check that images exist, do not decode each one")
+    p.set_defaults(func=cmd_data_ffhq)
+
+    p = dsub.add_parser("fairface", help="FairFace label CSVs + images",
+                        description="Build the manifest of FairFace from its label CSVs.")
+    p.add_argument("--labels", required=True, help="folder holding fairface_label_train.csv and "
+                   "fairface_label_val.csv")
+    p.add_argument("--images", required=True, help="folder the CSV 'file' paths are relative to")
+    p.add_argument("--out", required=True, help="output folder for manifest.parquet")
+    p.add_argument("--no-decode-check", action="store_true",
+                   help="only check that images exist, do not decode each one")
+    p.set_defaults(func=cmd_data_fairface)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return args.func(args)
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except KeyboardInterrupt:
+        print("interrupted; rerun the same command to resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

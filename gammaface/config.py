@@ -1,0 +1,334 @@
+"""The typed configuration: YAML in, validated pydantic models out.
+
+Every key has a default (the paper's setting where the paper gives one), unknown keys are
+refused, and a bad value is reported as one sentence naming the key path.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from gammaface.data.registry import ATTRIBUTE_NAMES
+from gammaface.errors import UserError
+
+PositiveInt = Field(gt=0)
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class RayConfig(Section):
+    address: str | None = None  # None: RAY_ADDRESS if set, else a local Ray started on the spot
+    num_cpus: int | None = Field(default=None, gt=0)
+    object_store_memory: int | None = Field(default=None, gt=0)  # bytes, local Ray only
+
+
+class MlflowConfig(Section):
+    tracking_uri: str | None = None  # None: MLFLOW_TRACKING_URI, else sqlite in the workdir
+    experiment: str = "gammaface"
+
+
+class SplitFractions(Section):
+    train: float = Field(default=0.8, ge=0, le=1)
+    val: float = Field(default=0.1, ge=0, le=1)
+    test: float = Field(default=0.1, ge=0, le=1)
+
+    @model_validator(mode="after")
+    def _sum_to_one(self) -> SplitFractions:
+        total = self.train + self.val + self.test
+        if abs(total - 1.0) > 1e-6:
+            raise ValueError(f"train + val + test must be 1, got {total:g}")
+        return self
+
+
+class SynthFacesConfig(Section):
+    n: int = Field(default=6000, gt=0)
+    size: int = Field(default=32, ge=16, le=128)
+    seed: int = 0
+    spec: str | None = None  # path to a joint-distribution YAML; None: the biased default
+    splits: SplitFractions = SplitFractions()
+    balanced_test: bool = False  # test split drawn with every attribute uniform and independent
+
+
+class FfhqConfig(Section):
+    images: str | None = None
+    features: str | None = None
+    variant: Literal["images1024x1024", "thumbnails128x128"] = "thumbnails128x128"
+
+
+class FairFaceConfig(Section):
+    labels: str | None = None
+    images: str | None = None
+
+
+class DataConfig(Section):
+    dataset: Literal["synthfaces", "ffhq", "fairface"] = "synthfaces"
+    synthfaces: SynthFacesConfig = SynthFacesConfig()
+    ffhq: FfhqConfig = FfhqConfig()
+    fairface: FairFaceConfig = FairFaceConfig()
+
+    @model_validator(mode="after")
+    def _sources_given(self) -> DataConfig:
+        if self.dataset == "ffhq" and (self.ffhq.images is None or self.ffhq.features is None):
+            raise ValueError("dataset 'ffhq' needs data.ffhq.images and data.ffhq.features")
+        if self.dataset == "fairface" and (self.fairface.labels is None
+                                           or self.fairface.images is None):
+            raise ValueError("dataset 'fairface' needs data.fairface.labels and data.fairface.images")
+        return self
+
+
+class DdpmConfig(Section):
+    preset: Literal["tiny", "small", "32", "64", "128"] = "small"
+    num_train_timesteps: int = Field(default=1000, gt=0)
+    beta_schedule: Literal["linear", "scaled_linear", "squaredcos_cap_v2"] = "linear"
+    train_steps: int = Field(default=3000, gt=0)
+    batch_size: int = Field(default=64, gt=0)
+    learning_rate: float = Field(default=1e-4, gt=0)
+    warmup_steps: int = Field(default=100, ge=0)
+    grad_clip: float = Field(default=1.0, gt=0)
+    ema_decay: float = Field(default=0.999, ge=0, lt=1)
+    num_workers: int = Field(default=1, gt=0)
+    use_gpu: bool = False
+    checkpoint_every: int = Field(default=500, gt=0)
+    sample_every: int = Field(default=1000, gt=0)
+
+
+class HarvestConfig(Section):
+    n: int = Field(default=2000, gt=0)
+    t_star: int = Field(default=200, ge=0)
+    source: Literal["forward", "reverse"] = "forward"
+    batch_size: int = Field(default=64, gt=0)
+    concurrency: int = Field(default=1, gt=0)
+    num_gpus: float = Field(default=0.0, ge=0)
+
+
+class GmmConfig(Section):
+    k_min: int = Field(default=1, gt=0)
+    k_max: int = Field(default=11, gt=0)
+    k: int | None = Field(default=None, gt=0)  # forces K instead of choosing it by BIC
+    backend: Literal["auto", "cuml", "torch", "sklearn"] = "auto"
+    space: Literal["pixels", "pca", "features"] = "pixels"
+    pca_dim: int | None = Field(default=None, gt=0)
+    tol: float = Field(default=1e-3, gt=0)
+    reg_covar: float = Field(default=1e-6, ge=0)
+    max_iter: int = Field(default=100, gt=0)
+    n_init: int = Field(default=1, gt=0)
+
+    @model_validator(mode="after")
+    def _k_range(self) -> GmmConfig:
+        if self.k_min > self.k_max:
+            raise ValueError(f"the K range is empty: k_min={self.k_min} is above k_max={self.k_max}")
+        return self
+
+
+GENERATION_METHODS = ("gmm", "gmm_weighted", "gmm_tempered", "gmm_attr", "single_gaussian",
+                      "unconditional", "stratified")
+GenerationMethod = Literal["gmm", "gmm_weighted", "gmm_tempered", "gmm_attr", "single_gaussian",
+                           "unconditional", "stratified"]
+
+
+class GenerateConfig(Section):
+    n: int = Field(default=2000, gt=0)
+    methods: list[GenerationMethod] = list(GENERATION_METHODS)
+    draw: Literal["gaussian", "resample"] = "gaussian"
+    eta: float = Field(default=0.0, ge=0, le=1)
+    temperature: float = Field(default=1.0, gt=0)
+    alpha: float = Field(default=0.5, ge=0, le=1)
+    steps: int = Field(default=50, gt=0)
+    shard_size: int = Field(default=500, gt=0)
+    batch_size: int = Field(default=64, gt=0)
+    concurrency: int = Field(default=1, gt=0)
+    num_gpus: float = Field(default=0.0, ge=0)
+    seed: int = 0
+
+
+Backbone = Literal["resnet18", "resnet34", "resnet50", "resnet101"]
+
+
+class ClassifiersConfig(Section):
+    backbone: Backbone = "resnet101"  # the paper's choice
+    attributes: list[str] = list(ATTRIBUTE_NAMES)
+    epochs: int = Field(default=10, gt=0)
+    batch_size: int = Field(default=64, gt=0)
+    learning_rate: float = Field(default=1e-4, gt=0)
+    num_workers: int = Field(default=1, gt=0)
+    use_gpu: bool = False
+
+    @field_validator("attributes")
+    @classmethod
+    def _known_attributes(cls, value: list[str]) -> list[str]:
+        return [_known_attribute(a) for a in value]
+
+
+class LabelConfig(Section):
+    min_confidence: float = Field(default=0.0, ge=0, le=1)
+
+
+class DownstreamConfig(Section):
+    target: str = "smile"
+    protected: list[str] = ["age", "gender"]
+    n_per_class: list[int] = [5000]  # the paper: 5000 per class for binary targets
+    ratios: list[float] = [0.0, 0.3, 0.5, 0.7, 1.0]  # generated share of the training set
+    methods: list[str] = ["baseline", "unconditional", "single_gaussian", "gmm_weighted", "gmm"]
+    seeds: int = Field(default=3, gt=0)
+    backbone: Backbone = "resnet101"
+    epochs: int = Field(default=10, gt=0)
+
+    @field_validator("target")
+    @classmethod
+    def _known_target(cls, value: str) -> str:
+        return _known_attribute(value)
+
+    @field_validator("protected")
+    @classmethod
+    def _known_protected(cls, value: list[str]) -> list[str]:
+        if not value:
+            raise ValueError("at least one protected attribute is needed")
+        return [_known_attribute(a) for a in value]
+
+    @field_validator("n_per_class", mode="before")
+    @classmethod
+    def _one_or_many_sizes(cls, value: Any) -> Any:
+        return [value] if isinstance(value, int) else value
+
+    @field_validator("n_per_class")
+    @classmethod
+    def _positive_sizes(cls, value: list[int]) -> list[int]:
+        for v in value:
+            if v <= 0:
+                raise ValueError(f"every size must be positive, got {v}")
+        return value
+
+    @field_validator("ratios")
+    @classmethod
+    def _ratios_in_unit_interval(cls, value: list[float]) -> list[float]:
+        for r in value:
+            if not 0.0 <= r <= 1.0:
+                raise ValueError(f"every ratio must lie in [0, 1], got {r:g}")
+        return value
+
+    @field_validator("methods")
+    @classmethod
+    def _known_methods(cls, value: list[str]) -> list[str]:
+        allowed = ("baseline", *GENERATION_METHODS)
+        for m in value:
+            if m not in allowed:
+                raise ValueError(f"unknown method {m!r}; expected one of {', '.join(allowed)}")
+        return value
+
+    @model_validator(mode="after")
+    def _target_not_protected(self) -> DownstreamConfig:
+        if self.target in self.protected:
+            raise ValueError(f"the target {self.target!r} cannot also be a protected attribute")
+        return self
+
+
+def _known_attribute(name: str) -> str:
+    if name not in ATTRIBUTE_NAMES:
+        raise ValueError(f"unknown attribute {name!r}; expected one of {', '.join(ATTRIBUTE_NAMES)}")
+    return name
+
+
+class Config(Section):
+    name: str = "gammaface"
+    workdir: str = "runs/default"
+    seed: int = 0
+    ray: RayConfig = RayConfig()
+    mlflow: MlflowConfig = MlflowConfig()
+    data: DataConfig = DataConfig()
+    ddpm: DdpmConfig = DdpmConfig()
+    harvest: HarvestConfig = HarvestConfig()
+    gmm: GmmConfig = GmmConfig()
+    generate: GenerateConfig = GenerateConfig()
+    classifiers: ClassifiersConfig = ClassifiersConfig()
+    label: LabelConfig = LabelConfig()
+    downstream: DownstreamConfig = DownstreamConfig()
+
+    def section_hash(self, *sections: str) -> str:
+        """Stable hash of the named sections (dotted paths), for deciding what must rerun."""
+        payload = {s: _lookup(self.model_dump(mode="json"), s) for s in sections}
+        blob = json.dumps(payload, sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+    def flat(self) -> dict[str, Any]:
+        """Dotted key -> value, for MLflow params and `config show`."""
+        return flatten(self.model_dump(mode="json"))
+
+
+def _lookup(tree: dict[str, Any], dotted: str) -> Any:
+    node: Any = tree
+    for part in dotted.split("."):
+        node = node[part]
+    return node
+
+
+def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in tree.items():
+        path = f"{prefix}{key}"
+        if isinstance(value, dict):
+            out.update(flatten(value, path + "."))
+        else:
+            out[path] = value
+    return out
+
+
+def _describe(error: dict[str, Any], source: str) -> str:
+    loc = ".".join(str(p) for p in error["loc"])
+    kind = error["type"]
+    msg = error["msg"]
+    if msg.startswith("Value error, "):
+        msg = msg[len("Value error, "):]
+    if kind == "extra_forbidden":
+        return f"{source}: unknown key '{loc}'."
+    where = f"key '{loc}'" if loc else "the top level"
+    if kind == "missing":
+        return f"{source}: {where} is required."
+    value = error.get("input")
+    shown = "" if isinstance(value, dict) else f" = {value!r}"
+    return f"{source}: {where}{shown} is invalid: {msg[0].lower() + msg[1:]}."
+
+
+def from_dict(data: dict[str, Any], source: str = "config") -> Config:
+    """Validate a plain dict; a bad key or value becomes one UserError sentence."""
+    if not isinstance(data, dict):
+        raise UserError(f"{source}: the top level must be a mapping of keys, got {type(data).__name__}.")
+    try:
+        return Config.model_validate(data)
+    except ValidationError as exc:
+        raise UserError(_describe(exc.errors()[0], source)) from None
+
+
+def load(path: str | Path, overrides: dict[str, Any] | None = None) -> Config:
+    """Read a YAML config file; `overrides` are dotted keys set on top (from the command line)."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"config file {path} does not exist.")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        raise UserError(f"config file {path} is not valid YAML{where}.") from None
+    for dotted, value in (overrides or {}).items():
+        _assign(data, dotted, value)
+    return from_dict(data, source=str(path))
+
+
+def _assign(tree: dict[str, Any], dotted: str, value: Any) -> None:
+    *parents, leaf = dotted.split(".")
+    node = tree
+    for part in parents:
+        node = node.setdefault(part, {})
+    node[leaf] = value
+
+
+def dump_yaml(cfg: Config) -> str:
+    return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)

@@ -1,0 +1,110 @@
+"""FFHQ with the ffhq-features-dataset attribute JSON files -> canonical manifest.
+
+Rows come from the JSON files (`features/json/NNNNN.json`, one per image); each row's image must
+exist under `images/<variant>/NN000/NNNNN.png`. Index < 60000 is train, the rest test (FFHQ's own
+validation range).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from gammaface.data import manifest, registry
+from gammaface.data.images import check_images
+from gammaface.errors import UserError
+from gammaface.storage import Store
+
+VARIANTS = ("images1024x1024", "thumbnails128x128")
+FIRST_TEST_INDEX = 60000
+_JSON_NAME = re.compile(r"^(\d{5})\.json$")
+
+
+def image_path(variant: str, index: int) -> str:
+    return f"{variant}/{index // 1000 * 1000:05d}/{index:05d}.png"
+
+
+def _json_dir(features: Path) -> Path:
+    sub = features / "json"
+    return sub if sub.is_dir() else features
+
+
+def _field(obj: dict[str, Any], key: str, where: str) -> Any:
+    if not isinstance(obj, dict) or key not in obj:
+        raise UserError(f"{where}: key {key!r} is missing.")
+    return obj[key]
+
+
+def _number(value: Any, what: str, where: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise UserError(f"{where}: {what} = {value!r} is not a number.")
+    return float(value)
+
+
+def parse_faces(faces: Any, where: str) -> dict[str, str | None]:
+    """Binned attributes of the first face in one JSON file's list (all null for `[]`)."""
+    if not isinstance(faces, list):
+        raise UserError(f"{where}: expected a list of faces, got {type(faces).__name__}.")
+    if not faces:
+        return {name: None for name in registry.ATTRIBUTE_NAMES}
+    attrs = _field(faces[0], "faceAttributes", where)
+    hair = _field(attrs, "hair", where)
+    colours_raw = _field(hair, "hairColor", where) or []
+    if not isinstance(colours_raw, list):
+        raise UserError(f"{where}: hair.hairColor = {colours_raw!r} is not a list.")
+    colours = [(str(_field(c, "color", where)),
+                _number(_field(c, "confidence", where), "hairColor confidence", where))
+               for c in colours_raw]
+    bald = hair.get("bald")
+    try:
+        return {
+            "age": registry.ffhq_age(_number(_field(attrs, "age", where), "age", where)),
+            "gender": registry.ffhq_gender(_field(attrs, "gender", where)),
+            "race": None,  # FFHQ's features carry no race label
+            "smile": registry.ffhq_smile(_number(_field(attrs, "smile", where), "smile", where)),
+            "glasses": registry.ffhq_glasses(_field(attrs, "glasses", where)),
+            "hair": registry.ffhq_hair(colours, None if bald is None else
+                                       _number(bald, "hair.bald", where)),
+        }
+    except registry.BinningError as exc:
+        raise UserError(f"{where}: {exc}.") from None
+
+
+def load(images: Path, features: Path, variant: str = "thumbnails128x128",
+         decode: bool = True) -> pd.DataFrame:
+    """The manifest rows; raises UserError naming the file for any bad input."""
+    if variant not in VARIANTS:
+        raise UserError(f"FFHQ variant {variant!r} is not one of {', '.join(VARIANTS)}.")
+    for folder, what in ((images, "--images"), (features, "--features")):
+        if not folder.is_dir():
+            raise UserError(f"{what} folder {folder} does not exist.")
+    if not (images / variant).is_dir():
+        raise UserError(f"{images} holds no {variant}/ folder (choose it with --variant).")
+    json_dir = _json_dir(features)
+    files = sorted(p for p in json_dir.iterdir() if _JSON_NAME.match(p.name))
+    if not files:
+        raise UserError(f"{json_dir} holds no NNNNN.json attribute files.")
+    rows, where = [], []
+    for f in files:
+        index = int(f.stem)
+        try:
+            faces = json.loads(f.read_text())
+        except json.JSONDecodeError as exc:
+            raise UserError(f"{f}: malformed JSON at line {exc.lineno}: {exc.msg}.") from None
+        rows.append({"path": image_path(variant, index),
+                     "split": "train" if index < FIRST_TEST_INDEX else "test",
+                     **parse_faces(faces, str(f))})
+        where.append(str(f))
+    df = pd.DataFrame(rows)
+    check_images(images, list(df["path"]), where, decode=decode)
+    return df
+
+
+def prepare(images: Path, features: Path, out_dir: Path, variant: str = "thumbnails128x128",
+            decode: bool = True) -> pd.DataFrame:
+    df = load(images, features, variant, decode)
+    return manifest.write(df, Store(out_dir), manifest.image_root_for(out_dir, images))

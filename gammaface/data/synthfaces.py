@@ -1,0 +1,99 @@
+"""SynthFaces: a procedural, biased face set with ground truth, made on the spot.
+
+Labels are drawn from a spec (marginals plus conditional tables) with one generator; each image
+is rendered from its own generator seeded by (seed, row), so the bytes of a row do not depend on
+how rendering is split across processes.
+"""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from PIL import Image
+
+from gammaface.data import manifest, registry
+from gammaface.data.synthfaces_render import render_face
+from gammaface.data.synthfaces_spec import DEFAULT_SPEC, UNIFORM_SPEC, Spec
+from gammaface.storage import Store
+
+IMAGE_DIR = "images"
+_LABEL_STREAM, _TEST_STREAM, _RENDER_STREAM = 0, 1, 2
+_RENDER_BATCH = 128
+
+
+def split_counts(n: int, train: float, val: float) -> dict[str, int]:
+    n_train = int(round(n * train))
+    n_val = min(int(round(n * val)), n - n_train)
+    return {"train": n_train, "val": n_val, "test": n - n_train - n_val}
+
+
+def sample_labels(n: int, seed: int, spec: Spec | None = None, train: float = 0.8,
+                  val: float = 0.1, balanced_test: bool = False) -> pd.DataFrame:
+    """The manifest rows (path, split, attributes) before any image exists."""
+    spec = spec or Spec(DEFAULT_SPEC)
+    counts = split_counts(n, train, val)
+    n_from_spec = n - counts["test"] if balanced_test else n
+    idx = spec.sample(n_from_spec, np.random.default_rng([seed, _LABEL_STREAM]))
+    if balanced_test:
+        test_idx = Spec(UNIFORM_SPEC).sample(counts["test"], np.random.default_rng([seed, _TEST_STREAM]))
+        idx = {k: np.concatenate([idx[k], test_idx[k]]) for k in idx}
+    df = pd.DataFrame({
+        name: np.asarray(registry.get(name).classes, dtype=object)[idx[name]]
+        for name in registry.ATTRIBUTE_NAMES
+    })
+    df.insert(0, "split", np.repeat(list(counts), list(counts.values())))
+    df.insert(0, "path", [f"{IMAGE_DIR}/{i:06d}.png" for i in range(n)])
+    return df
+
+
+def render_row(row: dict, size: int, seed: int, index: int) -> bytes:
+    labels = {name: row[name] for name in registry.ATTRIBUTE_NAMES}
+    arr = render_face(labels, size, np.random.default_rng([seed, _RENDER_STREAM, index]))
+    buf = io.BytesIO()
+    Image.fromarray(arr).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def render_batch(batch: pd.DataFrame, out_uri: str, size: int, seed: int) -> pd.DataFrame:
+    """Render a batch of manifest rows and write their PNGs (a Ray Data task, or plain call)."""
+    out = Store(out_uri)
+    for row in batch.to_dict("records"):
+        out.write_bytes(row["path"], render_row(row, size, seed, int(row["index"])))
+    return pd.DataFrame({"index": batch["index"]})
+
+
+def render_all(rows: pd.DataFrame, out: Store, size: int, seed: int, use_ray: bool = True,
+               progress: bool = False) -> None:
+    """Write every row's image under `out`; in parallel through Ray Data when `use_ray`."""
+    rows = rows.assign(index=np.arange(len(rows)))
+    out.makedirs(IMAGE_DIR)
+    if not use_ray:
+        render_batch(rows, out.uri(), size, seed)
+        return
+    import ray
+
+    ds = ray.data.from_pandas(rows).map_batches(
+        render_batch, fn_kwargs={"out_uri": out.uri(), "size": size, "seed": seed},
+        batch_size=_RENDER_BATCH, batch_format="pandas", num_cpus=1)
+    done = 0
+    for batch in ds.iter_batches(batch_size=None, batch_format="pandas"):
+        done += len(batch)
+        if progress:
+            print(f"\r  rendered {done}/{len(rows)}", end="", flush=True)
+    if progress:
+        print()
+
+
+def build(out_dir: str | Path, n: int, size: int = 32, seed: int = 0, spec: Spec | None = None,
+          train: float = 0.8, val: float = 0.1, balanced_test: bool = False, use_ray: bool = True,
+          progress: bool = False) -> pd.DataFrame:
+    """Render the set into `out_dir/images/` and write `out_dir/manifest.parquet` last."""
+    rows = sample_labels(n, seed, spec, train, val, balanced_test)
+    out = Store(out_dir)
+    if out.exists(manifest.MANIFEST_FILE):
+        out.delete(manifest.MANIFEST_FILE)
+    render_all(rows, out, size, seed, use_ray=use_ray, progress=progress)
+    return manifest.write(rows, out, image_root=".")

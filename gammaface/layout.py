@@ -1,0 +1,29 @@
+"""Where each stage's artifacts live inside the workdir: the one place that spells these paths."""
+
+from __future__ import annotations
+
+from gammaface.config import Config
+
+STAGE_FILE = "stage.json"
+MLFLOW_DB = "mlflow.db"
+MLFLOW_ARTIFACTS = "mlartifacts"
+
+
+def dataset_dir(cfg: Config) -> str:
+    return f"data/{cfg.data.dataset}"
+
+
+STAGE_DIRS = {
+    "train_ddpm": "ddpm",
+    "harvest": "latents",
+    "gmm_search": "gmm",
+    "train_classifiers": "classifiers",
+    "generate": "generated",
+    "pseudo_label": "labels",
+    "downstream": "downstream",
+    "report": "report",
+}
+
+
+def stage_dir(stage: str, cfg: Config) -> str:
+    return dataset_dir(cfg) if stage == "prepare" else STAGE_DIRS[stage]

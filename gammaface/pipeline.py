@@ -1,0 +1,114 @@
+"""The stages in order, what each depends on, and the loop that runs them.
+
+A stage's config hash covers the config keys it reads and the hashes of the stages it needs, so
+changing one setting reruns only the stages downstream of it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+from gammaface import layout, stage, tracking
+from gammaface.config import Config
+from gammaface.errors import UserError
+from gammaface.stage import StageResult
+from gammaface.storage import Store
+
+
+@dataclass(frozen=True)
+class StageSpec:
+    name: str
+    needs: tuple[str, ...]
+    config_keys: Callable[[Config], tuple[str, ...]]
+    module: str | None  # the module whose run(cfg, workdir) does the work; None: not built yet
+
+
+def _keys(*keys: str) -> Callable[[Config], tuple[str, ...]]:
+    return lambda cfg: keys
+
+
+STAGES: tuple[StageSpec, ...] = (
+    StageSpec("prepare", (), lambda c: ("data.dataset", f"data.{c.data.dataset}"),
+              "gammaface.data.prepare"),
+    StageSpec("train_ddpm", ("prepare",), _keys("ddpm", "seed"), None),
+    StageSpec("harvest", ("train_ddpm",), _keys("harvest", "seed"), None),
+    StageSpec("gmm_search", ("harvest",), _keys("gmm", "seed"), None),
+    StageSpec("train_classifiers", ("prepare",), _keys("classifiers", "seed"), None),
+    StageSpec("generate", ("gmm_search",), _keys("generate"), None),
+    StageSpec("pseudo_label", ("generate", "train_classifiers"), _keys("label"), None),
+    StageSpec("downstream", ("pseudo_label",), _keys("downstream", "label"), None),
+    StageSpec("report", ("downstream",), _keys("downstream"), None),
+)
+BY_NAME = {s.name: s for s in STAGES}
+STAGE_NAMES = tuple(BY_NAME)
+
+
+def available() -> list[str]:
+    return [s.name for s in STAGES if s.module is not None]
+
+
+def stage_hash(name: str, cfg: Config) -> str:
+    spec = BY_NAME[name]
+    own = cfg.section_hash(*spec.config_keys(cfg))
+    upstream = ",".join(stage_hash(n, cfg) for n in spec.needs)
+    return hashlib.sha256(f"{name}|{own}|{upstream}".encode()).hexdigest()[:16]
+
+
+def select(names: list[str] | None) -> list[str]:
+    """Validate a --stages list and put it in pipeline order; None means every built stage."""
+    if not names:
+        return available()
+    for n in names:
+        if n not in BY_NAME:
+            raise UserError(f"unknown stage {n!r}; stages are {', '.join(STAGE_NAMES)}.")
+        if BY_NAME[n].module is None:
+            raise UserError(f"stage {n!r} is not available in this version; available: "
+                            f"{', '.join(available())}.")
+    return [n for n in STAGE_NAMES if n in names]
+
+
+def _check_inputs(name: str, cfg: Config, workdir: Store, selected: list[str]) -> None:
+    for need in BY_NAME[name].needs:
+        if need in selected:
+            continue
+        folder = workdir.sub(layout.stage_dir(need, cfg))
+        if stage.completed_hash(folder) != stage_hash(need, cfg):
+            raise UserError(f"stage {name!r} needs {need!r}, which has not completed for this "
+                            f"config in {workdir.root}; add it to --stages.")
+
+
+def run(cfg: Config, stages: list[str] | None = None,
+        echo: Callable[[str], None] = print) -> list[StageResult]:
+    selected = select(stages)
+    workdir = Store(cfg.workdir)
+    for name in selected:
+        _check_inputs(name, cfg, workdir, selected)
+    results = []
+    with tracking.pipeline_run(cfg, workdir, selected) as parent_id:
+        echo(f"workdir {workdir.root}; MLflow run {parent_id}")
+        for name in selected:
+            results.append(_run_one(name, cfg, workdir, echo))
+    return results
+
+
+def _run_one(name: str, cfg: Config, workdir: Store, echo: Callable[[str], None]) -> StageResult:
+    folder = workdir.sub(layout.stage_dir(name, cfg))
+    h = stage_hash(name, cfg)
+    if stage.completed_hash(folder) == h:
+        echo(f"[{name}] complete for this config, skipped")
+        return StageResult(name, skipped=True)
+    stage.mark_incomplete(folder)
+    echo(f"[{name}] running")
+    started = time.time()
+    module = importlib.import_module(BY_NAME[name].module)  # type: ignore[arg-type]
+    with tracking.stage_run(name, h):
+        result = module.run(cfg, workdir)
+        result.seconds = time.time() - started
+        tracking.log_metrics({"stage_seconds": result.seconds})
+    stage.mark_complete(folder, h, result, started)
+    echo(f"[{name}] done in {result.seconds:.1f} s")
+    return result

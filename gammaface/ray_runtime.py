@@ -1,0 +1,30 @@
+"""Joining a Ray cluster, or starting a local one: the only place that calls `ray.init`."""
+
+from __future__ import annotations
+
+import logging
+import os
+
+from gammaface.config import RayConfig
+
+log = logging.getLogger(__name__)
+
+
+def connect(cfg: RayConfig) -> None:
+    """Join `cfg.address` or RAY_ADDRESS when given, else start a local Ray on this machine."""
+    import ray
+
+    if ray.is_initialized():
+        return
+    # A token left by an earlier local head would otherwise switch on authentication.
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    address = cfg.address or os.environ.get("RAY_ADDRESS")
+    if address:
+        log.info("joining Ray at %s", address)
+        ray.init(address=address, log_to_driver=True)
+        return
+    ray.init(num_cpus=cfg.num_cpus, object_store_memory=cfg.object_store_memory,
+             include_dashboard=False, log_to_driver=True, configure_logging=False)
+    ctx = ray.data.DataContext.get_current()
+    ctx.enable_progress_bars = False  # the stages print their own progress

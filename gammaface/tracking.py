@@ -1,0 +1,78 @@
+"""MLflow: one parent run per pipeline invocation, one nested run per stage.
+
+The tracking URI comes from the config, else MLFLOW_TRACKING_URI, else a SQLite store in the
+workdir; artifacts of that default store live in the workdir too.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from typing import Any, Iterator
+
+from gammaface.config import Config, dump_yaml
+from gammaface.errors import UserError
+from gammaface.layout import MLFLOW_ARTIFACTS, MLFLOW_DB
+from gammaface.storage import Store
+
+_MAX_PARAM_LEN = 500
+
+
+def tracking_uri(cfg: Config, workdir: Store) -> str:
+    uri = cfg.mlflow.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
+    if uri:
+        return uri
+    if not workdir.is_local:
+        raise UserError(f"workdir {workdir.root} is not local, so the default SQLite MLflow store "
+                        "cannot live there; set mlflow.tracking_uri or MLFLOW_TRACKING_URI.")
+    return f"sqlite:///{workdir.path(MLFLOW_DB)}"
+
+
+def _experiment_id(cfg: Config, workdir: Store, uri: str) -> str:
+    import mlflow
+
+    exp = mlflow.get_experiment_by_name(cfg.mlflow.experiment)
+    if exp is not None:
+        return exp.experiment_id
+    location = workdir.path(MLFLOW_ARTIFACTS) if uri.startswith("sqlite:") else None
+    return mlflow.create_experiment(cfg.mlflow.experiment, artifact_location=location)
+
+
+@contextlib.contextmanager
+def pipeline_run(cfg: Config, workdir: Store, stages: list[str]) -> Iterator[str]:
+    """Start the parent run; yields its id. The resolved config is logged as params and YAML."""
+    import mlflow
+
+    workdir.makedirs()
+    uri = tracking_uri(cfg, workdir)
+    mlflow.set_tracking_uri(uri)
+    exp_id = _experiment_id(cfg, workdir, uri)
+    with mlflow.start_run(experiment_id=exp_id, run_name=f"{cfg.name}",
+                          tags={"gammaface.kind": "pipeline", "stages": ",".join(stages),
+                                "workdir": workdir.root}) as run:
+        log_params(cfg.flat())
+        mlflow.log_text(dump_yaml(cfg), "config.yaml")
+        yield run.info.run_id
+
+
+@contextlib.contextmanager
+def stage_run(stage: str, config_hash: str) -> Iterator[str]:
+    import mlflow
+
+    with mlflow.start_run(run_name=stage, nested=True,
+                          tags={"gammaface.kind": "stage", "stage": stage,
+                                "config_hash": config_hash}) as run:
+        yield run.info.run_id
+
+
+def log_params(params: dict[str, Any]) -> None:
+    import mlflow
+
+    clean = {k: (str(v)[:_MAX_PARAM_LEN] if v is not None else "None") for k, v in params.items()}
+    mlflow.log_params(clean)
+
+
+def log_metrics(metrics: dict[str, float], step: int | None = None) -> None:
+    import mlflow
+
+    mlflow.log_metrics({k: float(v) for k, v in metrics.items()}, step=step)
