@@ -8,9 +8,8 @@ import sys
 from pathlib import Path
 from typing import Any, Sequence
 
-import yaml
-
 from gammaface.errors import EXIT_USER_ERROR, UserError
+from gammaface.yamlio import load as load_yaml
 
 
 def _parse_sets(items: Sequence[str] | None) -> dict[str, Any]:
@@ -19,7 +18,7 @@ def _parse_sets(items: Sequence[str] | None) -> dict[str, Any]:
         key, sep, value = item.partition("=")
         if not sep or not key:
             raise UserError(f"--set {item!r} is not of the form key.path=value.")
-        out[key] = yaml.safe_load(value)
+        out[key] = load_yaml(value)
     return out
 
 

@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from gammaface.data.registry import ATTRIBUTE_NAMES
 from gammaface.errors import UserError
+from gammaface.yamlio import load as load_yaml
 
 PositiveInt = Field(gt=0)
 
@@ -312,7 +313,7 @@ def load(path: str | Path, overrides: dict[str, Any] | None = None) -> Config:
     if not path.is_file():
         raise UserError(f"config file {path} does not exist.")
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        data = load_yaml(path.read_text()) or {}
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark is not None else ""

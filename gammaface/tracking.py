@@ -59,7 +59,9 @@ def pipeline_run(cfg: Config, workdir: Store, stages: list[str]) -> Iterator[str
 def stage_run(stage: str, config_hash: str) -> Iterator[str]:
     import mlflow
 
-    with mlflow.start_run(run_name=stage, nested=True,
+    parent = mlflow.active_run()
+    experiment_id = parent.info.experiment_id if parent else None
+    with mlflow.start_run(run_name=stage, nested=True, experiment_id=experiment_id,
                           tags={"gammaface.kind": "stage", "stage": stage,
                                 "config_hash": config_hash}) as run:
         yield run.info.run_id

@@ -146,14 +146,15 @@ def render_face(labels: dict[str, str], size: int, rng: np.random.Generator) -> 
     pen.line([(cx, eye_y + 0.02), (cx - 0.012, cy + 0.11), (cx + 0.01, cy + 0.115)],
              _shade(skin, 0.75), 0.01)
 
-    mouth_y = cy + 0.165
+    mouth_y = cy + 0.16
     lip = (150, 40, 45)
-    if labels["smile"] == "yes":  # open smile: a filled downward-bulging arc
-        pen.polygon(_ellipse(cx, mouth_y - 0.01, 0.07, 0.05, 0.0, math.pi, 20), (70, 15, 20))
-        pen.polygon(_ellipse(cx, mouth_y - 0.01, 0.055, 0.018, 0.0, math.pi, 12), (250, 250, 245))
-        pen.line(_ellipse(cx, mouth_y - 0.01, 0.07, 0.05, 0.0, math.pi, 20), lip, 0.01)
-    else:
-        pen.line([(cx - 0.05, mouth_y), (cx + 0.05, mouth_y)], lip, 0.014)
+    if labels["smile"] == "yes":  # open smile: a wide filled arc bulging downwards, teeth on top
+        arc = _ellipse(cx, mouth_y - 0.015, 0.085, 0.065, 0.0, math.pi, 20)
+        pen.polygon(arc, (60, 10, 18))
+        pen.polygon(_ellipse(cx, mouth_y - 0.015, 0.07, 0.022, 0.0, math.pi, 12), (250, 250, 245))
+        pen.line(arc + [arc[0]], lip, 0.012)
+    else:  # closed mouth: a short straight line
+        pen.line([(cx - 0.04, mouth_y), (cx + 0.04, mouth_y)], lip, 0.014)
 
     if labels["glasses"] == "yes":
         frame = (20, 20, 25)

@@ -13,10 +13,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import yaml
 
 from gammaface.data import registry
 from gammaface.errors import UserError
+from gammaface.yamlio import YAMLError
+from gammaface.yamlio import load as load_yaml
 
 # Biased the way real face sets are: old faces rare, one race group rare, smiling tied to young
 # and female, glasses tied to old and male, hair colour tied to race.
@@ -83,8 +84,8 @@ class Spec:
         if not path.is_file():
             raise UserError(f"SynthFaces spec {path} does not exist.")
         try:
-            raw = yaml.safe_load(path.read_text())
-        except yaml.YAMLError:
+            raw = load_yaml(path.read_text())
+        except YAMLError:
             raise UserError(f"SynthFaces spec {path} is not valid YAML.") from None
         return cls(raw, source=str(path))
 

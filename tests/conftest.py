@@ -1,0 +1,23 @@
+import os
+
+import pytest
+
+os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+os.environ.pop("MLFLOW_TRACKING_URI", None)
+os.environ.pop("RAY_ADDRESS", None)
+
+OBJECT_STORE_BYTES = 150 * 1024 * 1024
+
+
+@pytest.fixture(scope="session")
+def ray_local():
+    """One real local Ray for the whole session, with a capped object store."""
+    import ray
+
+    if not ray.is_initialized():
+        ray.init(num_cpus=2, object_store_memory=OBJECT_STORE_BYTES, include_dashboard=False,
+                 configure_logging=False)
+        ray.data.DataContext.get_current().enable_progress_bars = False
+    yield ray
+    ray.shutdown()

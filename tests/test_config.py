@@ -1,0 +1,94 @@
+import subprocess
+import sys
+
+import pytest
+
+from gammaface import config
+from gammaface.errors import UserError
+
+
+def test_defaults_are_the_papers_settings():
+    cfg = config.from_dict({})
+    assert (cfg.gmm.k_min, cfg.gmm.k_max) == (1, 11)
+    assert cfg.gmm.k is None
+    assert cfg.ddpm.num_train_timesteps == 1000 and cfg.ddpm.beta_schedule == "linear"
+    assert cfg.ddpm.learning_rate == 1e-4
+    assert cfg.downstream.ratios == [0.0, 0.3, 0.5, 0.7, 1.0]
+    assert cfg.downstream.n_per_class == [5000]
+    assert cfg.classifiers.backbone == "resnet101"
+
+
+@pytest.mark.parametrize("data, fragment", [
+    ({"gmm": {"k_mni": 2}}, "unknown key 'gmm.k_mni'"),
+    ({"harvest": {"n": "many"}}, "key 'harvest.n' = 'many' is invalid"),
+    ({"harvest": {"n": -5}}, "key 'harvest.n' = -5 is invalid"),
+    ({"downstream": {"ratios": [0.5, 1.5]}}, "key 'downstream.ratios'"),
+    ({"gmm": {"k_min": 5, "k_max": 3}}, "the K range is empty"),
+    ({"data": {"synthfaces": {"size": 8}}}, "key 'data.synthfaces.size' = 8"),
+    ({"downstream": {"target": "age", "protected": ["age"]}}, "cannot also be a protected"),
+    ({"downstream": {"protected": ["shoe_size"]}}, "unknown attribute 'shoe_size'"),
+    ({"data": {"dataset": "ffhq"}}, "needs data.ffhq.images"),
+])
+def test_bad_values_name_the_key(data, fragment):
+    with pytest.raises(UserError) as err:
+        config.from_dict(data, source="x.yaml")
+    msg = str(err.value)
+    assert fragment in msg
+    assert msg.startswith("x.yaml:") and msg.endswith(".") and "\n" not in msg
+
+
+def test_n_per_class_accepts_one_number_or_a_list():
+    assert config.from_dict({"downstream": {"n_per_class": 300}}).downstream.n_per_class == [300]
+    assert config.from_dict({"downstream": {"n_per_class": [300, 1000]}}).downstream.n_per_class \
+        == [300, 1000]
+
+
+def test_load_applies_overrides_and_refuses_missing_file(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("harvest:\n  t_star: 300\n")
+    cfg = config.load(path, {"gmm.k": 4})
+    assert cfg.harvest.t_star == 300 and cfg.gmm.k == 4
+    with pytest.raises(UserError, match="does not exist"):
+        config.load(tmp_path / "nope.yaml")
+
+
+def test_section_hash_changes_only_with_its_section():
+    a = config.from_dict({})
+    b = config.from_dict({"gmm": {"k": 3}})
+    assert a.section_hash("harvest") == b.section_hash("harvest")
+    assert a.section_hash("gmm") != b.section_hash("gmm")
+
+
+def _cli(*args):
+    return subprocess.run([sys.executable, "-m", "gammaface", *args], capture_output=True, text=True)
+
+
+def test_cli_reports_a_bad_config_in_one_line_with_exit_2(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("gmm:\n  k_min: 0\n")
+    proc = _cli("config", "show", str(path))
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "gmm.k_min" in lines[0] and "0" in lines[0]
+
+
+def test_cli_config_show_prints_resolved_config(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("name: x\n")
+    proc = _cli("config", "show", str(path), "--set", "gmm.k=4")
+    assert proc.returncode == 0, proc.stderr
+    shown = config.from_dict(__import__("yaml").safe_load(proc.stdout))
+    assert shown.name == "x" and shown.gmm.k == 4 and shown.gmm.k_max == 11
+
+
+def test_cli_missing_config_file_exits_2():
+    proc = _cli("run", "does/not/exist.yaml")
+    assert proc.returncode == 2 and "does not exist" in proc.stderr and "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize("cmd", [[], ["run"], ["data"], ["data", "synthfaces"], ["data", "ffhq"],
+                                 ["data", "fairface"], ["config"], ["config", "show"], ["stages"]])
+def test_every_command_has_help(cmd):
+    proc = _cli(*cmd, "--help")
+    assert proc.returncode == 0 and "usage: gammaface" in proc.stdout

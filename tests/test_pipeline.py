@@ -1,0 +1,85 @@
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import mlflow
+import pytest
+
+from gammaface import config, pipeline
+from gammaface.data import manifest
+from gammaface.errors import UserError
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _smoke(tmp_path, **overrides):
+    cfg = config.load(REPO / "jobs" / "smoke.yaml", {"workdir": str(tmp_path / "work"), **overrides})
+    return cfg
+
+
+def test_prepare_writes_manifest_stage_json_and_mlflow_runs(tmp_path, ray_local):
+    cfg = _smoke(tmp_path)
+    results = pipeline.run(cfg, ["prepare"], echo=lambda s: None)
+    assert [r.stage for r in results] == ["prepare"] and not results[0].skipped
+    folder = tmp_path / "work" / "data" / "synthfaces"
+    record = json.loads((folder / "stage.json").read_text())
+    assert record["config_hash"] == pipeline.stage_hash("prepare", cfg)
+    assert record["rows"] == {"train": 160, "val": 20, "test": 20}
+    assert record["versions"]["ray"] == "2.60.0" and record["versions"]["torch"] == "2.14.1"
+    df, root = manifest.read(folder / manifest.MANIFEST_FILE)
+    assert len(df) == 200 and Path(root, df["path"][0]).is_file()
+    assert (folder / "samples.png").is_file()
+
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'work' / 'mlflow.db'}")
+    runs = mlflow.search_runs(experiment_names=["gammaface-smoke"], output_format="list")
+    parent = [r for r in runs if r.data.tags.get("gammaface.kind") == "pipeline"]
+    child = [r for r in runs if r.data.tags.get("stage") == "prepare"]
+    assert len(parent) == 1 and len(child) == 1
+    assert child[0].data.tags["mlflow.parentRunId"] == parent[0].info.run_id
+    assert parent[0].data.params["data.synthfaces.n"] == "200"
+    assert child[0].data.metrics["rows_train"] == 160
+
+    # a rerun with the same config skips; another seed reruns
+    again = pipeline.run(cfg, ["prepare"], echo=lambda s: None)
+    assert again[0].skipped
+    cfg2 = _smoke(tmp_path, **{"data.synthfaces.seed": 1})
+    assert not pipeline.run(cfg2, ["prepare"], echo=lambda s: None)[0].skipped
+
+
+def test_incomplete_stage_is_redone(tmp_path, ray_local):
+    cfg = _smoke(tmp_path)
+    pipeline.run(cfg, ["prepare"], echo=lambda s: None)
+    stage_json = tmp_path / "work" / "data" / "synthfaces" / "stage.json"
+    stage_json.write_text("{ half written")
+    assert not pipeline.run(cfg, ["prepare"], echo=lambda s: None)[0].skipped
+    assert json.loads(stage_json.read_text())["stage"] == "prepare"
+
+
+def test_stage_hash_follows_dependencies():
+    a = config.from_dict({})
+    b = config.from_dict({"data": {"synthfaces": {"n": 10}}})
+    c = config.from_dict({"gmm": {"k": 3}})
+    assert pipeline.stage_hash("train_ddpm", a) != pipeline.stage_hash("train_ddpm", b)
+    assert pipeline.stage_hash("prepare", a) == pipeline.stage_hash("prepare", c)
+    assert pipeline.stage_hash("train_classifiers", a) == pipeline.stage_hash("train_classifiers", c)
+    assert pipeline.stage_hash("generate", a) != pipeline.stage_hash("generate", c)
+
+
+def test_stage_selection_errors():
+    with pytest.raises(UserError, match="unknown stage 'prepar'"):
+        pipeline.select(["prepar"])
+    assert pipeline.select(None) == pipeline.available()
+
+
+def test_cli_run_smoke_end_to_end(tmp_path):
+    work = tmp_path / "cli"
+    cmd = [sys.executable, "-m", "gammaface", "run", str(REPO / "jobs" / "smoke.yaml"),
+           "--workdir", str(work)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "200 rows: train 160, val 20, test 20" in proc.stdout
+    assert (work / "data" / "synthfaces" / "stage.json").is_file()
+    assert not (tmp_path / "mlruns").exists()  # artifacts stay in the workdir
+    again = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path)
+    assert again.returncode == 0 and "skipped" in again.stdout
