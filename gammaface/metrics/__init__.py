@@ -1,0 +1,1 @@
+"""Fairness metrics of classifiers and balance metrics of generated sets."""
