@@ -87,23 +87,28 @@ class DataConfig(Section):
 
 class DdpmConfig(Section):
     preset: Literal["tiny", "small", "32", "64", "128"] = "small"
-    num_train_timesteps: int = Field(default=1000, gt=0)
+    resolution: int | None = Field(default=None, gt=0)  # None: the dataset's size, else the preset's
+    num_train_timesteps: int = Field(default=1000, gt=1)
     beta_schedule: Literal["linear", "scaled_linear", "squaredcos_cap_v2"] = "linear"
     train_steps: int = Field(default=3000, gt=0)
-    batch_size: int = Field(default=64, gt=0)
+    batch_size: int = Field(default=64, gt=0)  # global: split across workers
     learning_rate: float = Field(default=1e-4, gt=0)
     warmup_steps: int = Field(default=100, ge=0)
     grad_clip: float = Field(default=1.0, gt=0)
     ema_decay: float = Field(default=0.999, ge=0, lt=1)
     num_workers: int = Field(default=1, gt=0)
+    cpus_per_worker: int | None = Field(default=None, gt=0)  # None: the local CPUs shared out
     use_gpu: bool = False
+    max_failures: int = Field(default=1, ge=0)
     checkpoint_every: int = Field(default=500, gt=0)
-    sample_every: int = Field(default=1000, gt=0)
+    sample_every: int = Field(default=1000, ge=0)  # 0: only the final sample grid
+    sample_steps: int = Field(default=50, gt=0)  # DDIM steps of the sample grids
+    log_every: int = Field(default=10, gt=0)
 
 
 class HarvestConfig(Section):
     n: int = Field(default=2000, gt=0)
-    t_star: int = Field(default=200, ge=0)
+    t_star: int = Field(default=200, gt=0)
     source: Literal["forward", "reverse"] = "forward"
     batch_size: int = Field(default=64, gt=0)
     concurrency: int = Field(default=1, gt=0)

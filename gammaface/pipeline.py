@@ -34,7 +34,7 @@ def _keys(*keys: str) -> Callable[[Config], tuple[str, ...]]:
 STAGES: tuple[StageSpec, ...] = (
     StageSpec("prepare", (), lambda c: ("data.dataset", f"data.{c.data.dataset}"),
               "gammaface.data.prepare"),
-    StageSpec("train_ddpm", ("prepare",), _keys("ddpm", "seed"), None),
+    StageSpec("train_ddpm", ("prepare",), _keys("ddpm", "seed"), "gammaface.diffusion.train_ddpm"),
     StageSpec("harvest", ("train_ddpm",), _keys("harvest", "seed"), None),
     StageSpec("gmm_search", ("harvest",), _keys("gmm", "seed"), None),
     StageSpec("train_classifiers", ("prepare",), _keys("classifiers", "seed"), None),

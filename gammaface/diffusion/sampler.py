@@ -1,0 +1,112 @@
+"""A short loop over a diffusers scheduler that can stop at, or start from, a timestep t*.
+
+Timestep convention: `x` at timestep t is noised to the level alphas_cumprod[t] and is the input
+of the scheduler step at t. `t_from = T` (num_train_timesteps) means pure noise, which enters
+the grid at its largest timestep, as in diffusers' pipelines; `t_to = 0` means the clean sample,
+after the step at timestep 0. An intermediate t is snapped to the sampling grid, so stopping at
+t* and starting again from t* walks exactly the grid of one uninterrupted run.
+
+Noise comes from CPU generators, one per row when a list is given, so a row's result does not
+depend on the batch it was computed in, nor on the device.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Literal, Sequence
+
+import torch
+from diffusers import DDIMScheduler, DDPMScheduler, SchedulerMixin, UNet2DModel
+from diffusers.utils.torch_utils import randn_tensor
+
+log = logging.getLogger(__name__)
+
+Kind = Literal["ddim", "ddpm"]
+Generators = torch.Generator | Sequence[torch.Generator] | None
+
+
+def make_scheduler(train_scheduler: SchedulerMixin, kind: Kind = "ddim") -> SchedulerMixin:
+    """A sampling scheduler with the training noise schedule. DDIM keeps diffusers' default
+    "leading" spacing: its step is wrong with other spacings in this diffusers version."""
+    cls = DDIMScheduler if kind == "ddim" else DDPMScheduler
+    config = dict(train_scheduler.config)
+    config["timestep_spacing"] = "leading"
+    return cls.from_config(config)
+
+
+def grid(scheduler: SchedulerMixin, steps: int) -> list[int]:
+    """The descending timestep grid of a `steps`-step run."""
+    scheduler.set_timesteps(steps)
+    return [int(t) for t in scheduler.timesteps]
+
+
+def snap(t: int, timesteps: Sequence[int]) -> int:
+    """The grid timestep closest to t (ties go to the larger, noisier one)."""
+    return min(timesteps, key=lambda g: (abs(g - t), -g))
+
+
+def _span(timesteps: Sequence[int], t_from: int, t_to: int, num_train: int) -> list[int]:
+    """Grid timesteps whose step is taken to go from level t_from to level t_to."""
+    start = max(timesteps) if t_from >= num_train else snap(t_from, timesteps)
+    if t_to <= 0:
+        return [t for t in timesteps if t <= start]
+    stop = snap(t_to, timesteps)
+    if stop > start:
+        raise ValueError(f"t_to={t_to} lies above t_from={t_from} on this grid.")
+    return [t for t in timesteps if stop < t <= start]
+
+
+def noise_like(x: torch.Tensor, generator: Generators) -> torch.Tensor:
+    """Standard normal noise shaped like x, drawn on the CPU (per row with a generator list)."""
+    gen = list(generator) if isinstance(generator, (list, tuple)) else generator
+    return randn_tensor(tuple(x.shape), generator=gen, device=torch.device("cpu"),
+                        dtype=torch.float32).to(device=x.device, dtype=x.dtype)
+
+
+@torch.no_grad()
+def reverse(unet: UNet2DModel, scheduler: SchedulerMixin, x: torch.Tensor, t_from: int, t_to: int,
+            steps: int, generator: Generators = None, eta: float = 0.0) -> torch.Tensor:
+    """Run the reverse process on a batch from level `t_from` down to level `t_to`.
+
+    `scheduler` is a DDIM or DDPM scheduler (see `make_scheduler`); `eta` applies to DDIM
+    (0: deterministic, 1: DDPM-like variance).
+    """
+    num_train = int(scheduler.config.num_train_timesteps)
+    timesteps = grid(scheduler, steps)
+    span = _span(timesteps, t_from, t_to, num_train)
+    was_training = unet.training
+    unet.eval()
+    device = next(unet.parameters()).device
+    sample = x.to(device)
+    gen = list(generator) if isinstance(generator, (list, tuple)) else generator
+    for t in span:
+        t_batch = torch.full((sample.shape[0],), t, device=device, dtype=torch.long)
+        eps = unet(sample, t_batch).sample
+        if isinstance(scheduler, DDIMScheduler):
+            variance_noise = noise_like(sample, gen) if eta > 0 else None
+            sample = scheduler.step(eps, t, sample, eta=eta, variance_noise=variance_noise).prev_sample
+        else:
+            sample = scheduler.step(eps, t, sample, generator=gen).prev_sample
+    unet.train(was_training)
+    return sample
+
+
+def effective_t(scheduler: SchedulerMixin, steps: int, t: int) -> int:
+    """The grid timestep that `t` snaps to for a `steps`-step run (log it where t* is used)."""
+    timesteps = grid(scheduler, steps)
+    snapped = snap(t, timesteps)
+    if snapped != t:
+        log.info("t*=%d is not on the %d-step grid; using %d", t, steps, snapped)
+    return snapped
+
+
+def forward_noise(x0: torch.Tensor, t: int, scheduler: SchedulerMixin,
+                  generator: Generators = None) -> torch.Tensor:
+    """A draw from q(x_t | x_0) = N(sqrt(abar_t) x_0, (1 - abar_t) I)."""
+    noise = noise_like(x0, generator)
+    timesteps = torch.full((x0.shape[0],), int(t), dtype=torch.long)
+    return scheduler.add_noise(x0, noise, timesteps.to(x0.device))
+
+
+def row_generators(seeds: Sequence[int]) -> list[torch.Generator]:
+    return [torch.Generator().manual_seed(int(s)) for s in seeds]

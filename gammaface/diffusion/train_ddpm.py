@@ -1,0 +1,155 @@
+"""Stage `train_ddpm`: the manifest's train split -> `ddpm/` (diffusers layout + samples.png).
+
+Training runs in Ray Train's TorchTrainer (DDP over gloo on CPU workers, NCCL on GPUs). Ray
+Train keeps its checkpoints under `ddpm/ray_train/<run name>`, where the run name carries the
+stage's config hash: rerunning the same config resumes from the latest checkpoint, another
+config starts afresh.
+"""
+
+from __future__ import annotations
+
+import math
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import torch
+from diffusers import DDPMScheduler, UNet2DModel
+
+from gammaface import layout, tracking
+from gammaface.config import Config
+from gammaface.data import manifest
+from gammaface.diffusion import checkpoint
+from gammaface.diffusion.model_io import save_ddpm
+from gammaface.diffusion.presets import default_resolution, unet_config
+from gammaface.diffusion.train_loop import png_bytes, sample_images, train_loop_per_worker, _grid
+from gammaface.errors import UserError
+from gammaface.ray_runtime import connect
+from gammaface.stage import StageResult
+from gammaface.storage import Store
+
+SAMPLES_FILE = "samples.png"
+FINAL_SAMPLES = 64
+RAY_TRAIN_DIR = "ray_train"
+
+
+def resolution(cfg: Config) -> int:
+    if cfg.ddpm.resolution:
+        return cfg.ddpm.resolution
+    if cfg.data.dataset == "synthfaces" and cfg.ddpm.preset != "tiny":
+        return cfg.data.synthfaces.size
+    return default_resolution(cfg.ddpm.preset)
+
+
+def _cpus_per_worker(cfg: Config) -> int:
+    if cfg.ddpm.cpus_per_worker:
+        return cfg.ddpm.cpus_per_worker
+    if cfg.ddpm.use_gpu:
+        return 1
+    import ray
+
+    total = int(ray.available_resources().get("CPU", 1))
+    return max(1, total // cfg.ddpm.num_workers)
+
+
+def loop_config(cfg: Config, config_hash: str, paths: list[str], image_root: str,
+                threads: int) -> dict[str, Any]:
+    d = cfg.ddpm
+    try:
+        unet = unet_config(d.preset, resolution(cfg))
+    except ValueError as exc:
+        raise UserError(f"ddpm.preset / ddpm.resolution: {exc}") from None
+    run = mlflow.active_run()
+    return {
+        "unet": unet,
+        "scheduler": {"num_train_timesteps": d.num_train_timesteps, "beta_schedule": d.beta_schedule},
+        "train_steps": d.train_steps, "batch_size": d.batch_size, "learning_rate": d.learning_rate,
+        "warmup_steps": d.warmup_steps, "grad_clip": d.grad_clip, "ema_decay": d.ema_decay,
+        "checkpoint_every": d.checkpoint_every, "sample_every": d.sample_every,
+        "sample_steps": d.sample_steps, "log_every": d.log_every, "use_gpu": d.use_gpu,
+        "seed": cfg.seed, "config_hash": config_hash, "paths": paths, "image_root": image_root,
+        "threads": threads, "mlflow_uri": mlflow.get_tracking_uri(),
+        "mlflow_run_id": run.info.run_id if run else None,
+    }
+
+
+def fit(cfg: Config, loop_cfg: dict[str, Any], storage_path: str, name: str) -> Path:
+    """Run (or resume) the TorchTrainer; returns a local copy of the final checkpoint's folder."""
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    d = cfg.ddpm
+    trainer = TorchTrainer(
+        train_loop_per_worker, train_loop_config=loop_cfg,
+        scaling_config=ScalingConfig(num_workers=d.num_workers, use_gpu=d.use_gpu,
+                                     resources_per_worker={"CPU": loop_cfg["threads"]}),
+        run_config=RunConfig(name=name, storage_path=storage_path,
+                             failure_config=FailureConfig(max_failures=d.max_failures),
+                             checkpoint_config=CheckpointConfig(num_to_keep=2)))
+    try:
+        result = trainer.fit()
+    except Exception as exc:
+        message = _checkpoint_problem(exc)
+        if message:
+            raise UserError(message) from None
+        raise
+    if result.checkpoint is None:
+        raise RuntimeError("DDPM training finished without a checkpoint.")
+    local = Path(tempfile.mkdtemp(prefix="gammaface-ddpm-"))
+    result.checkpoint.to_directory(str(local))
+    return local
+
+
+def _checkpoint_problem(exc: BaseException) -> str | None:
+    """The sentence of a CheckpointError raised inside a worker, if that is what failed."""
+    seen: set[int] = set()
+    stack: list[BaseException] = [exc]
+    while stack:
+        e = stack.pop()
+        if id(e) in seen:
+            continue
+        seen.add(id(e))
+        if isinstance(e, checkpoint.CheckpointError):
+            return str(e)
+        text = str(e)
+        if "CheckpointError: " in text:
+            return text.split("CheckpointError: ", 1)[1].splitlines()[0]
+        stack += [x for x in (e.__cause__, e.__context__) if x is not None]
+        stack += [x for x in getattr(e, "worker_failures", {}).values() if isinstance(x, BaseException)]
+    return None
+
+
+def run(cfg: Config, workdir: Store) -> StageResult:
+    from gammaface.pipeline import stage_hash
+
+    connect(cfg.ray)
+    out = workdir.sub(layout.stage_dir("train_ddpm", cfg))
+    out.makedirs()
+    if not out.is_local:
+        raise UserError(f"train_ddpm writes its model through a local folder; workdir {workdir.root} "
+                        "is remote, which this stage does not support yet.")
+    df, image_root = manifest.read(workdir.path(layout.dataset_dir(cfg), manifest.MANIFEST_FILE))
+    paths = list(df.loc[df["split"] == "train", "path"])
+    if len(paths) < cfg.ddpm.num_workers:
+        raise UserError(f"the train split has {len(paths)} images, fewer than ddpm.num_workers.")
+    h = stage_hash("train_ddpm", cfg)
+    loop_cfg = loop_config(cfg, h, paths, image_root, _cpus_per_worker(cfg))
+    tracking.log_params({"ddpm.resolution_used": loop_cfg["unet"]["sample_size"],
+                         "ddpm.parameters": sum(p.numel() for p in UNet2DModel(**loop_cfg["unet"]).parameters())})
+    final = fit(cfg, loop_cfg, out.path(RAY_TRAIN_DIR), f"ddpm-{h}")
+    state = checkpoint.read_state(final, h)
+    ema = checkpoint.load_weights(final, checkpoint.EMA_FILE)
+
+    unet = UNet2DModel(**loop_cfg["unet"])
+    unet.load_state_dict(ema)
+    scheduler = DDPMScheduler(**loop_cfg["scheduler"])
+    save_ddpm(Path(out.path()), unet, scheduler)
+    device = torch.device("cuda" if cfg.ddpm.use_gpu and torch.cuda.is_available() else "cpu")
+    samples = sample_images(loop_cfg["unet"], ema, loop_cfg["scheduler"], FINAL_SAMPLES,
+                            cfg.ddpm.sample_steps, cfg.seed, device)
+    out.write_bytes(SAMPLES_FILE, png_bytes(_grid(samples)))
+    mlflow.log_artifact(out.path(SAMPLES_FILE))
+    return StageResult("train_ddpm", rows={"train_images": len(paths), "steps": int(state["step"])},
+                       outputs={"unet": out.uri("unet"), "samples": out.uri(SAMPLES_FILE)},
+                       metrics={"parameters": float(sum(p.numel() for p in unet.parameters()))})

@@ -1,0 +1,216 @@
+"""The DDPM training loop (the paper's eq. 5: epsilon prediction with MSE).
+
+`train_step` is plain torch. `train_loop_per_worker` is the function Ray Train runs on every
+worker: it loads this worker's share of the manifest, restores the latest checkpoint when there
+is one, and reports checkpoints through `ray.train.report`. Data order, flips, noise and
+timesteps of a step are drawn from generators seeded by (seed, rank, step), so a run resumed
+from a checkpoint takes exactly the steps an uninterrupted run would have taken.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from diffusers import DDPMScheduler, UNet2DModel
+
+from gammaface.diffusion import checkpoint
+from gammaface.diffusion.ema import Ema
+from gammaface.diffusion.images import load_resized, to_model_space, to_uint8
+from gammaface.diffusion.sampler import make_scheduler, reverse, row_generators
+
+GRID_SAMPLES = 16
+
+
+def _seed(*parts: int) -> int:
+    return int(np.random.SeedSequence([int(p) for p in parts]).generate_state(1, np.uint64)[0] >> 1)
+
+
+def batch_indices(step: int, n: int, batch: int, seed: int, rank: int) -> np.ndarray:
+    """Rows of step `step`: consecutive slices of one permutation per epoch, epochs chained."""
+    out: list[np.ndarray] = []
+    start, needed = step * batch, batch
+    while needed:
+        epoch, offset = divmod(start, n)
+        perm = np.random.default_rng([seed, rank, epoch]).permutation(n)
+        take = perm[offset:offset + needed]
+        out.append(take)
+        start += len(take)
+        needed -= len(take)
+    return np.concatenate(out)
+
+
+def train_step(model: torch.nn.Module, noise_scheduler: DDPMScheduler, batch: np.ndarray,
+               generator: torch.Generator, device: torch.device, amp: bool) -> torch.Tensor:
+    """Loss of one batch (uint8 NHWC) with a random flip, timestep and noise per image."""
+    x0 = to_model_space(batch)
+    n = x0.shape[0]
+    flip = torch.rand(n, generator=generator) < 0.5
+    x0 = torch.where(flip[:, None, None, None], x0.flip(3), x0)
+    noise = torch.randn(x0.shape, generator=generator)
+    t = torch.randint(0, noise_scheduler.config.num_train_timesteps, (n,), generator=generator)
+    xt = noise_scheduler.add_noise(x0, noise, t)
+    with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=amp):
+        pred = model(xt.to(device), t.to(device)).sample
+    return torch.nn.functional.mse_loss(pred.float(), noise.to(device))
+
+
+def sample_images(unet_config: dict[str, Any], weights: dict[str, torch.Tensor],
+                  scheduler_config: dict[str, Any], n: int, steps: int, seed: int,
+                  device: torch.device) -> np.ndarray:
+    """n samples (uint8 NHWC) of a UNet with the given weights, DDIM eta 0 from x_T."""
+    unet = UNet2DModel(**unet_config)
+    unet.load_state_dict({k: v.to(unet.state_dict()[k].dtype) for k, v in weights.items()})
+    unet.to(device)
+    sched = make_scheduler(DDPMScheduler.from_config(scheduler_config), "ddim")
+    size = unet_config["sample_size"]
+    gens = row_generators([_seed(seed, i) for i in range(n)])
+    x = torch.stack([torch.randn(3, size, size, generator=g) for g in gens])
+    out = reverse(unet, sched, x, sched.config.num_train_timesteps, 0, steps)
+    return to_uint8(out)
+
+
+class _MlflowLog:
+    """Rank 0's direct line to the stage's MLflow run (Ray Train V2 has no MLflow callback)."""
+
+    def __init__(self, uri: str | None, run_id: str | None) -> None:
+        self.run_id = run_id
+        self.client = None
+        if uri and run_id:
+            from mlflow.tracking import MlflowClient
+
+            self.client = MlflowClient(uri)
+
+    def metrics(self, values: dict[str, float], step: int) -> None:
+        if self.client is None:
+            return
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        self.client.log_batch(self.run_id, metrics=[Metric(k, float(v), now, step)
+                                                    for k, v in values.items()])
+
+    def image(self, array: np.ndarray, name: str) -> None:
+        if self.client is None:
+            return
+        from PIL import Image
+
+        with tempfile.TemporaryDirectory() as d:
+            path = Path(d) / name
+            Image.fromarray(array).save(path)
+            self.client.log_artifact(self.run_id, str(path), artifact_path="samples")
+
+
+def _restore(folder: Path, cfg: dict[str, Any], model: torch.nn.Module, ema: Ema
+             ) -> tuple[int, dict[str, Any]]:
+    state = checkpoint.read_state(folder, cfg["config_hash"])
+    try:
+        model.load_state_dict(checkpoint.load_weights(folder, checkpoint.MODEL_FILE))
+        ema.load_state_dict(checkpoint.load_weights(folder, checkpoint.EMA_FILE))
+    except (RuntimeError, KeyError) as exc:
+        raise checkpoint.CheckpointError(
+            f"checkpoint {folder} does not fit the configured UNet ({str(exc).splitlines()[0]}).") from None
+    return int(state["step"]), checkpoint.load_optimizer(folder)
+
+
+def train_loop_per_worker(cfg: dict[str, Any]) -> None:
+    import ray.train
+    import ray.train.torch
+
+    ctx = ray.train.get_context()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    torch.set_num_threads(cfg["threads"])
+    device = ray.train.torch.get_device() if cfg["use_gpu"] else torch.device("cpu")
+    amp = device.type == "cuda"
+    images = load_resized(cfg["image_root"], cfg["paths"][rank::world], cfg["unet"]["sample_size"])
+    if len(images) == 0:
+        raise ValueError(f"worker {rank} has no training images; use fewer workers.")
+    local_batch = math.ceil(cfg["batch_size"] / world)
+
+    noise_scheduler = DDPMScheduler(**cfg["scheduler"])
+    model = UNet2DModel(**cfg["unet"])
+    ema = Ema(model, cfg["ema_decay"])
+    step, optimizer_state = 0, None
+    resumed = ray.train.get_checkpoint()
+    if resumed is not None:
+        with resumed.as_directory() as d:
+            step, optimizer_state = _restore(Path(d), cfg, model, ema)
+    ddp = ray.train.torch.prepare_model(model) if cfg["use_gpu"] or world > 1 else model
+    core = ddp.module if hasattr(ddp, "module") else ddp
+    ema.shadow = {k: v.to(device) for k, v in ema.shadow.items()}
+    optimizer = torch.optim.AdamW(ddp.parameters(), lr=cfg["learning_rate"], weight_decay=0.0)
+    warmup = max(1, cfg["warmup_steps"])
+    lr_schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / warmup))
+    if optimizer_state is not None:
+        optimizer.load_state_dict(optimizer_state["optimizer"])
+        lr_schedule.load_state_dict(optimizer_state["lr_schedule"])
+    log = _MlflowLog(cfg.get("mlflow_uri"), cfg.get("mlflow_run_id")) if rank == 0 else _MlflowLog(None, None)
+    if rank == 0 and step:
+        print(f"resuming DDPM training from step {step}", flush=True)
+
+    ddp.train()
+    losses: list[float] = []
+    tick, tick_step = time.perf_counter(), step
+    while step < cfg["train_steps"]:
+        rows = batch_indices(step, len(images), local_batch, cfg["seed"], rank)
+        gen = torch.Generator().manual_seed(_seed(cfg["seed"], rank, step, 1))
+        loss = train_step(ddp, noise_scheduler, images[rows], gen, device, amp)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(ddp.parameters(), cfg["grad_clip"])
+        optimizer.step()
+        lr_schedule.step()
+        ema.update(core, step)
+        step += 1
+        losses.append(float(loss.detach()))
+        if rank == 0 and (step % cfg["log_every"] == 0 or step == cfg["train_steps"]):
+            elapsed = time.perf_counter() - tick
+            ips = (step - tick_step) * local_batch * world / max(elapsed, 1e-9)
+            log.metrics({"loss": float(np.mean(losses)), "lr": lr_schedule.get_last_lr()[0],
+                         "images_per_s": ips}, step)
+            print(f"step {step}/{cfg['train_steps']} loss {np.mean(losses):.4f} {ips:.0f} img/s",
+                  flush=True)
+            losses, tick, tick_step = [], time.perf_counter(), step
+        if step % cfg["checkpoint_every"] == 0 or step == cfg["train_steps"]:
+            _report(cfg, rank, world, step, core, ema, optimizer, lr_schedule)
+        if rank == 0 and cfg["sample_every"] and step % cfg["sample_every"] == 0 \
+                and step < cfg["train_steps"]:
+            grid_img = _grid(sample_images(cfg["unet"], ema.state_dict(), cfg["scheduler"],
+                                           GRID_SAMPLES, cfg["sample_steps"], cfg["seed"], device))
+            log.image(grid_img, f"step_{step:07d}.png")
+
+
+def _report(cfg: dict[str, Any], rank: int, world: int, step: int, model: torch.nn.Module,
+            ema: Ema, optimizer: torch.optim.Optimizer, lr_schedule: Any) -> None:
+    import ray.train
+
+    with tempfile.TemporaryDirectory() as d:
+        ckpt = None
+        if rank == 0:
+            checkpoint.save(Path(d), model.state_dict(), ema.state_dict(),
+                            {"optimizer": optimizer.state_dict(),
+                             "lr_schedule": lr_schedule.state_dict()},
+                            {"step": step, "config_hash": cfg["config_hash"], "world_size": world})
+            ckpt = ray.train.Checkpoint.from_directory(d)
+        ray.train.report({"step": step}, checkpoint=ckpt)
+
+
+def _grid(images: np.ndarray) -> np.ndarray:
+    from gammaface.viz import grid
+
+    side = int(math.ceil(math.sqrt(len(images))))
+    return grid(list(images), ncol=side, upscale=max(1, 64 // images.shape[1]))
+
+
+def png_bytes(array: np.ndarray) -> bytes:
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(array).save(buf, format="PNG")
+    return buf.getvalue()
