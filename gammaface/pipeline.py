@@ -31,10 +31,20 @@ def _keys(*keys: str) -> Callable[[Config], tuple[str, ...]]:
     return lambda cfg: keys
 
 
+def _section_except(section: str, *operational: str) -> tuple[str, ...]:
+    """Every key of a section but those that change how a stage runs, not what it produces."""
+    fields = Config.model_fields[section].annotation.model_fields  # type: ignore[union-attr]
+    return tuple(f"{section}.{f}" for f in fields if f not in operational)
+
+
+_DDPM_KEYS = _section_except("ddpm", "max_failures", "log_every", "cpus_per_worker")
+
+
 STAGES: tuple[StageSpec, ...] = (
     StageSpec("prepare", (), lambda c: ("data.dataset", f"data.{c.data.dataset}"),
               "gammaface.data.prepare"),
-    StageSpec("train_ddpm", ("prepare",), _keys("ddpm", "seed"), "gammaface.diffusion.train_ddpm"),
+    StageSpec("train_ddpm", ("prepare",), _keys(*_DDPM_KEYS, "seed"),
+              "gammaface.diffusion.train_ddpm"),
     StageSpec("harvest", ("train_ddpm",), _keys("harvest", "seed"), None),
     StageSpec("gmm_search", ("harvest",), _keys("gmm", "seed"), None),
     StageSpec("train_classifiers", ("prepare",), _keys("classifiers", "seed"), None),

@@ -74,8 +74,10 @@ def loop_config(cfg: Config, config_hash: str, paths: list[str], image_root: str
     }
 
 
-def fit(cfg: Config, loop_cfg: dict[str, Any], storage_path: str, name: str) -> Path:
-    """Run (or resume) the TorchTrainer; returns a local copy of the final checkpoint's folder."""
+def fit(cfg: Config, loop_cfg: dict[str, Any], storage_path: str, name: str
+        ) -> tuple[Path, dict[str, Any]]:
+    """Run (or resume) the TorchTrainer; returns a local copy of the final checkpoint's folder
+    and rank 0's last reported metrics."""
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
@@ -98,7 +100,7 @@ def fit(cfg: Config, loop_cfg: dict[str, Any], storage_path: str, name: str) -> 
         raise RuntimeError("DDPM training finished without a checkpoint.")
     local = Path(tempfile.mkdtemp(prefix="gammaface-ddpm-"))
     result.checkpoint.to_directory(str(local))
-    return local
+    return local, dict(result.metrics or {})
 
 
 def _checkpoint_problem(exc: BaseException) -> str | None:
@@ -137,7 +139,7 @@ def run(cfg: Config, workdir: Store) -> StageResult:
     loop_cfg = loop_config(cfg, h, paths, image_root, _cpus_per_worker(cfg))
     tracking.log_params({"ddpm.resolution_used": loop_cfg["unet"]["sample_size"],
                          "ddpm.parameters": sum(p.numel() for p in UNet2DModel(**loop_cfg["unet"]).parameters())})
-    final = fit(cfg, loop_cfg, out.path(RAY_TRAIN_DIR), f"ddpm-{h}")
+    final, _ = fit(cfg, loop_cfg, out.path(RAY_TRAIN_DIR), f"ddpm-{h}")
     state = checkpoint.read_state(final, h)
     ema = checkpoint.load_weights(final, checkpoint.EMA_FILE)
 

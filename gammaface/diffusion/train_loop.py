@@ -134,6 +134,7 @@ def train_loop_per_worker(cfg: dict[str, Any]) -> None:
     local_batch = math.ceil(cfg["batch_size"] / world)
 
     noise_scheduler = DDPMScheduler(**cfg["scheduler"])
+    torch.manual_seed(_seed(cfg["seed"], 0))  # the same initial weights for the same seed
     model = UNet2DModel(**cfg["unet"])
     ema = Ema(model, cfg["ema_decay"])
     step, optimizer_state = 0, None
@@ -157,6 +158,7 @@ def train_loop_per_worker(cfg: dict[str, Any]) -> None:
     ddp.train()
     losses: list[float] = []
     tick, tick_step = time.perf_counter(), step
+    throughput = {"images_per_s": 0.0}
     while step < cfg["train_steps"]:
         rows = batch_indices(step, len(images), local_batch, cfg["seed"], rank)
         gen = torch.Generator().manual_seed(_seed(cfg["seed"], rank, step, 1))
@@ -172,13 +174,14 @@ def train_loop_per_worker(cfg: dict[str, Any]) -> None:
         if rank == 0 and (step % cfg["log_every"] == 0 or step == cfg["train_steps"]):
             elapsed = time.perf_counter() - tick
             ips = (step - tick_step) * local_batch * world / max(elapsed, 1e-9)
+            throughput["images_per_s"] = ips
             log.metrics({"loss": float(np.mean(losses)), "lr": lr_schedule.get_last_lr()[0],
                          "images_per_s": ips}, step)
             print(f"step {step}/{cfg['train_steps']} loss {np.mean(losses):.4f} {ips:.0f} img/s",
                   flush=True)
             losses, tick, tick_step = [], time.perf_counter(), step
         if step % cfg["checkpoint_every"] == 0 or step == cfg["train_steps"]:
-            _report(cfg, rank, world, step, core, ema, optimizer, lr_schedule)
+            _report(cfg, rank, world, step, core, ema, optimizer, lr_schedule, throughput)
         if rank == 0 and cfg["sample_every"] and step % cfg["sample_every"] == 0 \
                 and step < cfg["train_steps"]:
             grid_img = _grid(sample_images(cfg["unet"], ema.state_dict(), cfg["scheduler"],
@@ -187,7 +190,8 @@ def train_loop_per_worker(cfg: dict[str, Any]) -> None:
 
 
 def _report(cfg: dict[str, Any], rank: int, world: int, step: int, model: torch.nn.Module,
-            ema: Ema, optimizer: torch.optim.Optimizer, lr_schedule: Any) -> None:
+            ema: Ema, optimizer: torch.optim.Optimizer, lr_schedule: Any,
+            extra: dict[str, float]) -> None:
     import ray.train
 
     with tempfile.TemporaryDirectory() as d:
@@ -198,7 +202,7 @@ def _report(cfg: dict[str, Any], rank: int, world: int, step: int, model: torch.
                              "lr_schedule": lr_schedule.state_dict()},
                             {"step": step, "config_hash": cfg["config_hash"], "world_size": world})
             ckpt = ray.train.Checkpoint.from_directory(d)
-        ray.train.report({"step": step}, checkpoint=ckpt)
+        ray.train.report({"step": step, **extra}, checkpoint=ckpt)
 
 
 def _grid(images: np.ndarray) -> np.ndarray:

@@ -1,0 +1,94 @@
+import numpy as np
+import pytest
+import torch
+from diffusers import DDIMPipeline, DDIMScheduler, DDPMScheduler, UNet2DModel
+
+from gammaface.diffusion.presets import unet_config
+from gammaface.diffusion.sampler import (effective_t, forward_noise, grid, make_scheduler, reverse,
+                                         row_generators)
+
+T = 1000
+
+
+@pytest.fixture(scope="module")
+def unet():
+    torch.manual_seed(0)
+    return UNet2DModel(**unet_config("tiny")).eval()
+
+
+@pytest.fixture()
+def train_scheduler():
+    return DDPMScheduler(num_train_timesteps=T, beta_schedule="linear")
+
+
+def _noise(n, seed=0):
+    return torch.stack([torch.randn(3, 8, 8, generator=g) for g in row_generators(range(seed, seed + n))])
+
+
+@pytest.mark.parametrize("t_star", [200, 480, 800, 333])
+def test_stopping_and_restarting_at_t_star_equals_one_run(unet, train_scheduler, t_star):
+    sched = make_scheduler(train_scheduler, "ddim")
+    x_T = _noise(4)
+    full = reverse(unet, sched, x_T, T, 0, steps=20)
+    x_t = reverse(unet, sched, x_T, T, t_star, steps=20)
+    resumed = reverse(unet, sched, x_t, t_star, 0, steps=20)
+    torch.testing.assert_close(resumed, full, rtol=1e-5, atol=1e-5)
+    assert not torch.allclose(x_t, full)
+
+
+def test_stochastic_ddim_split_with_per_row_generators(unet, train_scheduler):
+    sched = make_scheduler(train_scheduler, "ddim")
+    x_T = _noise(3)
+    full = reverse(unet, sched, x_T, T, 0, steps=10, generator=row_generators([7, 8, 9]), eta=1.0)
+    gens = row_generators([7, 8, 9])
+    x_t = reverse(unet, sched, x_T, T, 500, steps=10, generator=gens, eta=1.0)
+    split = reverse(unet, sched, x_t, 500, 0, steps=10, generator=gens, eta=1.0)
+    torch.testing.assert_close(split, full, rtol=1e-5, atol=1e-5)
+
+
+def test_t_star_snaps_to_the_grid(train_scheduler):
+    sched = make_scheduler(train_scheduler, "ddim")
+    timesteps = grid(sched, 20)
+    assert timesteps[0] == 950 and timesteps[-1] == 0 and len(timesteps) == 20
+    assert effective_t(sched, 20, 333) == 350
+    assert effective_t(sched, 20, 200) == 200
+    assert effective_t(sched, 20, 325) == 350  # a tie goes to the noisier timestep
+
+
+def test_full_sample_matches_diffusers_ddim_pipeline(unet, train_scheduler):
+    ddim = DDIMScheduler.from_config(train_scheduler.config)
+    pipe = DDIMPipeline(unet=unet, scheduler=ddim)
+    theirs = pipe(batch_size=2, generator=torch.Generator().manual_seed(3), eta=0.0,
+                  num_inference_steps=15, output_type="np").images
+    x_T = torch.randn((2, 3, 8, 8), generator=torch.Generator().manual_seed(3))
+    ours = reverse(unet, make_scheduler(train_scheduler, "ddim"), x_T, T, 0, steps=15)
+    ours = ((ours / 2 + 0.5).clamp(0, 1)).permute(0, 2, 3, 1).numpy()
+    np.testing.assert_allclose(ours, theirs, atol=1e-5)
+
+
+def test_same_seed_same_images_whatever_the_batch(unet, train_scheduler):
+    sched = make_scheduler(train_scheduler, "ddpm")
+    x = _noise(4)
+    a = reverse(unet, sched, x, T, 0, steps=10, generator=row_generators([1, 2, 3, 4]))
+    b = reverse(unet, sched, x, T, 0, steps=10, generator=row_generators([1, 2, 3, 4]))
+    torch.testing.assert_close(a, b, rtol=0, atol=0)
+    part = reverse(unet, sched, x[2:], T, 0, steps=10, generator=row_generators([3, 4]))
+    torch.testing.assert_close(part, a[2:], rtol=1e-5, atol=1e-5)
+
+
+def test_forward_noise_has_the_closed_form_moments(train_scheduler):
+    t = 300
+    abar = float(train_scheduler.alphas_cumprod[t])
+    x0 = torch.full((4000, 3, 2, 2), 0.6)
+    xt = forward_noise(x0, t, train_scheduler, generator=torch.Generator().manual_seed(0))
+    assert float(xt.mean()) == pytest.approx(np.sqrt(abar) * 0.6, abs=0.01)
+    assert float(xt.var()) == pytest.approx(1 - abar, rel=0.03)
+    again = forward_noise(x0[:5], t, train_scheduler, generator=row_generators(range(5)))
+    first = forward_noise(x0[:2], t, train_scheduler, generator=row_generators(range(2)))
+    torch.testing.assert_close(again[:2], first)
+
+
+def test_t_to_above_t_from_is_refused(unet, train_scheduler):
+    sched = make_scheduler(train_scheduler, "ddim")
+    with pytest.raises(ValueError, match="lies above"):
+        reverse(unet, sched, _noise(1), 200, 600, steps=10)
