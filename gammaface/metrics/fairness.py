@@ -336,6 +336,22 @@ def _median_std(values: np.ndarray) -> list[float]:
     return [float(np.median(values)), float(np.std(values))]
 
 
+def bootstrap(metric, arrays: tuple[np.ndarray, ...], seed: int, repeat: int = 500) -> list[float]:
+    """[median, std] of any metric over resamples, one repetition at a time.
+
+    The resamples are those of the vectorised bootstraps below (one generator seeded once, one
+    draw of n indices per repetition); a metric returning a list pools its values.
+    """
+    rng = np.random.RandomState(seed)
+    n = len(arrays[0])
+    values: list[float] = []
+    for _ in range(repeat):
+        idx = rng.randint(0, n, n)
+        out = metric(*(np.asarray(a)[idx] for a in arrays))
+        values.extend(out if isinstance(out, list) else [out])
+    return _median_std(np.asarray(values, dtype=np.float64))
+
+
 def ba_bootstrap(y_true: object, y_pred: object, groups: object, seed: int, repeat: int = 500
                  ) -> list[float]:
     """[median, std] of BA A->T over `repeat` resamples."""

@@ -283,20 +283,26 @@ def _loop_bootstrap(fn, arrays, seed, repeat):
     return [np.median(vals), np.std(vals)]
 
 
+def test_generic_bootstrap_is_the_plain_loop():
+    yt, yp, g = _random(n=200, seed=1)
+    assert F.bootstrap(F.bias, (yt, yp, g), seed=3, repeat=50) == pytest.approx(
+        _loop_bootstrap(F.bias, (yt, yp, g), 3, 50))
+
+
 def test_bootstraps_match_a_plain_loop():
     yt, yp, g = _random(n=300, seed=4, groups=3)
     s = np.random.default_rng(4).random(300)
     g2 = g % 2
     assert F.ba_bootstrap(yt, yp, g, seed=7, repeat=150) == pytest.approx(
-        _loop_bootstrap(F.ba_a_to_t, (yt, yp, g), 7, 150))
+        F.bootstrap(F.ba_a_to_t, (yt, yp, g), 7, 150))
     assert F.deo_bootstrap(yt, yp, g2, seed=7, repeat=150) == pytest.approx(
-        _loop_bootstrap(F.deo, (yt, yp, g2), 7, 150))
+        F.bootstrap(F.deo, (yt, yp, g2), 7, 150))
 
     def four(s_, yt_, g_):
         return F.kl_directional(s_, yt_, g_, 1) + F.kl_directional(s_, yt_, g_, 0)
 
     assert F.kl_bootstrap(s, yt, g2, seed=7, repeat=40) == pytest.approx(
-        _loop_bootstrap(four, (s, yt, g2), 7, 40))
+        F.bootstrap(four, (s, yt, g2), 7, 40))
 
 
 # --- malformed input ------------------------------------------------------------------------------

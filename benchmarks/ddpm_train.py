@@ -1,0 +1,112 @@
+"""DDPM throughput on this machine.
+
+    python benchmarks/ddpm_train.py [--preset small] [--resolution 16] [--steps 60]
+                                    [--batch 32] [--sample-batch 64] [--sample-steps 50]
+
+1. Training images/s of the preset through Ray Train's TorchTrainer with 1 and 2 workers (DDP
+   over gloo on CPU), measured by the loop over its last logging interval.
+2. Sampling images/s of `gammaface.diffusion.sampler.reverse` against diffusers' own
+   DDIMPipeline on the same UNet, steps and batch; the ratio ours/theirs (1 or more means
+   ours is no slower).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from diffusers import DDIMPipeline, DDIMScheduler, DDPMScheduler, UNet2DModel
+
+from gammaface import config
+from gammaface.data import synthfaces
+from gammaface.diffusion.presets import unet_config
+from gammaface.diffusion.sampler import make_scheduler, reverse
+from gammaface.diffusion.train_ddpm import fit, loop_config
+
+
+def train_throughput(args: argparse.Namespace, workers: int, data_dir: Path, paths: list[str]) -> float:
+    cfg = config.from_dict({"ddpm": {"preset": args.preset, "resolution": args.resolution,
+                                     "train_steps": args.steps, "batch_size": args.batch,
+                                     "num_workers": workers, "checkpoint_every": args.steps,
+                                     "sample_every": 0, "log_every": args.steps // 2,
+                                     "max_failures": 0}})
+    threads = max(1, (os.cpu_count() or 1) // workers)
+    loop = loop_config(cfg, f"bench{workers}", paths, str(data_dir), threads)
+    loop["mlflow_uri"] = loop["mlflow_run_id"] = None
+    with tempfile.TemporaryDirectory() as storage:
+        _, metrics = fit(cfg, loop, storage, f"bench-{workers}")
+    return float(metrics["images_per_s"])
+
+
+def sampling(args: argparse.Namespace) -> tuple[float, float]:
+    torch.manual_seed(0)
+    unet = UNet2DModel(**unet_config(args.preset, args.resolution)).eval()
+    train_sched = DDPMScheduler(num_train_timesteps=1000)
+    pipe = DDIMPipeline(unet=unet, scheduler=DDIMScheduler.from_config(train_sched.config))
+    pipe.set_progress_bar_config(disable=True)
+    ours_sched = make_scheduler(train_sched, "ddim")
+    size = args.resolution
+    n = args.sample_batch
+
+    def theirs() -> None:
+        pipe(batch_size=n, generator=torch.Generator().manual_seed(0), eta=0.0,
+             num_inference_steps=args.sample_steps, output_type="np")
+
+    def ours() -> None:
+        x = torch.randn((n, 3, size, size), generator=torch.Generator().manual_seed(0))
+        out = reverse(unet, ours_sched, x, 1000, 0, args.sample_steps)
+        ((out / 2 + 0.5).clamp(0, 1)).permute(0, 2, 3, 1).numpy()
+
+    timings = {}
+    for name, fn in (("theirs", theirs), ("ours", ours)):
+        fn()  # warm-up
+        best = []
+        for _ in range(3):
+            start = time.perf_counter()
+            fn()
+            best.append(time.perf_counter() - start)
+        timings[name] = n / min(best)
+    return timings["ours"], timings["theirs"]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--preset", default="small")
+    ap.add_argument("--resolution", type=int, default=16)
+    ap.add_argument("--steps", type=int, default=60)
+    ap.add_argument("--batch", type=int, default=32)
+    ap.add_argument("--sample-batch", type=int, default=64)
+    ap.add_argument("--sample-steps", type=int, default=50)
+    ap.add_argument("--skip-train", action="store_true")
+    args = ap.parse_args()
+    print(f"preset {args.preset} at {args.resolution} px, {torch.get_num_threads()} torch threads, "
+          f"{os.cpu_count()} CPUs")
+    ours, theirs = sampling(args)
+    print(f"sampling, batch {args.sample_batch}, {args.sample_steps} DDIM steps: "
+          f"reverse {ours:.1f} img/s, DDIMPipeline {theirs:.1f} img/s, ratio {ours / theirs:.2f}")
+    if args.skip_train:
+        return
+    import ray
+
+    ray.init(num_cpus=os.cpu_count(), include_dashboard=False, configure_logging=False,
+             log_to_driver=False)
+    with tempfile.TemporaryDirectory() as d:
+        data = Path(d)
+        df = synthfaces.build(data, n=512, size=args.resolution, seed=0, train=1.0, val=0.0,
+                              use_ray=False)
+        paths = list(df["path"])
+        results = {w: train_throughput(args, w, data, paths) for w in (1, 2)}
+    for w, ips in results.items():
+        print(f"training, global batch {args.batch}, {w} worker(s): {ips:.1f} img/s "
+              f"({ips / args.batch:.2f} steps/s)")
+    print(f"2 workers / 1 worker: {results[2] / results[1]:.2f}")
+
+
+if __name__ == "__main__":
+    np.set_printoptions(precision=3)
+    main()
