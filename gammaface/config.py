@@ -108,8 +108,10 @@ class DdpmConfig(Section):
 
 class HarvestConfig(Section):
     n: int = Field(default=2000, gt=0)
-    t_star: int = Field(default=200, gt=0)
+    t_star: int = Field(default=200, gt=0)  # snapped to the grid of `steps` DDIM steps
     source: Literal["forward", "reverse"] = "forward"
+    steps: int = Field(default=50, gt=0)  # DDIM steps of a full run; reverse harvest walks T -> t*
+    eta: float = Field(default=0.0, ge=0, le=1)
     batch_size: int = Field(default=64, gt=0)
     concurrency: int = Field(default=1, gt=0)
     num_gpus: float = Field(default=0.0, ge=0)

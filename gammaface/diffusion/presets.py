@@ -13,10 +13,11 @@ PRESETS: dict[str, dict[str, Any]] = {
         resolution=8, layers_per_block=1, block_out_channels=(16, 32), norm_num_groups=8,
         down_block_types=("DownBlock2D", "DownBlock2D"),
         up_block_types=("UpBlock2D", "UpBlock2D")),
+    # No attention: at 16 px it cost 40 % of the CPU throughput for no visible gain.
     "small": dict(
-        resolution=16, layers_per_block=1, block_out_channels=(32, 64, 96), norm_num_groups=16,
-        down_block_types=("DownBlock2D", "AttnDownBlock2D", "DownBlock2D"),
-        up_block_types=("UpBlock2D", "AttnUpBlock2D", "UpBlock2D")),
+        resolution=16, layers_per_block=1, block_out_channels=(32, 64, 64), norm_num_groups=16,
+        down_block_types=("DownBlock2D", "DownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "UpBlock2D", "UpBlock2D")),
     "32": dict(
         resolution=32, layers_per_block=2, block_out_channels=(64, 128, 128, 256),
         norm_num_groups=32,

@@ -1,0 +1,361 @@
+"""A diagonal Gaussian mixture with scikit-learn's API, fitted by EM written in torch.
+
+The EM follows the paper's eqs. 8-11 in log space: the E-step computes log-responsibilities with
+log-sum-exp in chunks of rows, accumulating the M-step's sufficient statistics on the way, so
+memory beyond the data stays O(chunk x K + K x d). Every step mirrors scikit-learn's
+`GaussianMixture(covariance_type="diag")` (the same lower bound, the same 10 * eps added to the
+component counts, the same convergence test), so given the same initial parameters both reach
+the same solution. Backends:
+
+- `torch`: this EM on the given device (CPU unless told otherwise);
+- `cuml`: k-means++ initial means from cuML's KMeans on the GPU, then this EM on the GPU;
+- `sklearn`: scikit-learn's own GaussianMixture, the reference and fallback;
+- `auto`: `cuml` when a GPU and cuML are present, else `torch` on the CPU.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+log = logging.getLogger(__name__)
+
+BACKENDS = ("auto", "cuml", "torch", "sklearn")
+INIT_PARAMS = ("k-means++", "kmeans", "random_from_data")
+_EPS = 10 * float(np.finfo(np.float64).eps)  # what scikit-learn adds to every component count
+_LOG_2PI = math.log(2 * math.pi)
+
+
+def cuml_available() -> bool:
+    if not torch.cuda.is_available():
+        return False
+    try:
+        import cuml  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def resolve_backend(backend: str) -> str:
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}.")
+    if backend == "auto":
+        chosen = "cuml" if cuml_available() else "torch"
+        log.info("GMM backend auto -> %s", chosen)
+        return chosen
+    if backend == "cuml" and not cuml_available():
+        raise ValueError("backend 'cuml' needs a CUDA GPU and cuML (pip install 'gammaface[gpu]').")
+    return backend
+
+
+def check_data(X: Any, n_components: int | None = None) -> np.ndarray | torch.Tensor:
+    """A 2-D finite array; NaN or inf is refused with the first bad row named."""
+    if isinstance(X, torch.Tensor):
+        if X.ndim != 2:
+            raise ValueError(f"expected a 2-D array of rows, got shape {tuple(X.shape)}.")
+        bad = ~torch.isfinite(X).all(dim=1)
+        first = int(bad.nonzero()[0, 0]) if bool(bad.any()) else None
+    else:
+        X = np.asarray(X)
+        if X.ndim != 2:
+            raise ValueError(f"expected a 2-D array of rows, got shape {X.shape}.")
+        if not np.issubdtype(X.dtype, np.floating):
+            X = X.astype(np.float64)
+        bad = ~np.isfinite(X).all(axis=1)
+        first = int(bad.argmax()) if bad.any() else None
+    if first is not None:
+        raise ValueError(f"row {first} contains NaN or inf.")
+    if n_components is not None and n_components > X.shape[0]:
+        raise ValueError(f"n_components={n_components} is more than the {X.shape[0]} rows given.")
+    return X
+
+
+class GaussianMixture:
+    """Diagonal-covariance Gaussian mixture; attributes and methods as in scikit-learn."""
+
+    def __init__(self, n_components: int = 1, covariance_type: str = "diag", tol: float = 1e-3,
+                 reg_covar: float = 1e-6, max_iter: int = 100, n_init: int = 1,
+                 init_params: str = "k-means++", random_state: int | None = None,
+                 backend: str = "auto", dtype: torch.dtype | str = torch.float32,
+                 device: str | torch.device | None = None, chunk_size: int = 4096,
+                 weights_init: np.ndarray | None = None, means_init: np.ndarray | None = None,
+                 variances_init: np.ndarray | None = None) -> None:
+        if covariance_type != "diag":
+            raise ValueError("only covariance_type='diag' is implemented.")
+        if init_params not in INIT_PARAMS:
+            raise ValueError(f"init_params must be one of {', '.join(INIT_PARAMS)}.")
+        if n_components < 1 or max_iter < 1 or n_init < 1 or chunk_size < 1:
+            raise ValueError("n_components, max_iter, n_init and chunk_size must be positive.")
+        self.n_components = n_components
+        self.covariance_type = covariance_type
+        self.tol = tol
+        self.reg_covar = reg_covar
+        self.max_iter = max_iter
+        self.n_init = n_init
+        self.init_params = init_params
+        self.random_state = random_state
+        self.backend = backend
+        self.dtype = getattr(torch, dtype) if isinstance(dtype, str) else dtype
+        self.device = device
+        self.chunk_size = chunk_size
+        self.weights_init = weights_init
+        self.means_init = means_init
+        self.variances_init = variances_init
+
+    # --- fitting -------------------------------------------------------------------------------
+
+    def fit(self, X: Any, y: None = None) -> GaussianMixture:
+        X = check_data(X, self.n_components)
+        backend = resolve_backend(self.backend)
+        self.backend_ = backend
+        if backend == "sklearn":
+            return self._fit_sklearn(X)
+        device = torch.device(self.device) if self.device else \
+            torch.device("cuda" if backend == "cuml" else "cpu")
+        data = (X if isinstance(X, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(X)))
+        data = data.to(device=device, dtype=self.dtype)
+        rng = np.random.RandomState(self.random_state)
+        best: tuple[float, dict[str, Any]] | None = None
+        for _ in range(self.n_init):
+            params = self._initial_parameters(X, data, rng, backend)
+            result = self._em(data, *params)
+            if best is None or result["lower_bound"] > best[0]:
+                best = (result["lower_bound"], result)
+        assert best is not None
+        r = best[1]
+        self.weights_ = r["weights"].cpu().double().numpy()
+        self.means_ = r["means"].cpu().double().numpy()
+        self.covariances_ = r["variances"].cpu().double().numpy()
+        self.converged_, self.n_iter_, self.lower_bound_ = r["converged"], r["n_iter"], r["lower_bound"]
+        self.n_reseeded_ = r["reseeded"]
+        if not self.converged_:
+            log.warning("EM with K=%d did not converge in %d iterations", self.n_components,
+                        self.max_iter)
+        return self
+
+    def _fit_sklearn(self, X: Any) -> GaussianMixture:
+        from sklearn.mixture import GaussianMixture as SkGaussianMixture
+
+        X = X.detach().cpu().numpy() if isinstance(X, torch.Tensor) else X
+        kwargs: dict[str, Any] = {}
+        if self.weights_init is not None:
+            kwargs["weights_init"] = self.weights_init
+        if self.means_init is not None:
+            kwargs["means_init"] = self.means_init
+        if self.variances_init is not None:
+            kwargs["precisions_init"] = 1.0 / np.asarray(self.variances_init)
+        sk = SkGaussianMixture(self.n_components, covariance_type="diag", tol=self.tol,
+                               reg_covar=self.reg_covar, max_iter=self.max_iter,
+                               n_init=self.n_init, init_params=self.init_params,
+                               random_state=self.random_state, **kwargs).fit(X)
+        self.weights_, self.means_, self.covariances_ = sk.weights_, sk.means_, sk.covariances_
+        self.converged_, self.n_iter_, self.lower_bound_ = sk.converged_, sk.n_iter_, sk.lower_bound_
+        self.n_reseeded_ = 0
+        return self
+
+    def _initial_parameters(self, X: Any, data: torch.Tensor, rng: np.random.RandomState,
+                            backend: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(weights, means, variances) as scikit-learn would start, honouring *_init overrides."""
+        n, k = data.shape[0], self.n_components
+        if self.means_init is not None and self.weights_init is not None \
+                and self.variances_init is not None:
+            return tuple(torch.as_tensor(np.asarray(a), dtype=self.dtype, device=data.device)
+                         for a in (self.weights_init, self.means_init, self.variances_init))  # type: ignore[return-value]
+        labels = self._initial_labels(X, data, rng, backend)
+        resp = torch.zeros((n, k), dtype=self.dtype, device=data.device)
+        if labels.ndim == 1 and len(labels) == n:
+            resp[torch.arange(n, device=data.device), torch.as_tensor(labels, device=data.device)] = 1
+        else:  # indices of one chosen row per component
+            resp[torch.as_tensor(labels, device=data.device), torch.arange(k, device=data.device)] = 1
+        weights, means, variances = self._m_step_from_resp(data, resp)
+        if self.weights_init is not None:
+            weights = torch.as_tensor(self.weights_init, dtype=self.dtype, device=data.device)
+        if self.means_init is not None:
+            means = torch.as_tensor(self.means_init, dtype=self.dtype, device=data.device)
+        if self.variances_init is not None:
+            variances = torch.as_tensor(self.variances_init, dtype=self.dtype, device=data.device)
+        return weights, means, variances
+
+    def _initial_labels(self, X: Any, data: torch.Tensor, rng: np.random.RandomState,
+                        backend: str) -> np.ndarray:
+        """Per-row labels (kmeans) or K row indices (k-means++, random_from_data)."""
+        k = self.n_components
+        if self.init_params == "random_from_data":
+            return rng.choice(data.shape[0], size=k, replace=False)
+        if backend == "cuml":
+            from cuml.cluster import KMeans as CuKMeans
+
+            km = CuKMeans(n_clusters=k, init="scalable-k-means++", n_init=1,
+                          random_state=int(rng.randint(np.iinfo(np.int32).max)))
+            km.fit(data.float())
+            return np.asarray(km.labels_.get() if hasattr(km.labels_, "get") else km.labels_)
+        host = X.detach().cpu().numpy() if isinstance(X, torch.Tensor) else X
+        if self.init_params == "kmeans":
+            from sklearn.cluster import KMeans
+
+            return KMeans(n_clusters=k, n_init=1, random_state=rng).fit(host).labels_
+        from sklearn.cluster import kmeans_plusplus
+
+        _, indices = kmeans_plusplus(host, k, random_state=rng)
+        return indices
+
+    def _m_step_from_resp(self, data: torch.Tensor, resp: torch.Tensor
+                          ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        nk = resp.sum(0) + _EPS
+        means = (resp.T @ data) / nk[:, None]
+        avg_x2 = (resp.T @ (data * data)) / nk[:, None]
+        variances = avg_x2 - means * means + self.reg_covar
+        return nk / data.shape[0], means, variances
+
+    def _em(self, data: torch.Tensor, weights: torch.Tensor, means: torch.Tensor,
+            variances: torch.Tensor) -> dict[str, Any]:
+        n = data.shape[0]
+        lower_bound, converged, n_iter, reseeded = -math.inf, False, 0, 0
+        for n_iter in range(1, self.max_iter + 1):
+            prev = lower_bound
+            total_lp, nk, sx, sxx, worst = self._e_pass(data, weights, means, variances)
+            lower_bound = total_lp / n
+            nk = nk + _EPS
+            weights = nk / n
+            means = sx / nk[:, None]
+            variances = sxx / nk[:, None] - means * means + self.reg_covar
+            dead = (nk < 1.0 + _EPS).nonzero().flatten()
+            if len(dead):  # a component that lost its points starts again at a poorly fitted row
+                reseeded += len(dead)
+                for j, comp in enumerate(dead.tolist()):
+                    means[comp] = data[worst[j % len(worst)]]
+                    variances[comp] = data.var(dim=0) + self.reg_covar
+                    weights[comp] = 1.0 / n
+                weights = weights / weights.sum()
+            variances = torch.clamp(variances, min=self.reg_covar)
+            if abs(lower_bound - prev) < self.tol:
+                converged = True
+                break
+        return {"weights": weights, "means": means, "variances": variances,
+                "lower_bound": float(lower_bound), "converged": converged, "n_iter": n_iter,
+                "reseeded": reseeded}
+
+    def _e_pass(self, data: torch.Tensor, weights: torch.Tensor, means: torch.Tensor,
+                variances: torch.Tensor) -> tuple[float, torch.Tensor, torch.Tensor, torch.Tensor, list[int]]:
+        """One pass over the rows: total log-likelihood and the M-step's sufficient statistics."""
+        k, d = means.shape
+        nk = torch.zeros(k, dtype=data.dtype, device=data.device)
+        sx = torch.zeros((k, d), dtype=data.dtype, device=data.device)
+        sxx = torch.zeros((k, d), dtype=data.dtype, device=data.device)
+        total = torch.zeros((), dtype=torch.float64, device=data.device)
+        lowest = (math.inf, 0)
+        consts = self._log_gaussian_consts(weights, means, variances)
+        for start in range(0, data.shape[0], self.chunk_size):
+            x = data[start:start + self.chunk_size]
+            weighted = self._weighted_log_prob(x, *consts)
+            norm = torch.logsumexp(weighted, dim=1)
+            resp = torch.exp(weighted - norm[:, None])
+            total += norm.double().sum()
+            nk += resp.sum(0)
+            sx += resp.T @ x
+            sxx += resp.T @ (x * x)
+            m = int(norm.argmin())
+            if float(norm[m]) < lowest[0]:
+                lowest = (float(norm[m]), start + m)
+        return float(total), nk, sx, sxx, [lowest[1]]
+
+    @staticmethod
+    def _log_gaussian_consts(weights: torch.Tensor, means: torch.Tensor, variances: torch.Tensor
+                             ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        precision = 1.0 / variances
+        d = means.shape[1]
+        # log pi_k - 0.5 (d log 2pi + sum log var_k + sum mu_k^2 / var_k)
+        bias = torch.log(weights) - 0.5 * (d * _LOG_2PI + torch.log(variances).sum(1)
+                                           + (means * means * precision).sum(1))
+        return precision, means * precision, bias
+
+    @staticmethod
+    def _weighted_log_prob(x: torch.Tensor, precision: torch.Tensor, mean_prec: torch.Tensor,
+                           bias: torch.Tensor) -> torch.Tensor:
+        return bias[None, :] - 0.5 * ((x * x) @ precision.T) + x @ mean_prec.T
+
+    # --- using a fitted mixture -----------------------------------------------------------------
+
+    def _check_fitted(self) -> None:
+        if not hasattr(self, "means_"):
+            raise RuntimeError("this GaussianMixture is not fitted yet; call fit first.")
+
+    def _weighted(self, X: Any) -> torch.Tensor:
+        self._check_fitted()
+        X = check_data(X)
+        data = X if isinstance(X, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(X))
+        data = data.to(dtype=torch.float64)
+        if data.shape[1] != self.means_.shape[1]:
+            raise ValueError(f"X has {data.shape[1]} features, the mixture {self.means_.shape[1]}.")
+        consts = self._log_gaussian_consts(*(torch.from_numpy(np.asarray(a, dtype=np.float64))
+                                             for a in (self.weights_, self.means_, self.covariances_)))
+        return torch.cat([self._weighted_log_prob(data[i:i + self.chunk_size].cpu(), *consts)
+                          for i in range(0, data.shape[0], self.chunk_size)])
+
+    def score_samples(self, X: Any) -> np.ndarray:
+        return torch.logsumexp(self._weighted(X), dim=1).numpy()
+
+    def score(self, X: Any, y: None = None) -> float:
+        return float(self.score_samples(X).mean())
+
+    def predict_proba(self, X: Any) -> np.ndarray:
+        w = self._weighted(X)
+        return torch.exp(w - torch.logsumexp(w, dim=1, keepdim=True)).numpy()
+
+    def predict(self, X: Any) -> np.ndarray:
+        return self._weighted(X).argmax(dim=1).numpy()
+
+    def _n_parameters(self) -> int:
+        k, d = self.means_.shape
+        return (k - 1) + 2 * k * d  # scikit-learn's count for diag
+
+    def bic(self, X: Any) -> float:
+        n = X.shape[0]
+        return -2 * self.score(X) * n + self._n_parameters() * math.log(n)
+
+    def aic(self, X: Any) -> float:
+        return -2 * self.score(X) * X.shape[0] + 2 * self._n_parameters()
+
+    def sample(self, n_samples: int = 1, random_state: int | None = None
+               ) -> tuple[np.ndarray, np.ndarray]:
+        """(X, y) with component counts drawn multinomially from the weights, as scikit-learn."""
+        self._check_fitted()
+        rng = np.random.RandomState(self.random_state if random_state is None else random_state)
+        counts = rng.multinomial(n_samples, self.weights_)
+        xs = [m + rng.standard_normal((c, m.shape[0])) * np.sqrt(v)
+              for m, v, c in zip(self.means_, self.covariances_, counts)]
+        y = np.concatenate([np.full(c, j, dtype=int) for j, c in enumerate(counts)])
+        return np.vstack(xs), y
+
+    # --- persistence ----------------------------------------------------------------------------
+
+    def save(self, path: str | Path) -> None:
+        self._check_fitted()
+        meta = {"n_components": self.n_components, "covariance_type": self.covariance_type,
+                "tol": self.tol, "reg_covar": self.reg_covar, "max_iter": self.max_iter,
+                "n_init": self.n_init, "init_params": self.init_params,
+                "random_state": self.random_state, "backend": getattr(self, "backend_", self.backend),
+                "converged": bool(self.converged_), "n_iter": int(self.n_iter_),
+                "lower_bound": float(self.lower_bound_)}
+        np.savez(path, weights=self.weights_, means=self.means_, covariances=self.covariances_,
+                 meta=np.array(json.dumps(meta)))
+
+    @classmethod
+    def load(cls, path: str | Path) -> GaussianMixture:
+        with np.load(path, allow_pickle=False) as z:
+            meta = json.loads(str(z["meta"]))
+            gm = cls(n_components=meta["n_components"], tol=meta["tol"],
+                     reg_covar=meta["reg_covar"], max_iter=meta["max_iter"],
+                     n_init=meta["n_init"], init_params=meta["init_params"],
+                     random_state=meta["random_state"], backend="torch")
+            gm.weights_, gm.means_, gm.covariances_ = z["weights"], z["means"], z["covariances"]
+        gm.converged_, gm.n_iter_, gm.lower_bound_ = meta["converged"], meta["n_iter"], meta["lower_bound"]
+        gm.backend_ = meta["backend"]
+        gm.n_reseeded_ = 0
+        return gm

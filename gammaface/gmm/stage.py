@@ -1,0 +1,169 @@
+"""Stage `gmm_search`: latents -> `gmm/` (bic.csv, bic.png, gmm_k{K}.npz, selected.json,
+components.csv).
+
+K runs over gmm.k_min..gmm.k_max, one Ray task per K; BIC picks K unless gmm.k forces it. For
+`forward` latents the source images' labels are known, so the stage also writes what each
+component of the chosen (or forced) K encodes: its attribute composition and the NMI between
+component and attribute.
+"""
+
+from __future__ import annotations
+
+import io
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from gammaface import layout, tracking
+from gammaface.config import Config
+from gammaface.data import manifest
+from gammaface.errors import UserError
+from gammaface.gmm.components import composition, nmi_table
+from gammaface.gmm.mixture import resolve_backend
+from gammaface.gmm.projection import Projection
+from gammaface.gmm.search import SearchResult, bic_search
+from gammaface.latents import store as latent_store
+from gammaface.ray_runtime import connect
+from gammaface.stage import StageResult
+from gammaface.storage import Store
+
+BIC_TABLE = "bic.csv"
+BIC_PLOT = "bic.png"
+SELECTED = "selected.json"
+COMPONENTS = "components.csv"
+PCA_FILE = "pca.npz"
+
+
+def mixture_file(k: int) -> str:
+    return f"gmm_k{k}.npz"
+
+
+def gmm_kwargs(cfg: Config) -> dict[str, Any]:
+    g = cfg.gmm
+    return {"tol": g.tol, "reg_covar": g.reg_covar, "max_iter": g.max_iter, "n_init": g.n_init,
+            "random_state": cfg.seed, "backend": g.backend}
+
+
+def search_latents(cfg: Config, latents: Store, out: Store) -> dict[str, Any]:
+    """BIC search over the latents in `latents`; writes everything into `out`, returns the
+    selection record."""
+    import ray
+
+    g = cfg.gmm
+    if g.space == "features":
+        raise UserError("gmm.space = 'features' needs the attribute classifiers, which this "
+                        "version does not train yet; use 'pixels' or 'pca'.")
+    meta = latents.read_json(latent_store.META_FILE)
+    index = latent_store.read_index(latents)
+    X = latent_store.load_rows(latents, index)
+    space_X = X
+    if g.space == "pca":
+        if not g.pca_dim:
+            raise UserError("gmm.space = 'pca' needs gmm.pca_dim.")
+        try:
+            proj = Projection.fit(X, g.pca_dim, cfg.seed)
+        except ValueError as exc:
+            raise UserError(str(exc)) from None
+        proj.save(_local(out, PCA_FILE))
+        space_X = proj.to_space(X).astype(np.float32)
+    ks = list(range(g.k_min, g.k_max + 1))
+    if g.k is not None and g.k not in ks:
+        ks.append(g.k)
+    if max(ks) > len(X):
+        raise UserError(f"gmm.k_max = {max(ks)} is more than the {len(X)} harvested latents.")
+    backend = resolve_backend(g.backend)
+    gpus = 1.0 if backend == "cuml" else 0.0
+    result = bic_search(space_X, ks, {**gmm_kwargs(cfg), "backend": backend},
+                        use_ray=ray.is_initialized(), gpus_per_task=gpus)
+    chosen = g.k if g.k is not None else result.chosen_k
+    out.makedirs()
+    for k, gm in result.mixtures.items():
+        gm.save(_local(out, mixture_file(k)))
+    out.write_bytes(BIC_TABLE, result.table.to_csv(index=False).encode())
+    out.write_bytes(BIC_PLOT, _bic_plot(result, chosen))
+    record = {
+        "k": int(chosen), "chosen_by": "forced" if g.k is not None else "bic",
+        "bic_choice": int(result.chosen_k), "space": g.space, "pca_dim": g.pca_dim,
+        "t_star": meta["t_star"], "source": meta["source"], "n": int(len(X)),
+        "dim": int(space_X.shape[1]), "backend": backend,
+        "bic_gain_over_k1": _bic_gain(result.table, chosen),
+    }
+    labels = _source_labels(meta, index)
+    if labels is not None:
+        gm = result.mixtures[chosen]
+        comp = gm.predict(space_X)
+        table = composition(comp, labels, gm.weights_)
+        out.write_bytes(COMPONENTS, table.to_csv(index=False).encode())
+        record["nmi"] = {k: (None if np.isnan(v) else v) for k, v in nmi_table(comp, labels).items()}
+    out.write_json(SELECTED, record)
+    return record
+
+
+def _local(out: Store, rel: str) -> str:
+    if not out.is_local:
+        raise UserError("gmm_search writes its .npz files locally; use a local workdir.")
+    return out.path(rel)
+
+
+def _bic_gain(table: pd.DataFrame, k: int) -> float:
+    """Relative BIC improvement of K over K = 1 (0 when K = 1 or K = 1 was not fitted)."""
+    by_k = table.set_index("k")["bic"]
+    if 1 not in by_k.index:
+        return float("nan")
+    return float((by_k[1] - by_k[k]) / abs(by_k[1]))
+
+
+def _source_labels(meta: dict[str, Any], index: pd.DataFrame) -> pd.DataFrame | None:
+    """Labels of each latent's source image (forward harvest only)."""
+    if meta["source"] != "forward":
+        return None
+    df, _ = manifest.read(meta["manifest"])
+    labels = df.set_index("path")
+    return labels.loc[index["source_path"]].reset_index(drop=True)
+
+
+def _bic_plot(result: SearchResult, chosen: int) -> bytes:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    t = result.table
+    fig, ax = plt.subplots(figsize=(5, 3.2), dpi=120)
+    ax.plot(t["k"], t["bic"], "o-", label="BIC")
+    ax.plot(t["k"], t["aic"], "s--", label="AIC", alpha=0.7)
+    row = t[t["k"] == chosen]
+    ax.plot(row["k"], row["bic"], "r*", markersize=14, label=f"chosen K = {chosen}")
+    ax.set_xlabel("K (components)")
+    ax.set_ylabel("criterion (lower is better)")
+    ax.legend()
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def run(cfg: Config, workdir: Store) -> StageResult:
+    import mlflow
+
+    connect(cfg.ray)
+    latents = workdir.sub(layout.stage_dir("harvest", cfg))
+    out = workdir.sub(layout.stage_dir("gmm_search", cfg))
+    record = search_latents(cfg, latents, out)
+    table = pd.read_csv(io.BytesIO(out.read_bytes(BIC_TABLE)))
+    for row in table.itertuples():
+        tracking.log_metrics({"bic": row.bic, "aic": row.aic, "lower_bound": row.lower_bound},
+                             step=int(row.k))
+    tracking.log_metrics({"chosen_k": record["k"], "bic_gain_over_k1": record["bic_gain_over_k1"]})
+    for attr, value in (record.get("nmi") or {}).items():
+        if value is not None:
+            tracking.log_metrics({f"nmi_{attr}": value})
+    for name in (BIC_TABLE, BIC_PLOT, SELECTED, COMPONENTS):
+        if out.exists(name) and out.is_local:
+            mlflow.log_artifact(out.path(name))
+    print(f"chosen K = {record['k']} ({record['chosen_by']}); BIC table in {out.uri(BIC_TABLE)}")
+    return StageResult("gmm_search", rows={"latents": record["n"], "k": record["k"]},
+                       outputs={"selected": out.uri(SELECTED)},
+                       metrics={"chosen_k": float(record["k"])})

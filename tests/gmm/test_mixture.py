@@ -1,0 +1,110 @@
+import numpy as np
+import pytest
+import torch
+from sklearn.mixture import GaussianMixture as SkGaussianMixture
+
+from gammaface.gmm import GaussianMixture
+
+
+def _mixture_data(n=1500, d=60, k=4, seed=0, spread=3.0):
+    rng = np.random.default_rng(seed)
+    means = rng.normal(0, spread, (k, d))
+    sigmas = rng.uniform(0.5, 1.5, (k, d))
+    z = rng.choice(k, n, p=np.linspace(1, 2, k) / np.linspace(1, 2, k).sum())
+    return means[z] + rng.standard_normal((n, d)) * sigmas[z], z, means
+
+
+def _same_start(X, k):
+    d = X.shape[1]
+    rng = np.random.default_rng(5)
+    return dict(weights_init=np.full(k, 1 / k), means_init=X[rng.choice(len(X), k, replace=False)],
+                variances_init=np.ones((k, d)))
+
+
+@pytest.mark.parametrize("dtype, rel", [(torch.float64, 1e-6), (torch.float32, 1e-4)])
+def test_torch_em_reaches_sklearn_from_the_same_start(dtype, rel):
+    X, _, _ = _mixture_data(spread=0.8)  # overlapping components: EM needs several iterations
+    start = _same_start(X, 4)
+    ours = GaussianMixture(4, backend="torch", dtype=dtype, **start).fit(X)
+    sk = SkGaussianMixture(4, covariance_type="diag", weights_init=start["weights_init"],
+                           means_init=start["means_init"],
+                           precisions_init=1 / start["variances_init"]).fit(X)
+    assert sk.n_iter_ > 2
+    assert ours.lower_bound_ == pytest.approx(sk.lower_bound_, rel=rel)
+    assert ours.n_iter_ == sk.n_iter_
+    assert (ours.predict(X) == sk.predict(X)).all()
+    assert ours.bic(X) == pytest.approx(sk.bic(X), rel=rel)
+    assert ours.aic(X) == pytest.approx(sk.aic(X), rel=rel)
+    np.testing.assert_allclose(ours.score_samples(X), sk.score_samples(X), rtol=rel * 10)
+    np.testing.assert_allclose(ours.predict_proba(X), sk.predict_proba(X), atol=1e-4)
+
+
+def test_kmeanspp_init_matches_sklearn_for_the_same_random_state():
+    X, _, _ = _mixture_data(seed=2)
+    ours = GaussianMixture(4, backend="torch", dtype=torch.float64, random_state=3).fit(X)
+    sk = SkGaussianMixture(4, covariance_type="diag", init_params="k-means++", random_state=3).fit(X)
+    assert ours.lower_bound_ == pytest.approx(sk.lower_bound_, rel=1e-6)
+
+
+def test_sklearn_backend_is_sklearn():
+    X, _, _ = _mixture_data(seed=1)
+    ours = GaussianMixture(3, backend="sklearn", random_state=0).fit(X)
+    sk = SkGaussianMixture(3, covariance_type="diag", init_params="k-means++", random_state=0).fit(X)
+    np.testing.assert_allclose(ours.means_, sk.means_)
+    assert ours.bic(X) == pytest.approx(sk.bic(X))
+
+
+def test_chunked_e_step_changes_nothing():
+    X, _, _ = _mixture_data(n=700)
+    start = _same_start(X, 4)
+    a = GaussianMixture(4, backend="torch", dtype=torch.float64, chunk_size=64, **start).fit(X)
+    b = GaussianMixture(4, backend="torch", dtype=torch.float64, chunk_size=10_000, **start).fit(X)
+    assert a.lower_bound_ == pytest.approx(b.lower_bound_, rel=1e-12)
+    np.testing.assert_allclose(a.means_, b.means_, rtol=1e-9)
+
+
+def test_bad_data_is_refused():
+    X, _, _ = _mixture_data(n=50, d=5)
+    X[17, 2] = np.nan
+    with pytest.raises(ValueError, match="row 17 contains NaN or inf"):
+        GaussianMixture(2, backend="torch").fit(X)
+    with pytest.raises(ValueError, match="more than the 3 rows"):
+        GaussianMixture(4, backend="torch").fit(np.zeros((3, 2)))
+    with pytest.raises(ValueError, match="backend"):
+        GaussianMixture(2, backend="gpu").fit(np.zeros((30, 2)))
+    with pytest.raises(ValueError, match="cuML"):
+        if torch.cuda.is_available():
+            pytest.skip("a GPU is present")
+        GaussianMixture(2, backend="cuml").fit(np.random.rand(30, 2))
+
+
+def test_a_component_that_loses_its_points_is_reseeded():
+    rng = np.random.default_rng(0)
+    X = np.vstack([rng.normal(0, 1, (200, 3)), rng.normal(8, 1, (200, 3))])
+    far = np.full((2, 3), 1e3)  # a start far from all data: it never wins a point
+    gm = GaussianMixture(2, backend="torch", dtype=torch.float64, weights_init=np.array([0.5, 0.5]),
+                         means_init=np.vstack([X[:1], far[:1]]), variances_init=np.ones((2, 3)),
+                         max_iter=200).fit(X)
+    assert gm.n_reseeded_ >= 1
+    assert np.isfinite(gm.means_).all() and (gm.covariances_ > 0).all()
+    assert sorted(np.round(gm.means_[:, 0])) == [0.0, 8.0]
+
+
+def test_save_load_roundtrip_without_pickle(tmp_path):
+    X, _, _ = _mixture_data(n=300, d=8)
+    gm = GaussianMixture(3, backend="torch", random_state=0).fit(X)
+    gm.save(tmp_path / "g.npz")
+    back = GaussianMixture.load(tmp_path / "g.npz")
+    np.testing.assert_array_equal(back.means_, gm.means_)
+    np.testing.assert_array_equal(back.predict(X), gm.predict(X))
+    assert back.converged_ == gm.converged_ and back.lower_bound_ == gm.lower_bound_
+    with np.load(tmp_path / "g.npz", allow_pickle=False) as z:
+        assert set(z.files) == {"weights", "means", "covariances", "meta"}
+
+
+def test_sample_follows_the_weights():
+    X, _, _ = _mixture_data(n=600, d=4)
+    gm = GaussianMixture(4, backend="torch", random_state=0).fit(X)
+    S, y = gm.sample(4000, random_state=1)
+    assert S.shape == (4000, 4)
+    np.testing.assert_allclose(np.bincount(y, minlength=4) / 4000, gm.weights_, atol=0.03)
