@@ -20,7 +20,8 @@ def load_ddpm(folder: str | Path) -> tuple[UNet2DModel, DDPMScheduler]:
     if not (folder / UNET_DIR / "config.json").is_file():
         raise UserError(f"{folder} holds no trained DDPM (no {UNET_DIR}/config.json); run train_ddpm.")
     try:
-        unet = UNet2DModel.from_pretrained(folder / UNET_DIR, use_safetensors=True)
+        unet = UNet2DModel.from_pretrained(folder / UNET_DIR, use_safetensors=True,
+                                            low_cpu_mem_usage=False)
     except (OSError, EnvironmentError) as exc:
         raise UserError(f"the DDPM in {folder / UNET_DIR} does not load as safetensors: "
                         f"{str(exc).splitlines()[0]}") from None

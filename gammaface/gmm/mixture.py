@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -76,6 +77,16 @@ def check_data(X: Any, n_components: int | None = None) -> np.ndarray | torch.Te
     return X
 
 
+def _as_tensor(X: Any) -> torch.Tensor:
+    """A tensor view of X without copying; X is only ever read, so a read-only array (such as one
+    from Ray's object store) is fine and torch's warning about it does not apply."""
+    if isinstance(X, torch.Tensor):
+        return X
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+        return torch.from_numpy(np.ascontiguousarray(X))
+
+
 class GaussianMixture:
     """Diagonal-covariance Gaussian mixture; attributes and methods as in scikit-learn."""
 
@@ -118,8 +129,7 @@ class GaussianMixture:
             return self._fit_sklearn(X)
         device = torch.device(self.device) if self.device else \
             torch.device("cuda" if backend == "cuml" else "cpu")
-        data = (X if isinstance(X, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(X)))
-        data = data.to(device=device, dtype=self.dtype)
+        data = _as_tensor(X).to(device=device, dtype=self.dtype)
         rng = np.random.RandomState(self.random_state)
         best: tuple[float, dict[str, Any]] | None = None
         for _ in range(self.n_init):
@@ -289,11 +299,10 @@ class GaussianMixture:
     def _weighted(self, X: Any) -> torch.Tensor:
         self._check_fitted()
         X = check_data(X)
-        data = X if isinstance(X, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(X))
-        data = data.to(dtype=torch.float64)
+        data = _as_tensor(X).to(dtype=torch.float64)
         if data.shape[1] != self.means_.shape[1]:
             raise ValueError(f"X has {data.shape[1]} features, the mixture {self.means_.shape[1]}.")
-        consts = self._log_gaussian_consts(*(torch.from_numpy(np.asarray(a, dtype=np.float64))
+        consts = self._log_gaussian_consts(*(torch.from_numpy(np.array(a, dtype=np.float64))
                                              for a in (self.weights_, self.means_, self.covariances_)))
         return torch.cat([self._weighted_log_prob(data[i:i + self.chunk_size].cpu(), *consts)
                           for i in range(0, data.shape[0], self.chunk_size)])

@@ -54,6 +54,7 @@ def search_latents(cfg: Config, latents: Store, out: Store) -> dict[str, Any]:
     if g.space == "features":
         raise UserError("gmm.space = 'features' needs the attribute classifiers, which this "
                         "version does not train yet; use 'pixels' or 'pca'.")
+    out.makedirs()
     meta = latents.read_json(latent_store.META_FILE)
     index = latent_store.read_index(latents)
     X = latent_store.load_rows(latents, index)
@@ -77,7 +78,6 @@ def search_latents(cfg: Config, latents: Store, out: Store) -> dict[str, Any]:
     result = bic_search(space_X, ks, {**gmm_kwargs(cfg), "backend": backend},
                         use_ray=ray.is_initialized(), gpus_per_task=gpus)
     chosen = g.k if g.k is not None else result.chosen_k
-    out.makedirs()
     for k, gm in result.mixtures.items():
         gm.save(_local(out, mixture_file(k)))
     out.write_bytes(BIC_TABLE, result.table.to_csv(index=False).encode())

@@ -90,14 +90,15 @@ class HarvestBatch:
 
 def _actor_resources(cfg: Config) -> tuple[float, int]:
     """(CPUs per actor, torch threads). One CPU stays free for Ray Data's own tasks: on a small
-    machine a pool that holds every CPU can starve the read tasks and hang."""
+    machine a pool that holds every CPU can starve the read tasks and hang (ray#44687)."""
     import ray
 
     total = float(ray.cluster_resources().get("CPU", 1))
     conc = cfg.harvest.concurrency
+    threads = max(1, int(total // conc))
     if cfg.harvest.num_gpus > 0:
-        return 1.0, max(1, int(total // conc))
-    return min(1.0, total / (conc + 1)), max(1, int(total // conc))
+        return 1.0, threads
+    return min(1.0, max(0.1, (total - 1) / conc)), threads
 
 
 def harvest_latents(cfg: Config, ddpm_dir: str, manifest_path: str, out: Store,

@@ -1,0 +1,39 @@
+import json
+from pathlib import Path
+
+import mlflow
+import pandas as pd
+import pytest
+
+from gammaface import config, pipeline
+from gammaface.gmm import GaussianMixture
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_harvest_and_search_stages_write_every_artifact(tmp_path, ray_local):
+    work = tmp_path / "w"
+    cfg = config.load(REPO / "jobs" / "smoke.yaml",
+                      {"workdir": str(work), "ddpm.train_steps": 4, "ddpm.checkpoint_every": 4,
+                       "ddpm.sample_every": 0, "gmm.k": 3, "gmm.space": "pca", "gmm.pca_dim": 16})
+    pipeline.run(cfg, None, echo=lambda s: None)
+    gmm = work / "gmm"
+    table = pd.read_csv(gmm / "bic.csv")
+    assert list(table["k"]) == [1, 2, 3, 4]
+    assert {"bic", "aic", "lower_bound", "n_iter", "converged", "seconds"} <= set(table.columns)
+    assert (gmm / "bic.png").stat().st_size > 1000 and (gmm / "pca.npz").is_file()
+    selected = json.loads((gmm / "selected.json").read_text())
+    assert selected["k"] == 3 and selected["chosen_by"] == "forced" and selected["dim"] == 16
+    assert set(selected["nmi"]) == {"age", "gender", "race", "smile", "glasses", "hair"}
+    for k in range(1, 5):
+        assert GaussianMixture.load(gmm / f"gmm_k{k}.npz").means_.shape == (k, 16)
+    comp = pd.read_csv(gmm / "components.csv")
+    assert len(comp) == 3 and comp["count"].sum() == 120
+    assert comp["weight"].sum() == pytest.approx(1.0)
+
+    mlflow.set_tracking_uri(f"sqlite:///{work / 'mlflow.db'}")
+    run = [r for r in mlflow.search_runs(experiment_names=["gammaface-smoke"], output_format="list")
+           if r.data.tags.get("stage") == "gmm_search"][0]
+    history = mlflow.MlflowClient().get_metric_history(run.info.run_id, "bic")
+    assert sorted(m.step for m in history) == [1, 2, 3, 4]
+    assert "nmi_race" in run.data.metrics
