@@ -60,6 +60,27 @@ def cmd_stages(args: argparse.Namespace) -> int:
     return 0
 
 
+def _int_list(text: str, flag: str) -> list[int]:
+    try:
+        return [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise UserError(f"{flag} takes comma-separated whole numbers, got {text!r}.") from None
+
+
+def cmd_gmm_sweep(args: argparse.Namespace) -> int:
+    from gammaface.gmm.sweep import sweep, to_markdown
+
+    cfg = _load_config(args)
+    sources = [s.strip() for s in args.source.split(",") if s.strip()]
+    for s in sources:
+        if s not in ("forward", "reverse"):
+            raise UserError(f"--source takes forward and/or reverse, got {s!r}.")
+    table = sweep(cfg, _int_list(args.t_star, "--t-star"), _int_list(args.pca, "--pca"), sources)
+    print(to_markdown(table), end="")
+    print(f"written to {Path(cfg.workdir) / 'sweep'}")
+    return 0
+
+
 def _out_dir(path: str) -> Path:
     out = Path(path)
     out.mkdir(parents=True, exist_ok=True)
@@ -145,6 +166,19 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_args(p)
     p.add_argument("--workdir", help="override the config's workdir")
     p.set_defaults(func=cmd_config_show)
+
+    gmm = sub.add_parser("gmm", help="mixture diagnostics", description="Mixture diagnostics.")
+    gsub = gmm.add_subparsers(dest="gmm_command", required=True, metavar="ACTION")
+    p = gsub.add_parser("sweep", help="harvest + BIC search over several t* and projections",
+                        description="Harvest latents and run the BIC search for every combination "
+                        "of source, t* and projection, and print one table (chosen K, BIC gain "
+                        "over K = 1, NMI per attribute). Needs the config's trained DDPM.")
+    _add_config_args(p)
+    p.add_argument("--workdir", help="override the config's workdir")
+    p.add_argument("--t-star", default="200,320,480,800", help="timesteps (default 200,320,480,800)")
+    p.add_argument("--pca", default="0", help="PCA dimensions, 0 = raw latents (e.g. 0,64)")
+    p.add_argument("--source", default="forward", help="forward, reverse or both (comma-separated)")
+    p.set_defaults(func=cmd_gmm_sweep)
 
     data = sub.add_parser("data", help="prepare a dataset as a canonical manifest",
                           description="Write manifest.parquet for a dataset in --out.")

@@ -28,3 +28,5 @@ def connect(cfg: RayConfig) -> None:
              include_dashboard=False, log_to_driver=True, configure_logging=False)
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = False  # the stages print their own progress
+    for name in ("ray.data", "ray.train"):
+        logging.getLogger(name).setLevel(logging.WARNING)
