@@ -3,11 +3,13 @@
 Each (source, t*) is harvested once into `sweep/<source>-t<t*>/latents`; each projection is
 searched into `sweep/<source>-t<t*>/gmm-<space>`. The table (printed, and written to
 `sweep/sweep.csv` and `sweep/sweep.md`) gives the chosen K, the relative BIC gain over K = 1 and,
-for forward latents, the NMI between component and every attribute.
+for forward latents, the NMI between component and every attribute. Rows of earlier sweeps in
+the same workdir stay in the table unless remeasured.
 """
 
 from __future__ import annotations
 
+import io
 from typing import Callable, Sequence
 
 import pandas as pd
@@ -22,6 +24,7 @@ from gammaface.ray_runtime import connect
 from gammaface.storage import Store
 
 SWEEP_DIR = "sweep"
+SWEEP_TABLE = "sweep.csv"
 
 
 def _with_space(cfg: Config, pca: int) -> Config:
@@ -64,11 +67,23 @@ def sweep(cfg: Config, t_stars: Sequence[int], pcas: Sequence[int], sources: Seq
                     row[f"nmi_{attr}"] = (record.get("nmi") or {}).get(attr)
                 rows.append(row)
                 echo(f"  {space}: K = {record['k']}")
-    table = pd.DataFrame(rows)
+    table = _merge(workdir.sub(SWEEP_DIR), pd.DataFrame(rows))
     out = workdir.sub(SWEEP_DIR)
-    out.write_bytes("sweep.csv", table.to_csv(index=False).encode())
+    out.write_bytes(SWEEP_TABLE, table.to_csv(index=False).encode())
     out.write_bytes("sweep.md", to_markdown(table).encode())
     return table
+
+
+def _merge(out: Store, new: pd.DataFrame) -> pd.DataFrame:
+    """Earlier sweeps' rows stay in the table unless this sweep measured the same setting."""
+    if not out.exists(SWEEP_TABLE):
+        return new
+    old = pd.read_csv(io.BytesIO(out.read_bytes(SWEEP_TABLE)))
+    key = ["source", "t_star", "space"]
+    kept = old.merge(new[key], on=key, how="left", indicator=True)
+    kept = kept[kept["_merge"] == "left_only"].drop(columns="_merge")
+    table = pd.concat([kept, new], ignore_index=True)
+    return table.sort_values(["source", "t_star", "space"], ignore_index=True)
 
 
 def to_markdown(table: pd.DataFrame) -> str:
