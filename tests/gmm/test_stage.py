@@ -37,3 +37,13 @@ def test_harvest_and_search_stages_write_every_artifact(tmp_path, ray_local):
     history = mlflow.MlflowClient().get_metric_history(run.info.run_id, "bic")
     assert sorted(m.step for m in history) == [1, 2, 3, 4]
     assert "nmi_race" in run.data.metrics
+
+    # the sweep reuses the trained DDPM: one table row per (source, t*, space), merged over runs
+    from gammaface.gmm.sweep import sweep
+
+    table = sweep(cfg, [100, 300], [0, 8], ["forward"], echo=lambda s: None)
+    assert len(table) == 4 and set(table["space"]) == {"pixels", "pca8"}
+    assert set(table["t_star"]) == {100, 300}
+    again = sweep(cfg, [300], [0], ["forward"], echo=lambda s: None)
+    assert len(again) == 4
+    assert (work / "sweep" / "sweep.md").read_text().count("\n") == 6
