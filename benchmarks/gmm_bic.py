@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import json
 import multiprocessing as mp
-import resource
 import time
 
 import numpy as np
@@ -46,12 +45,18 @@ def initial_parameters(X: np.ndarray, ks: list[int], seed: int) -> dict[int, dic
     return out
 
 
-def _rss_mb() -> float:
+def _status_mb(field: str) -> float:
     with open("/proc/self/status") as fh:
         for line in fh:
-            if line.startswith("VmRSS:"):
+            if line.startswith(field + ":"):
                 return int(line.split()[1]) / 1024
     return float("nan")
+
+
+def _reset_peak() -> None:
+    """Linux: writing 5 to clear_refs resets the peak RSS (VmHWM) to the current RSS."""
+    with open("/proc/self/clear_refs", "w") as fh:
+        fh.write("5")
 
 
 def _child(backend: str, args: dict, queue: mp.Queue) -> None:
@@ -64,7 +69,8 @@ def _child(backend: str, args: dict, queue: mp.Queue) -> None:
 
         from gammaface.gmm import GaussianMixture
     X = latent_like(args["n"], args["d"])
-    before = _rss_mb()  # libraries and data loaded: what the fits add comes on top
+    before = _status_mb("VmRSS")  # libraries and data loaded: what the fits add comes on top
+    _reset_peak()
     start = time.perf_counter()
     bics = {}
     for k, p in starts.items():
@@ -77,7 +83,7 @@ def _child(backend: str, args: dict, queue: mp.Queue) -> None:
                                  variances_init=p["variances"]).fit(X)
         bics[k] = float(gm.bic(X))
     seconds = time.perf_counter() - start
-    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    peak_mb = _status_mb("VmHWM")
     queue.put({"seconds": seconds, "peak_mb": peak_mb, "added_mb": peak_mb - before, "bic": bics})
 
 

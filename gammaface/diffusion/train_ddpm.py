@@ -8,7 +8,6 @@ config starts afresh.
 
 from __future__ import annotations
 
-import math
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -23,7 +22,7 @@ from gammaface.data import manifest
 from gammaface.diffusion import checkpoint
 from gammaface.diffusion.model_io import save_ddpm
 from gammaface.diffusion.presets import default_resolution, unet_config
-from gammaface.diffusion.train_loop import png_bytes, sample_images, train_loop_per_worker, _grid
+from gammaface.diffusion.train_loop import png_bytes, sample_images, sample_sheet, train_loop_per_worker
 from gammaface.errors import UserError
 from gammaface.ray_runtime import connect
 from gammaface.stage import StageResult
@@ -137,8 +136,9 @@ def run(cfg: Config, workdir: Store) -> StageResult:
         raise UserError(f"the train split has {len(paths)} images, fewer than ddpm.num_workers.")
     h = stage_hash("train_ddpm", cfg)
     loop_cfg = loop_config(cfg, h, paths, image_root, _cpus_per_worker(cfg))
+    n_params = sum(p.numel() for p in UNet2DModel(**loop_cfg["unet"]).parameters())
     tracking.log_params({"ddpm.resolution_used": loop_cfg["unet"]["sample_size"],
-                         "ddpm.parameters": sum(p.numel() for p in UNet2DModel(**loop_cfg["unet"]).parameters())})
+                         "ddpm.parameters": n_params})
     final, _ = fit(cfg, loop_cfg, out.path(RAY_TRAIN_DIR), f"ddpm-{h}")
     state = checkpoint.read_state(final, h)
     ema = checkpoint.load_weights(final, checkpoint.EMA_FILE)
@@ -150,8 +150,8 @@ def run(cfg: Config, workdir: Store) -> StageResult:
     device = torch.device("cuda" if cfg.ddpm.use_gpu and torch.cuda.is_available() else "cpu")
     samples = sample_images(loop_cfg["unet"], ema, loop_cfg["scheduler"], FINAL_SAMPLES,
                             cfg.ddpm.sample_steps, cfg.seed, device)
-    out.write_bytes(SAMPLES_FILE, png_bytes(_grid(samples)))
+    out.write_bytes(SAMPLES_FILE, png_bytes(sample_sheet(samples)))
     mlflow.log_artifact(out.path(SAMPLES_FILE))
     return StageResult("train_ddpm", rows={"train_images": len(paths), "steps": int(state["step"])},
                        outputs={"unet": out.uri("unet"), "samples": out.uri(SAMPLES_FILE)},
-                       metrics={"parameters": float(sum(p.numel() for p in unet.parameters()))})
+                       metrics={"parameters": float(n_params)})

@@ -184,7 +184,7 @@ def train_loop_per_worker(cfg: dict[str, Any]) -> None:
             _report(cfg, rank, world, step, core, ema, optimizer, lr_schedule, throughput)
         if rank == 0 and cfg["sample_every"] and step % cfg["sample_every"] == 0 \
                 and step < cfg["train_steps"]:
-            grid_img = _grid(sample_images(cfg["unet"], ema.state_dict(), cfg["scheduler"],
+            grid_img = sample_sheet(sample_images(cfg["unet"], ema.state_dict(), cfg["scheduler"],
                                            GRID_SAMPLES, cfg["sample_steps"], cfg["seed"], device))
             log.image(grid_img, f"step_{step:07d}.png")
 
@@ -205,7 +205,8 @@ def _report(cfg: dict[str, Any], rank: int, world: int, step: int, model: torch.
         ray.train.report({"step": step, **extra}, checkpoint=ckpt)
 
 
-def _grid(images: np.ndarray) -> np.ndarray:
+def sample_sheet(images: np.ndarray) -> np.ndarray:
+    """A square grid of samples, upscaled to about 64 px a face."""
     from gammaface.viz import grid
 
     side = int(math.ceil(math.sqrt(len(images))))

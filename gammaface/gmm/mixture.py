@@ -260,16 +260,17 @@ class GaussianMixture:
         sxx = torch.zeros((k, d), dtype=data.dtype, device=data.device)
         total = torch.zeros((), dtype=torch.float64, device=data.device)
         lowest = (math.inf, 0)
-        consts = self._log_gaussian_consts(weights, means, variances)
+        precision, mean_prec, bias = self._log_gaussian_consts(weights, means, variances)
         for start in range(0, data.shape[0], self.chunk_size):
             x = data[start:start + self.chunk_size]
-            weighted = self._weighted_log_prob(x, *consts)
+            x2 = x * x
+            weighted = bias[None, :] - 0.5 * (x2 @ precision.T) + x @ mean_prec.T
             norm = torch.logsumexp(weighted, dim=1)
             resp = torch.exp(weighted - norm[:, None])
             total += norm.double().sum()
             nk += resp.sum(0)
             sx += resp.T @ x
-            sxx += resp.T @ (x * x)
+            sxx += resp.T @ x2
             m = int(norm.argmin())
             if float(norm[m]) < lowest[0]:
                 lowest = (float(norm[m]), start + m)
@@ -299,12 +300,12 @@ class GaussianMixture:
     def _weighted(self, X: Any) -> torch.Tensor:
         self._check_fitted()
         X = check_data(X)
-        data = _as_tensor(X).to(dtype=torch.float64)
+        data = _as_tensor(X)
         if data.shape[1] != self.means_.shape[1]:
             raise ValueError(f"X has {data.shape[1]} features, the mixture {self.means_.shape[1]}.")
         consts = self._log_gaussian_consts(*(torch.from_numpy(np.array(a, dtype=np.float64))
                                              for a in (self.weights_, self.means_, self.covariances_)))
-        return torch.cat([self._weighted_log_prob(data[i:i + self.chunk_size].cpu(), *consts)
+        return torch.cat([self._weighted_log_prob(data[i:i + self.chunk_size].cpu().double(), *consts)
                           for i in range(0, data.shape[0], self.chunk_size)])
 
     def score_samples(self, X: Any) -> np.ndarray:

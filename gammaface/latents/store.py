@@ -4,8 +4,6 @@
 from __future__ import annotations
 
 import io
-from pathlib import Path
-
 import numpy as np
 import pandas as pd
 
@@ -47,6 +45,3 @@ def load_rows(folder: Store, index: pd.DataFrame | None = None) -> np.ndarray:
     data = np.concatenate([d for _, d in parts])
     return data[np.argsort(rows)]
 
-
-def local_path(folder: Store, rel: str) -> Path:
-    return Path(folder.path(rel))

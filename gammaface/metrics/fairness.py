@@ -7,7 +7,7 @@ are comparable with tables computed by that code.
 
 from __future__ import annotations
 
-from typing import Iterator, Mapping
+from typing import Iterator
 
 import numpy as np
 from scipy.ndimage import gaussian_filter1d

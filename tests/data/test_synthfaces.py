@@ -1,5 +1,3 @@
-import itertools
-
 import numpy as np
 import pytest
 import torch
@@ -95,7 +93,7 @@ def test_spec_from_yaml(tmp_path):
 def test_same_seed_same_bytes_in_process(tmp_path):
     a = synthfaces.build(tmp_path / "a", n=24, size=16, seed=5, use_ray=False)
     b = synthfaces.build(tmp_path / "b", n=24, size=16, seed=5, use_ray=False)
-    c = synthfaces.build(tmp_path / "c", n=24, size=16, seed=6, use_ray=False)
+    synthfaces.build(tmp_path / "c", n=24, size=16, seed=6, use_ray=False)
     assert a.equals(b)
     for p in a["path"]:
         assert (tmp_path / "a" / p).read_bytes() == (tmp_path / "b" / p).read_bytes()
