@@ -91,10 +91,10 @@ def main() -> None:
           f"reverse {ours:.1f} img/s, DDIMPipeline {theirs:.1f} img/s, ratio {ours / theirs:.2f}")
     if args.skip_train:
         return
-    import ray
+    from gammaface.config import RayConfig
+    from gammaface.ray_runtime import connect
 
-    ray.init(num_cpus=os.cpu_count(), include_dashboard=False, configure_logging=False,
-             log_to_driver=False)
+    connect(RayConfig(num_cpus=os.cpu_count()))
     with tempfile.TemporaryDirectory() as d:
         data = Path(d)
         df = synthfaces.build(data, n=512, size=args.resolution, seed=0, train=1.0, val=0.0,
