@@ -160,7 +160,7 @@ def run(cfg: Config, workdir: Store) -> StageResult:
     for attr, value in (record.get("nmi") or {}).items():
         if value is not None:
             tracking.log_metrics({f"nmi_{attr}": value})
-    for name in (BIC_TABLE, BIC_PLOT, SELECTED, COMPONENTS):
+    for name in (BIC_TABLE, BIC_PLOT, SELECTED, COMPONENTS, mixture_file(record["k"]), PCA_FILE):
         if out.exists(name) and out.is_local:
             mlflow.log_artifact(out.path(name))
     print(f"chosen K = {record['k']} ({record['chosen_by']}); BIC table in {out.uri(BIC_TABLE)}")

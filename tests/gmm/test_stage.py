@@ -37,6 +37,8 @@ def test_harvest_and_search_stages_write_every_artifact(tmp_path, ray_local):
     history = mlflow.MlflowClient().get_metric_history(run.info.run_id, "bic")
     assert sorted(m.step for m in history) == [1, 2, 3, 4]
     assert "nmi_race" in run.data.metrics
+    logged = {a.path for a in mlflow.MlflowClient().list_artifacts(run.info.run_id)}
+    assert {"bic.csv", "bic.png", "selected.json", "components.csv", "gmm_k3.npz"} <= logged
 
     # the sweep reuses the trained DDPM: one table row per (source, t*, space), merged over runs
     from gammaface.gmm.sweep import sweep
