@@ -45,7 +45,7 @@ def pipeline_run(cfg: Config, workdir: Store, stages: list[str]) -> Iterator[str
 
     workdir.makedirs()
     uri = tracking_uri(cfg, workdir)
-    mlflow.set_tracking_uri(uri)
+    use_tracking_uri(uri)
     exp_id = _experiment_id(cfg, workdir, uri)
     with mlflow.start_run(experiment_id=exp_id, run_name=f"{cfg.name}",
                           tags={"gammaface.kind": "pipeline", "stages": ",".join(stages),
@@ -53,6 +53,22 @@ def pipeline_run(cfg: Config, workdir: Store, stages: list[str]) -> Iterator[str
         log_params(cfg.flat())
         mlflow.log_text(dump_yaml(cfg), "config.yaml")
         yield run.info.run_id
+
+
+def use_tracking_uri(uri: str) -> None:
+    """Point this process's MLflow client at `uri` without touching MLFLOW_TRACKING_URI.
+
+    mlflow.set_tracking_uri also exports the variable, which would make the next pipeline run
+    in the same process log into this workdir's store instead of its own.
+    """
+    import mlflow
+
+    before = os.environ.get("MLFLOW_TRACKING_URI")
+    mlflow.set_tracking_uri(uri)
+    if before is None:
+        os.environ.pop("MLFLOW_TRACKING_URI", None)
+    else:
+        os.environ["MLFLOW_TRACKING_URI"] = before
 
 
 @contextlib.contextmanager

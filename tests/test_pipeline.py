@@ -3,12 +3,12 @@ import subprocess
 import sys
 from pathlib import Path
 
-import mlflow
 import pytest
 
 from gammaface import config, pipeline
 from gammaface.data import manifest
 from gammaface.errors import UserError
+from tests import mlflow_helpers
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -31,8 +31,7 @@ def test_prepare_writes_manifest_stage_json_and_mlflow_runs(tmp_path, ray_local)
     assert len(df) == 200 and Path(root, df["path"][0]).is_file()
     assert (folder / "samples.png").is_file()
 
-    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'work' / 'mlflow.db'}")
-    runs = mlflow.search_runs(experiment_names=["gammaface-smoke"], output_format="list")
+    runs = mlflow_helpers.runs(tmp_path / "work", "gammaface-smoke")
     parent = [r for r in runs if r.data.tags.get("gammaface.kind") == "pipeline"]
     child = [r for r in runs if r.data.tags.get("stage") == "prepare"]
     assert len(parent) == 1 and len(child) == 1
@@ -83,3 +82,10 @@ def test_cli_run_smoke_end_to_end(tmp_path):
     assert not (tmp_path / "mlruns").exists()  # artifacts stay in the workdir
     again = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path)
     assert again.returncode == 0 and "skipped" in again.stdout
+
+
+def test_two_pipelines_in_one_process_each_log_to_their_own_store(tmp_path, ray_local):
+    for name in ("a", "b"):
+        pipeline.run(_smoke(tmp_path / name), ["prepare"], echo=lambda s: None)
+    for name in ("a", "b"):
+        assert len(mlflow_helpers.runs(tmp_path / name / "work", "gammaface-smoke")) == 2  # its own parent and prepare run, nothing of the other

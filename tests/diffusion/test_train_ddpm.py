@@ -15,6 +15,7 @@ from gammaface import config, pipeline
 from gammaface.diffusion import checkpoint
 from gammaface.diffusion.model_io import load_ddpm
 from gammaface.errors import UserError
+from tests import mlflow_helpers
 
 REPO = Path(__file__).resolve().parents[2]
 SMOKE = REPO / "jobs" / "smoke.yaml"
@@ -53,15 +54,11 @@ def test_two_worker_ddp_training_writes_a_plain_diffusers_model(tmp_path, ray_lo
     assert all(torch.equal(plain.state_dict()[k], v) for k, v in ema.items())
     assert not list((work / "ddpm" / "unet").glob("*.bin"))
 
-    import mlflow
-
-    mlflow.set_tracking_uri(f"sqlite:///{work / 'mlflow.db'}")
-    run = [r for r in mlflow.search_runs(experiment_names=["gammaface-smoke"], output_format="list")
-           if r.data.tags.get("stage") == "train_ddpm"][0]
+    run = mlflow_helpers.stage_run(work, "gammaface-smoke", "train_ddpm")
     assert {"loss", "lr", "images_per_s"} <= set(run.data.metrics)
-    history = mlflow.MlflowClient().get_metric_history(run.info.run_id, "loss")
+    history = mlflow_helpers.client(work).get_metric_history(run.info.run_id, "loss")
     assert [m.step for m in history] == [5, 6]
-    artifacts = {a.path for a in mlflow.MlflowClient().list_artifacts(run.info.run_id)}
+    artifacts = {a.path for a in mlflow_helpers.client(work).list_artifacts(run.info.run_id)}
     assert {"samples", "samples.png"} <= artifacts
 
 

@@ -1,12 +1,12 @@
 import json
 from pathlib import Path
 
-import mlflow
 import pandas as pd
 import pytest
 
 from gammaface import config, pipeline
 from gammaface.gmm import GaussianMixture
+from tests import mlflow_helpers
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -31,13 +31,11 @@ def test_harvest_and_search_stages_write_every_artifact(tmp_path, ray_local):
     assert len(comp) == 3 and comp["count"].sum() == 120
     assert comp["weight"].sum() == pytest.approx(1.0)
 
-    mlflow.set_tracking_uri(f"sqlite:///{work / 'mlflow.db'}")
-    run = [r for r in mlflow.search_runs(experiment_names=["gammaface-smoke"], output_format="list")
-           if r.data.tags.get("stage") == "gmm_search"][0]
-    history = mlflow.MlflowClient().get_metric_history(run.info.run_id, "bic")
+    run = mlflow_helpers.stage_run(work, "gammaface-smoke", "gmm_search")
+    history = mlflow_helpers.client(work).get_metric_history(run.info.run_id, "bic")
     assert sorted(m.step for m in history) == [1, 2, 3, 4]
     assert "nmi_race" in run.data.metrics
-    logged = {a.path for a in mlflow.MlflowClient().list_artifacts(run.info.run_id)}
+    logged = {a.path for a in mlflow_helpers.client(work).list_artifacts(run.info.run_id)}
     assert {"bic.csv", "bic.png", "selected.json", "components.csv", "gmm_k3.npz"} <= logged
 
     # the sweep reuses the trained DDPM: one table row per (source, t*, space), merged over runs

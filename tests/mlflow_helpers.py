@@ -1,0 +1,24 @@
+"""Reading a workdir's MLflow store through an explicit client.
+
+mlflow.set_tracking_uri would export MLFLOW_TRACKING_URI and leak into later tests' pipelines.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from mlflow.tracking import MlflowClient
+
+
+def client(workdir: Path) -> MlflowClient:
+    return MlflowClient(tracking_uri=f"sqlite:///{workdir / 'mlflow.db'}")
+
+
+def runs(workdir: Path, experiment: str) -> list:
+    c = client(workdir)
+    exp = c.get_experiment_by_name(experiment)
+    return [] if exp is None else c.search_runs([exp.experiment_id])
+
+
+def stage_run(workdir: Path, experiment: str, stage: str):
+    return next(r for r in runs(workdir, experiment) if r.data.tags.get("stage") == stage)
