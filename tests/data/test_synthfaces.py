@@ -177,3 +177,21 @@ def test_every_cue_is_learnable_at_16px(tmp_path):
         out = model(xt)
     acc = {a: float((out[a].argmax(1) == yt[a]).float().mean()) for a in out}
     assert all(v >= 0.95 for v in acc.values()), acc
+
+
+def test_cli_writes_images_manifest_and_summary(tmp_path):
+    import subprocess
+    import sys
+
+    out = tmp_path / "sf"
+    proc = subprocess.run([sys.executable, "-m", "gammaface", "data", "synthfaces", "--out", str(out),
+                           "--n", "30", "--size", "16", "--seed", "4", "--no-ray"],
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert "30 rows: train 24, val 3, test 3" in proc.stdout
+    df, root = manifest.read(out / manifest.MANIFEST_FILE)
+    assert all((out / p).is_file() for p in df["path"])
+    bad = subprocess.run([sys.executable, "-m", "gammaface", "data", "synthfaces", "--out",
+                          str(tmp_path / "bad"), "--size", "8"], capture_output=True, text=True)
+    assert bad.returncode == 2 and "--size must lie between 16 and 128" in bad.stderr
+    assert not (tmp_path / "bad" / manifest.MANIFEST_FILE).exists()
