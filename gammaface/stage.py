@@ -10,7 +10,6 @@ import platform
 import time
 from dataclasses import dataclass, field
 from importlib import metadata
-from typing import Any
 
 from gammaface.layout import STAGE_FILE
 from gammaface.storage import Store
@@ -66,6 +65,3 @@ def mark_complete(folder: Store, config_hash: str, result: StageResult, started:
         "timings": {"started": started, "finished": finished, "seconds": finished - started},
     })
 
-
-def read_record(folder: Store) -> dict[str, Any]:
-    return folder.read_json(STAGE_FILE)

@@ -177,12 +177,13 @@ class GaussianMixture:
                 and self.variances_init is not None:
             return tuple(torch.as_tensor(np.asarray(a), dtype=self.dtype, device=data.device)
                          for a in (self.weights_init, self.means_init, self.variances_init))  # type: ignore[return-value]
-        labels = self._initial_labels(X, data, rng, backend)
+        per_row, picks = self._initial_labels(X, data, rng, backend)
         resp = torch.zeros((n, k), dtype=self.dtype, device=data.device)
-        if labels.ndim == 1 and len(labels) == n:
-            resp[torch.arange(n, device=data.device), torch.as_tensor(labels, device=data.device)] = 1
-        else:  # indices of one chosen row per component
-            resp[torch.as_tensor(labels, device=data.device), torch.arange(k, device=data.device)] = 1
+        picks_t = torch.as_tensor(picks, device=data.device)
+        if per_row:  # a component label for every row
+            resp[torch.arange(n, device=data.device), picks_t] = 1
+        else:  # one chosen row per component
+            resp[picks_t, torch.arange(k, device=data.device)] = 1
         weights, means, variances = self._m_step_from_resp(data, resp)
         if self.weights_init is not None:
             weights = torch.as_tensor(self.weights_init, dtype=self.dtype, device=data.device)
@@ -193,27 +194,28 @@ class GaussianMixture:
         return weights, means, variances
 
     def _initial_labels(self, X: Any, data: torch.Tensor, rng: np.random.RandomState,
-                        backend: str) -> np.ndarray:
-        """Per-row labels (kmeans) or K row indices (k-means++, random_from_data)."""
+                        backend: str) -> tuple[bool, np.ndarray]:
+        """(True, a label per row) for k-means, (False, K row indices) for k-means++ and
+        random_from_data."""
         k = self.n_components
         if self.init_params == "random_from_data":
-            return rng.choice(data.shape[0], size=k, replace=False)
+            return False, rng.choice(data.shape[0], size=k, replace=False)
         if backend == "cuml":
             from cuml.cluster import KMeans as CuKMeans
 
             km = CuKMeans(n_clusters=k, init="scalable-k-means++", n_init=1,
                           random_state=int(rng.randint(np.iinfo(np.int32).max)))
             km.fit(data.float())
-            return np.asarray(km.labels_.get() if hasattr(km.labels_, "get") else km.labels_)
+            return True, np.asarray(km.labels_.get() if hasattr(km.labels_, "get") else km.labels_)
         host = X.detach().cpu().numpy() if isinstance(X, torch.Tensor) else X
         if self.init_params == "kmeans":
             from sklearn.cluster import KMeans
 
-            return KMeans(n_clusters=k, n_init=1, random_state=rng).fit(host).labels_
+            return True, KMeans(n_clusters=k, n_init=1, random_state=rng).fit(host).labels_
         from sklearn.cluster import kmeans_plusplus
 
         _, indices = kmeans_plusplus(host, k, random_state=rng)
-        return indices
+        return False, indices
 
     def _m_step_from_resp(self, data: torch.Tensor, resp: torch.Tensor
                           ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

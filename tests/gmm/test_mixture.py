@@ -108,3 +108,13 @@ def test_sample_follows_the_weights():
     S, y = gm.sample(4000, random_state=1)
     assert S.shape == (4000, 4)
     np.testing.assert_allclose(np.bincount(y, minlength=4) / 4000, gm.weights_, atol=0.03)
+
+
+@pytest.mark.parametrize("init", ["k-means++", "kmeans", "random_from_data"])
+def test_every_init_and_as_many_components_as_rows(init):
+    X, _, _ = _mixture_data(n=200, d=5, seed=3)
+    ours = GaussianMixture(3, backend="torch", dtype=torch.float64, init_params=init,
+                           random_state=0).fit(X)
+    assert np.isfinite(ours.lower_bound_)
+    tiny = np.random.default_rng(0).normal(size=(4, 2))
+    assert GaussianMixture(4, backend="torch", init_params=init, random_state=0).fit(tiny).means_.shape == (4, 2)
