@@ -37,13 +37,12 @@ def _section_except(section: str, *operational: str) -> tuple[str, ...]:
     return tuple(f"{section}.{f}" for f in fields if f not in operational)
 
 
-_DDPM_KEYS = _section_except("ddpm", "max_failures", "log_every", "cpus_per_worker")
-
 
 STAGES: tuple[StageSpec, ...] = (
     StageSpec("prepare", (), lambda c: ("data.dataset", f"data.{c.data.dataset}"),
               "gammaface.data.prepare"),
-    StageSpec("train_ddpm", ("prepare",), _keys(*_DDPM_KEYS, "seed"),
+    StageSpec("train_ddpm", ("prepare",),
+              _keys(*_section_except("ddpm", "max_failures", "log_every", "cpus_per_worker"), "seed"),
               "gammaface.diffusion.train_ddpm"),
     StageSpec("harvest", ("train_ddpm",),
               _keys(*_section_except("harvest", "batch_size", "concurrency", "num_gpus"), "seed"),

@@ -240,8 +240,8 @@ class GaussianMixture:
             dead = (nk < 1.0 + _EPS).nonzero().flatten()
             if len(dead):  # a component that lost its points starts again at a poorly fitted row
                 reseeded += len(dead)
-                for j, comp in enumerate(dead.tolist()):
-                    means[comp] = data[worst[j % len(worst)]]
+                for comp in dead.tolist():
+                    means[comp] = data[worst]
                     variances[comp] = data.var(dim=0) + self.reg_covar
                     weights[comp] = 1.0 / n
                 weights = weights / weights.sum()
@@ -254,8 +254,9 @@ class GaussianMixture:
                 "reseeded": reseeded}
 
     def _e_pass(self, data: torch.Tensor, weights: torch.Tensor, means: torch.Tensor,
-                variances: torch.Tensor) -> tuple[float, torch.Tensor, torch.Tensor, torch.Tensor, list[int]]:
-        """One pass over the rows: total log-likelihood and the M-step's sufficient statistics."""
+                variances: torch.Tensor) -> tuple[float, torch.Tensor, torch.Tensor, torch.Tensor, int]:
+        """One pass over the rows: total log-likelihood, the M-step's sufficient statistics, and
+        the worst-fitted row (where a component that lost its points starts again)."""
         k, d = means.shape
         nk = torch.zeros(k, dtype=data.dtype, device=data.device)
         sx = torch.zeros((k, d), dtype=data.dtype, device=data.device)
@@ -276,7 +277,7 @@ class GaussianMixture:
             m = int(norm.argmin())
             if float(norm[m]) < lowest[0]:
                 lowest = (float(norm[m]), start + m)
-        return float(total), nk, sx, sxx, [lowest[1]]
+        return float(total), nk, sx, sxx, lowest[1]
 
     @staticmethod
     def _log_gaussian_consts(weights: torch.Tensor, means: torch.Tensor, variances: torch.Tensor

@@ -45,9 +45,9 @@ def gmm_kwargs(cfg: Config) -> dict[str, Any]:
             "random_state": cfg.seed, "backend": g.backend}
 
 
-def search_latents(cfg: Config, latents: Store, out: Store) -> dict[str, Any]:
+def search_latents(cfg: Config, latents: Store, out: Store) -> tuple[dict[str, Any], pd.DataFrame]:
     """BIC search over the latents in `latents`; writes everything into `out`, returns the
-    selection record."""
+    selection record and the BIC table."""
     import ray
 
     g = cfg.gmm
@@ -97,7 +97,7 @@ def search_latents(cfg: Config, latents: Store, out: Store) -> dict[str, Any]:
         out.write_bytes(COMPONENTS, table.to_csv(index=False).encode())
         record["nmi"] = {k: (None if np.isnan(v) else v) for k, v in nmi_table(comp, labels).items()}
     out.write_json(SELECTED, record)
-    return record
+    return record, result.table
 
 
 def _local(out: Store, rel: str) -> str:
@@ -151,8 +151,7 @@ def run(cfg: Config, workdir: Store) -> StageResult:
     connect(cfg.ray)
     latents = workdir.sub(layout.stage_dir("harvest", cfg))
     out = workdir.sub(layout.stage_dir("gmm_search", cfg))
-    record = search_latents(cfg, latents, out)
-    table = pd.read_csv(io.BytesIO(out.read_bytes(BIC_TABLE)))
+    record, table = search_latents(cfg, latents, out)
     for row in table.itertuples():
         tracking.log_metrics({"bic": row.bic, "aic": row.aic, "lower_bound": row.lower_bound},
                              step=int(row.k))

@@ -60,7 +60,7 @@ def sweep(cfg: Config, t_stars: Sequence[int], pcas: Sequence[int], sources: Seq
             for pca in pcas:
                 c = _with_space(cfg, pca)
                 space = f"pca{pca}" if pca else "pixels"
-                record = search_latents(c, folder.sub("latents"), folder.sub(f"gmm-{space}"))
+                record, _ = search_latents(c, folder.sub("latents"), folder.sub(f"gmm-{space}"))
                 row = {"source": source, "t_star": meta["t_star"], "space": space,
                        "chosen_k": record["k"], "bic_gain_over_k1": record["bic_gain_over_k1"]}
                 for attr in registry.ATTRIBUTE_NAMES:

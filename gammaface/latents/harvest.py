@@ -65,8 +65,8 @@ class HarvestBatch:
         self.image_root, self.paths = image_root, paths
         self.size = int(self.unet.config.sample_size)
 
-    def latents(self, rows: np.ndarray) -> tuple[torch.Tensor, list[str]]:
-        gens = row_generators([row_seed(self.seed, int(r)) for r in rows])
+    def latents(self, rows: np.ndarray, seeds: list[int]) -> tuple[torch.Tensor, list[str]]:
+        gens = row_generators(seeds)
         if self.source == "forward":
             picks = source_images(rows, len(self.paths), self.seed)
             chosen = [self.paths[i] for i in picks]
@@ -79,11 +79,12 @@ class HarvestBatch:
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         rows = np.asarray(batch["id"], dtype=np.int64)
-        x, chosen = self.latents(rows)
+        seeds = [row_seed(self.seed, int(r)) for r in rows]
+        x, chosen = self.latents(rows, seeds)
         flat = x.reshape(len(rows), -1).numpy()
         shard = store.write_shard(self.out, int(rows[0]), flat)
         return {"row": rows, "shard": np.array([shard] * len(rows)),
-                "offset": np.arange(len(rows)), "seed": np.array([row_seed(self.seed, int(r)) for r in rows]),
+                "offset": np.arange(len(rows)), "seed": np.array(seeds),
                 "source_path": np.array(chosen)}
 
 
