@@ -52,10 +52,12 @@ def cmd_config_show(args: argparse.Namespace) -> int:
 
 def cmd_stages(args: argparse.Namespace) -> int:
     from gammaface import pipeline
+    from gammaface.config import Config
 
+    cfg = Config()  # the default config; what a stage needs can depend on settings
     for s in pipeline.STAGES:
         state = "available" if s.module else "not built yet"
-        needs = ", ".join(s.needs) or "-"
+        needs = ", ".join(s.needs(cfg)) or "-"
         print(f"{s.name:<18} needs {needs:<32} {state}")
     return 0
 

@@ -155,6 +155,25 @@ class GenerateConfig(Section):
     concurrency: int = Field(default=1, gt=0)
     num_gpus: float = Field(default=0.0, ge=0)
     seed: int = 0
+    protected: list[str] = ["age", "gender", "race"]  # the attributes whose balance is measured
+    pilot: int = Field(default=64, gt=0)  # images per component labelled when no source labels
+    grid: int = Field(default=8, gt=0)  # images per component in the per-component grids
+
+    @field_validator("protected")
+    @classmethod
+    def _known_protected(cls, value: list[str]) -> list[str]:
+        if not value:
+            raise ValueError("at least one protected attribute is needed")
+        return [_known_attribute(a) for a in value]
+
+    @field_validator("methods")
+    @classmethod
+    def _some_methods(cls, value: list[str]) -> list[str]:
+        if not value:
+            raise ValueError("name at least one generation method")
+        if len(set(value)) != len(value):
+            raise ValueError("a method is named twice")
+        return value
 
 
 Backbone = Literal["resnet18", "resnet34", "resnet50", "resnet101"]
@@ -165,9 +184,12 @@ class ClassifiersConfig(Section):
     attributes: list[str] = list(ATTRIBUTE_NAMES)
     epochs: int = Field(default=10, gt=0)
     batch_size: int = Field(default=64, gt=0)
-    learning_rate: float = Field(default=1e-4, gt=0)
+    learning_rate: float = Field(default=1e-4, gt=0)  # Adam, as in the paper
+    augment: float = Field(default=0.5, ge=0, le=1)  # share of images degraded like generated ones
+    image_size: int | None = Field(default=None, ge=8)  # None: the DDPM's resolution
     num_workers: int = Field(default=1, gt=0)
     use_gpu: bool = False
+    max_failures: int = Field(default=1, ge=0)
 
     @field_validator("attributes")
     @classmethod
@@ -176,7 +198,11 @@ class ClassifiersConfig(Section):
 
 
 class LabelConfig(Section):
-    min_confidence: float = Field(default=0.0, ge=0, le=1)
+    min_confidence: float = Field(default=0.0, ge=0, le=1)  # consumers drop rows below it
+    batch_size: int = Field(default=256, gt=0)
+    concurrency: int = Field(default=1, gt=0)
+    num_gpus: float = Field(default=0.0, ge=0)
+    bootstrap: int = Field(default=200, gt=1)  # resamples behind each balance error bar
 
 
 class DownstreamConfig(Section):
@@ -258,6 +284,17 @@ class Config(Section):
     classifiers: ClassifiersConfig = ClassifiersConfig()
     label: LabelConfig = LabelConfig()
     downstream: DownstreamConfig = DownstreamConfig()
+
+    @model_validator(mode="after")
+    def _features_space_is_resampled(self) -> Config:
+        if self.gmm.space == "features":
+            if self.harvest.source != "forward":
+                raise ValueError("gmm.space = 'features' embeds the source images, so it needs "
+                                 "harvest.source = 'forward'")
+            if self.generate.draw != "resample":
+                raise ValueError("gmm.space = 'features' cannot be sampled as a Gaussian (features "
+                                 "do not map back to images), so it needs generate.draw = 'resample'")
+        return self
 
     def section_hash(self, *sections: str) -> str:
         """Stable hash of the named sections (dotted paths), for deciding what must rerun."""

@@ -22,13 +22,27 @@ from gammaface.storage import Store
 @dataclass(frozen=True)
 class StageSpec:
     name: str
-    needs: tuple[str, ...]
+    needs: Callable[[Config], tuple[str, ...]]  # the stages whose outputs it reads, for this config
     config_keys: Callable[[Config], tuple[str, ...]]
     module: str | None  # the module whose run(cfg, workdir) does the work; None: not built yet
 
 
 def _keys(*keys: str) -> Callable[[Config], tuple[str, ...]]:
     return lambda cfg: keys
+
+
+_needs = _keys
+
+
+def _gmm_needs(cfg: Config) -> tuple[str, ...]:
+    return ("harvest", "train_classifiers") if cfg.gmm.space == "features" else ("harvest",)
+
+
+def _generate_needs(cfg: Config) -> tuple[str, ...]:
+    """The labeller is read only to measure component compositions that the source labels
+    cannot give (reverse latents under gmm_attr) and for a features-space mixture."""
+    uses_labeller = ("gmm_attr" in cfg.generate.methods and cfg.harvest.source == "reverse")
+    return ("gmm_search", "train_classifiers") if uses_labeller else ("gmm_search",)
 
 
 def _section_except(section: str, *operational: str) -> tuple[str, ...]:
@@ -39,21 +53,27 @@ def _section_except(section: str, *operational: str) -> tuple[str, ...]:
 
 
 STAGES: tuple[StageSpec, ...] = (
-    StageSpec("prepare", (), lambda c: ("data.dataset", f"data.{c.data.dataset}"),
+    StageSpec("prepare", _needs(), lambda c: ("data.dataset", f"data.{c.data.dataset}"),
               "gammaface.data.prepare"),
-    StageSpec("train_ddpm", ("prepare",),
+    StageSpec("train_ddpm", _needs("prepare"),
               _keys(*_section_except("ddpm", "max_failures", "log_every", "cpus_per_worker"), "seed"),
               "gammaface.diffusion.train_ddpm"),
-    StageSpec("harvest", ("train_ddpm",),
+    StageSpec("train_classifiers", _needs("prepare"),
+              _keys(*_section_except("classifiers", "max_failures", "use_gpu"), "seed",
+                    "ddpm.preset", "ddpm.resolution"),
+              "gammaface.classifiers.train"),
+    StageSpec("harvest", _needs("train_ddpm"),
               _keys(*_section_except("harvest", "batch_size", "concurrency", "num_gpus"), "seed"),
               "gammaface.latents.harvest"),
-    StageSpec("gmm_search", ("harvest",), _keys(*_section_except("gmm", "backend"), "seed"),
+    StageSpec("gmm_search", _gmm_needs, _keys(*_section_except("gmm", "backend"), "seed"),
               "gammaface.gmm.stage"),
-    StageSpec("train_classifiers", ("prepare",), _keys("classifiers", "seed"), None),
-    StageSpec("generate", ("gmm_search",), _keys("generate"), None),
-    StageSpec("pseudo_label", ("generate", "train_classifiers"), _keys("label"), None),
-    StageSpec("downstream", ("pseudo_label",), _keys("downstream", "label"), None),
-    StageSpec("report", ("downstream",), _keys("downstream"), None),
+    StageSpec("generate", _generate_needs,
+              _keys(*_section_except("generate", "batch_size", "concurrency", "num_gpus")),
+              "gammaface.generate.stage"),
+    StageSpec("pseudo_label", _needs("generate", "train_classifiers"),
+              _keys("generate.protected", "label.bootstrap"), "gammaface.classifiers.pseudo_label"),
+    StageSpec("downstream", _needs("pseudo_label"), _keys("downstream", "label"), None),
+    StageSpec("report", _needs("downstream"), _keys("downstream"), None),
 )
 BY_NAME = {s.name: s for s in STAGES}
 STAGE_NAMES = tuple(BY_NAME)
@@ -66,7 +86,7 @@ def available() -> list[str]:
 def stage_hash(name: str, cfg: Config) -> str:
     spec = BY_NAME[name]
     own = cfg.section_hash(*spec.config_keys(cfg))
-    upstream = ",".join(stage_hash(n, cfg) for n in spec.needs)
+    upstream = ",".join(stage_hash(n, cfg) for n in spec.needs(cfg))
     return hashlib.sha256(f"{name}|{own}|{upstream}".encode()).hexdigest()[:16]
 
 
@@ -84,7 +104,7 @@ def select(names: list[str] | None) -> list[str]:
 
 
 def _check_inputs(name: str, cfg: Config, workdir: Store, selected: list[str]) -> None:
-    for need in BY_NAME[name].needs:
+    for need in BY_NAME[name].needs(cfg):
         if need in selected:
             continue
         folder = workdir.sub(layout.stage_dir(need, cfg))

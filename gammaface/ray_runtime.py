@@ -30,3 +30,17 @@ def connect(cfg: RayConfig) -> None:
     ctx.enable_progress_bars = False  # the stages print their own progress
     for name in ("ray.data", "ray.train"):
         logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def actor_resources(concurrency: int, num_gpus: float) -> tuple[float, int]:
+    """(CPUs per actor, torch threads per actor) for a pool of `concurrency` actors.
+
+    On CPU one CPU stays free for Ray Data's own tasks: on a small machine a pool that holds
+    every CPU can starve the read tasks and hang (ray#44687)."""
+    import ray
+
+    total = float(ray.cluster_resources().get("CPU", 1))
+    threads = max(1, int(total // concurrency))
+    if num_gpus > 0:
+        return 1.0, threads
+    return min(1.0, max(0.1, (total - 1) / concurrency)), threads

@@ -21,25 +21,29 @@ EMA_FILE = "ema.safetensors"
 OPTIMIZER_FILE = "optimizer.pt"
 STATE_FILE = "trainer_state.json"
 FILES = (MODEL_FILE, EMA_FILE, OPTIMIZER_FILE, STATE_FILE)
+FILES_WITHOUT_EMA = (MODEL_FILE, OPTIMIZER_FILE, STATE_FILE)
 
 
 class CheckpointError(Exception):
     """A checkpoint folder that cannot be trusted: corrupt, incomplete or from another config."""
 
 
-def save(folder: Path, model_state: dict[str, torch.Tensor], ema_state: dict[str, torch.Tensor],
+def save(folder: Path, model_state: dict[str, torch.Tensor], ema_state: dict[str, torch.Tensor] | None,
          optimizer_state: dict[str, Any], state: dict[str, Any]) -> None:
+    """Write a checkpoint; a model trained without EMA passes ema_state=None."""
     folder.mkdir(parents=True, exist_ok=True)
     save_file({k: v.detach().cpu().contiguous() for k, v in model_state.items()},
               str(folder / MODEL_FILE))
-    save_file({k: v.detach().cpu().contiguous() for k, v in ema_state.items()}, str(folder / EMA_FILE))
+    if ema_state is not None:
+        save_file({k: v.detach().cpu().contiguous() for k, v in ema_state.items()},
+                  str(folder / EMA_FILE))
     torch.save(optimizer_state, folder / OPTIMIZER_FILE)
     (folder / STATE_FILE).write_text(json.dumps(state, indent=2, sort_keys=True))
 
 
-def read_state(folder: Path, config_hash: str) -> dict[str, Any]:
+def read_state(folder: Path, config_hash: str, files: tuple[str, ...] = FILES) -> dict[str, Any]:
     """The JSON record, after checking that every file is there and the config matches."""
-    for name in FILES:
+    for name in files:
         if not (folder / name).is_file():
             raise CheckpointError(f"checkpoint {folder} is incomplete: {name} is missing.")
     try:

@@ -25,8 +25,11 @@ def load_ddpm(folder: str | Path) -> tuple[UNet2DModel, DDPMScheduler]:
     except (OSError, EnvironmentError) as exc:
         raise UserError(f"the DDPM in {folder / UNET_DIR} does not load as safetensors: "
                         f"{str(exc).splitlines()[0]}") from None
-    scheduler = DDPMScheduler.from_pretrained(folder / SCHEDULER_DIR)
-    return unet.eval(), scheduler
+    return unet.eval(), load_scheduler(folder)
+
+
+def load_scheduler(folder: str | Path) -> DDPMScheduler:
+    return DDPMScheduler.from_pretrained(Path(folder) / SCHEDULER_DIR)
 
 
 def save_ddpm(folder: Path, unet: UNet2DModel, scheduler: DDPMScheduler) -> None:

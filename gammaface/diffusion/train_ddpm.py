@@ -8,7 +8,6 @@ config starts afresh.
 
 from __future__ import annotations
 
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +15,7 @@ import mlflow
 import torch
 from diffusers import DDPMScheduler, UNet2DModel
 
-from gammaface import layout, tracking
+from gammaface import layout, ray_train, tracking
 from gammaface.config import Config
 from gammaface.data import manifest
 from gammaface.diffusion import checkpoint
@@ -42,14 +41,7 @@ def resolution(cfg: Config) -> int:
 
 
 def _cpus_per_worker(cfg: Config) -> int:
-    if cfg.ddpm.cpus_per_worker:
-        return cfg.ddpm.cpus_per_worker
-    if cfg.ddpm.use_gpu:
-        return 1
-    import ray
-
-    total = int(ray.available_resources().get("CPU", 1))
-    return max(1, total // cfg.ddpm.num_workers)
+    return ray_train.cpus_per_worker(cfg.ddpm.cpus_per_worker, cfg.ddpm.use_gpu, cfg.ddpm.num_workers)
 
 
 def loop_config(cfg: Config, config_hash: str, paths: list[str], image_root: str,
@@ -77,48 +69,11 @@ def fit(cfg: Config, loop_cfg: dict[str, Any], storage_path: str, name: str
         ) -> tuple[Path, dict[str, Any]]:
     """Run (or resume) the TorchTrainer; returns a local copy of the final checkpoint's folder
     and rank 0's last reported metrics."""
-    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
-    from ray.train.torch import TorchTrainer
-
     d = cfg.ddpm
-    trainer = TorchTrainer(
-        train_loop_per_worker, train_loop_config=loop_cfg,
-        scaling_config=ScalingConfig(num_workers=d.num_workers, use_gpu=d.use_gpu,
-                                     resources_per_worker={"CPU": loop_cfg["threads"]}),
-        run_config=RunConfig(name=name, storage_path=storage_path,
-                             failure_config=FailureConfig(max_failures=d.max_failures),
-                             checkpoint_config=CheckpointConfig(num_to_keep=2)))
-    try:
-        result = trainer.fit()
-    except Exception as exc:
-        message = _checkpoint_problem(exc)
-        if message:
-            raise UserError(message) from None
-        raise
-    if result.checkpoint is None:
-        raise RuntimeError("DDPM training finished without a checkpoint.")
-    local = Path(tempfile.mkdtemp(prefix="gammaface-ddpm-"))
-    result.checkpoint.to_directory(str(local))
-    return local, dict(result.metrics or {})
-
-
-def _checkpoint_problem(exc: BaseException) -> str | None:
-    """The sentence of a CheckpointError raised inside a worker, if that is what failed."""
-    seen: set[int] = set()
-    stack: list[BaseException] = [exc]
-    while stack:
-        e = stack.pop()
-        if id(e) in seen:
-            continue
-        seen.add(id(e))
-        if isinstance(e, checkpoint.CheckpointError):
-            return str(e)
-        text = str(e)
-        if "CheckpointError: " in text:
-            return text.split("CheckpointError: ", 1)[1].splitlines()[0]
-        stack += [x for x in (e.__cause__, e.__context__) if x is not None]
-        stack += [x for x in getattr(e, "worker_failures", {}).values() if isinstance(x, BaseException)]
-    return None
+    return ray_train.fit(train_loop_per_worker, loop_cfg, num_workers=d.num_workers,
+                         use_gpu=d.use_gpu, cpus_per_worker=loop_cfg["threads"],
+                         storage_path=storage_path, name=name, max_failures=d.max_failures,
+                         what="ddpm")
 
 
 def run(cfg: Config, workdir: Store) -> StageResult:

@@ -21,15 +21,12 @@ import torch
 from diffusers import DDPMScheduler, UNet2DModel
 
 from gammaface.diffusion import checkpoint
+from gammaface.ray_train import WorkerMlflow, seed_of
 from gammaface.diffusion.ema import Ema
 from gammaface.diffusion.images import load_resized, to_model_space, to_uint8
 from gammaface.diffusion.sampler import make_scheduler, reverse, row_generators
 
 GRID_SAMPLES = 16
-
-
-def _seed(*parts: int) -> int:
-    return int(np.random.SeedSequence([int(p) for p in parts]).generate_state(1, np.uint64)[0] >> 1)
 
 
 def batch_indices(step: int, n: int, batch: int, seed: int, rank: int) -> np.ndarray:
@@ -70,41 +67,10 @@ def sample_images(unet_config: dict[str, Any], weights: dict[str, torch.Tensor],
     unet.to(device)
     sched = make_scheduler(DDPMScheduler.from_config(scheduler_config), "ddim")
     size = unet_config["sample_size"]
-    gens = row_generators([_seed(seed, i) for i in range(n)])
+    gens = row_generators([seed_of(seed, i) for i in range(n)])
     x = torch.stack([torch.randn(3, size, size, generator=g) for g in gens])
     out = reverse(unet, sched, x, sched.config.num_train_timesteps, 0, steps)
     return to_uint8(out)
-
-
-class _MlflowLog:
-    """Rank 0's direct line to the stage's MLflow run (Ray Train V2 has no MLflow callback)."""
-
-    def __init__(self, uri: str | None, run_id: str | None) -> None:
-        self.run_id = run_id
-        self.client = None
-        if uri and run_id:
-            from mlflow.tracking import MlflowClient
-
-            self.client = MlflowClient(uri)
-
-    def metrics(self, values: dict[str, float], step: int) -> None:
-        if self.client is None:
-            return
-        from mlflow.entities import Metric
-
-        now = int(time.time() * 1000)
-        self.client.log_batch(self.run_id, metrics=[Metric(k, float(v), now, step)
-                                                    for k, v in values.items()])
-
-    def image(self, array: np.ndarray, name: str) -> None:
-        if self.client is None:
-            return
-        from PIL import Image
-
-        with tempfile.TemporaryDirectory() as d:
-            path = Path(d) / name
-            Image.fromarray(array).save(path)
-            self.client.log_artifact(self.run_id, str(path), artifact_path="samples")
 
 
 def _restore(folder: Path, cfg: dict[str, Any], model: torch.nn.Module, ema: Ema
@@ -134,7 +100,7 @@ def train_loop_per_worker(cfg: dict[str, Any]) -> None:
     local_batch = math.ceil(cfg["batch_size"] / world)
 
     noise_scheduler = DDPMScheduler(**cfg["scheduler"])
-    torch.manual_seed(_seed(cfg["seed"], 0))  # the same initial weights for the same seed
+    torch.manual_seed(seed_of(cfg["seed"], 0))  # the same initial weights for the same seed
     model = UNet2DModel(**cfg["unet"])
     ema = Ema(model, cfg["ema_decay"])
     step, optimizer_state = 0, None
@@ -151,7 +117,7 @@ def train_loop_per_worker(cfg: dict[str, Any]) -> None:
     if optimizer_state is not None:
         optimizer.load_state_dict(optimizer_state["optimizer"])
         lr_schedule.load_state_dict(optimizer_state["lr_schedule"])
-    log = _MlflowLog(cfg.get("mlflow_uri"), cfg.get("mlflow_run_id")) if rank == 0 else _MlflowLog(None, None)
+    log = WorkerMlflow(cfg.get("mlflow_uri"), cfg.get("mlflow_run_id")) if rank == 0 else WorkerMlflow(None, None)
     if rank == 0 and step:
         print(f"resuming DDPM training from step {step}", flush=True)
 
@@ -161,7 +127,7 @@ def train_loop_per_worker(cfg: dict[str, Any]) -> None:
     throughput = {"images_per_s": 0.0}
     while step < cfg["train_steps"]:
         rows = batch_indices(step, len(images), local_batch, cfg["seed"], rank)
-        gen = torch.Generator().manual_seed(_seed(cfg["seed"], rank, step, 1))
+        gen = torch.Generator().manual_seed(seed_of(cfg["seed"], rank, step, 1))
         loss = train_step(ddp, noise_scheduler, images[rows], gen, device, amp)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()

@@ -33,6 +33,7 @@ BIC_PLOT = "bic.png"
 SELECTED = "selected.json"
 COMPONENTS = "components.csv"
 PCA_FILE = "pca.npz"
+FEATURES_FILE = "features.npy"
 
 
 def mixture_file(k: int) -> str:
@@ -45,20 +46,23 @@ def gmm_kwargs(cfg: Config) -> dict[str, Any]:
             "random_state": cfg.seed, "backend": g.backend}
 
 
-def search_latents(cfg: Config, latents: Store, out: Store) -> tuple[dict[str, Any], pd.DataFrame]:
+def search_latents(cfg: Config, latents: Store, out: Store, classifier_dir: str | None = None
+                   ) -> tuple[dict[str, Any], pd.DataFrame]:
     """BIC search over the latents in `latents`; writes everything into `out`, returns the
-    selection record and the BIC table."""
+    selection record and the BIC table. `classifier_dir` is read for gmm.space = 'features'."""
     import ray
 
     g = cfg.gmm
-    if g.space == "features":
-        raise UserError("gmm.space = 'features' needs the attribute classifiers, which this "
-                        "version does not train yet; use 'pixels' or 'pca'.")
     out.makedirs()
     meta = latents.read_json(latent_store.META_FILE)
     index = latent_store.read_index(latents)
-    X = latent_store.load_rows(latents, index)
-    space_X = X
+    if g.space == "features":
+        space_X = source_features(meta, index, classifier_dir)
+        np.save(_local(out, FEATURES_FILE), space_X)
+        X = space_X
+    else:
+        X = latent_store.load_rows(latents, index)
+        space_X = X
     if g.space == "pca":
         if not g.pca_dim:
             raise UserError("gmm.space = 'pca' needs gmm.pca_dim.")
@@ -98,6 +102,22 @@ def search_latents(cfg: Config, latents: Store, out: Store) -> tuple[dict[str, A
         record["nmi"] = {k: (None if np.isnan(v) else v) for k, v in nmi_table(comp, labels).items()}
     out.write_json(SELECTED, record)
     return record, result.table
+
+
+def source_features(meta: dict[str, Any], index: pd.DataFrame, classifier_dir: str | None
+                    ) -> np.ndarray:
+    """The attribute classifier's penultimate embedding of each latent's source image."""
+    from gammaface.classifiers.labeller import Labeller
+    from gammaface.diffusion.images import load_resized
+
+    if meta["source"] != "forward" or classifier_dir is None:
+        raise UserError("gmm.space = 'features' needs forward latents and trained classifiers.")
+    labeller = Labeller.load(classifier_dir)
+    _, root = manifest.read(meta["manifest"])
+    paths = list(index["source_path"])
+    parts = [labeller.embed(load_resized(root, paths[s:s + 1024], labeller.image_size))
+             for s in range(0, len(paths), 1024)]
+    return np.concatenate(parts).astype(np.float32)
 
 
 def _local(out: Store, rel: str) -> str:
@@ -151,7 +171,8 @@ def run(cfg: Config, workdir: Store) -> StageResult:
     connect(cfg.ray)
     latents = workdir.sub(layout.stage_dir("harvest", cfg))
     out = workdir.sub(layout.stage_dir("gmm_search", cfg))
-    record, table = search_latents(cfg, latents, out)
+    record, table = search_latents(cfg, latents, out,
+                                   workdir.path(layout.stage_dir("train_classifiers", cfg)))
     for row in table.itertuples():
         tracking.log_metrics({"bic": row.bic, "aic": row.aic, "lower_bound": row.lower_bound},
                              step=int(row.k))

@@ -26,7 +26,7 @@ from gammaface.diffusion.model_io import load_ddpm
 from gammaface.diffusion.sampler import effective_t, forward_noise, make_scheduler, reverse, row_generators
 from gammaface.errors import UserError
 from gammaface.latents import store
-from gammaface.ray_runtime import connect
+from gammaface.ray_runtime import actor_resources, connect
 from gammaface.stage import StageResult
 from gammaface.storage import Store
 
@@ -88,19 +88,6 @@ class HarvestBatch:
                 "source_path": np.array(chosen)}
 
 
-def _actor_resources(cfg: Config) -> tuple[float, int]:
-    """(CPUs per actor, torch threads). One CPU stays free for Ray Data's own tasks: on a small
-    machine a pool that holds every CPU can starve the read tasks and hang (ray#44687)."""
-    import ray
-
-    total = float(ray.cluster_resources().get("CPU", 1))
-    conc = cfg.harvest.concurrency
-    threads = max(1, int(total // conc))
-    if cfg.harvest.num_gpus > 0:
-        return 1.0, threads
-    return min(1.0, max(0.1, (total - 1) / conc)), threads
-
-
 def harvest_latents(cfg: Config, ddpm_dir: str, manifest_path: str, out: Store,
                     t_star: int | None = None, source: str | None = None,
                     echo: Any = print) -> dict[str, Any]:
@@ -125,7 +112,7 @@ def harvest_latents(cfg: Config, ddpm_dir: str, manifest_path: str, out: Store,
         out.delete(old)
     out.delete(store.SHARD_DIR)
 
-    cpus, threads = _actor_resources(cfg)
+    cpus, threads = actor_resources(h.concurrency, h.num_gpus)
     ds = ray.data.range(h.n, override_num_blocks=max(1, math.ceil(h.n / h.batch_size)))
     ds = ds.map_batches(
         HarvestBatch, batch_size=h.batch_size, batch_format="numpy",

@@ -1,0 +1,1 @@
+"""Attribute classifiers: a ResNet with one head per attribute, its training, and the labeller."""

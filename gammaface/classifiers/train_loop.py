@@ -1,0 +1,123 @@
+"""The attribute-classifier loop that Ray Train runs on every worker: Adam on the sum of one
+masked cross-entropy per attribute, with the degradation augmentation, one checkpoint per epoch.
+
+Every worker takes the same number of steps per epoch (DDP needs it): the global step count is
+the train split over the global batch, and each worker draws its rows from its own shard with
+the step-seeded permutations of the DDPM loop, so a resumed run takes the steps an
+uninterrupted one would have.
+"""
+
+from __future__ import annotations
+
+import math
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from gammaface.classifiers.augment import degrade
+from gammaface.classifiers.labels import MISSING
+from gammaface.classifiers.model import AttributeNet
+from gammaface.diffusion import checkpoint
+from gammaface.diffusion.images import load_resized, to_model_space
+from gammaface.diffusion.train_loop import batch_indices
+from gammaface.ray_train import WorkerMlflow, seed_of
+
+
+def masked_loss(logits: dict[str, torch.Tensor], targets: torch.Tensor, attributes: list[str]
+                ) -> torch.Tensor:
+    """Sum over attributes of the mean cross-entropy over rows where that attribute is known."""
+    total = torch.zeros((), device=targets.device)
+    for j, name in enumerate(attributes):
+        y = targets[:, j]
+        if (y != MISSING).any():
+            total = total + F.cross_entropy(logits[name].float(), y, ignore_index=MISSING)
+    return total
+
+
+def train_loop_per_worker(cfg: dict[str, Any]) -> None:
+    import ray.train
+    import ray.train.torch
+
+    ctx = ray.train.get_context()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    torch.set_num_threads(cfg["threads"])
+    device = ray.train.torch.get_device() if cfg["use_gpu"] else torch.device("cpu")
+    images = load_resized(cfg["image_root"], cfg["paths"][rank::world], cfg["image_size"])
+    targets = torch.as_tensor(np.asarray(cfg["labels"], dtype=np.int64)[rank::world])
+    if len(images) == 0:
+        raise ValueError(f"worker {rank} has no training images; use fewer workers.")
+    local_batch = math.ceil(cfg["batch_size"] / world)
+    steps_per_epoch = math.ceil(len(cfg["paths"]) / cfg["batch_size"])
+    attributes = cfg["attributes"]
+
+    torch.manual_seed(seed_of(cfg["seed"], 0))
+    model = AttributeNet(cfg["backbone"], attributes, cfg["image_size"])
+    optimizer = torch.optim.Adam(model.parameters(), lr=cfg["learning_rate"])
+    epoch = 0
+    resumed = ray.train.get_checkpoint()
+    if resumed is not None:
+        with resumed.as_directory() as d:
+            folder = Path(d)
+            state = checkpoint.read_state(folder, cfg["config_hash"], checkpoint.FILES_WITHOUT_EMA)
+            model.load_state_dict(checkpoint.load_weights(folder, checkpoint.MODEL_FILE))
+            optimizer.load_state_dict(checkpoint.load_optimizer(folder)["optimizer"])
+            epoch = int(state["epoch"])
+    model.to(device)
+    ddp = ray.train.torch.prepare_model(model) if cfg["use_gpu"] or world > 1 else model
+    core = ddp.module if hasattr(ddp, "module") else ddp
+    log = WorkerMlflow(cfg.get("mlflow_uri"), cfg.get("mlflow_run_id")) if rank == 0 \
+        else WorkerMlflow(None, None)
+
+    while epoch < cfg["epochs"]:
+        ddp.train()
+        tick, losses, correct, seen = time.perf_counter(), [], 0.0, 0.0
+        for i in range(steps_per_epoch):
+            step = epoch * steps_per_epoch + i
+            rows = batch_indices(step, len(images), local_batch, cfg["seed"], rank)
+            gen = torch.Generator().manual_seed(seed_of(cfg["seed"], rank, step, 2))
+            x = to_model_space(images[rows])
+            flip = torch.rand(len(rows), generator=gen) < 0.5
+            x = torch.where(flip[:, None, None, None], x.flip(3), x)
+            if cfg["augment"] > 0:
+                x = degrade(x, gen, p=cfg["augment"])
+            y = targets[rows].to(device)
+            logits = ddp(x.to(device))
+            loss = masked_loss(logits, y, attributes)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            losses.append(float(loss.detach()))
+            with torch.no_grad():
+                for j, name in enumerate(attributes):
+                    known = y[:, j] != MISSING
+                    correct += float((logits[name].argmax(1)[known] == y[known, j]).sum())
+                    seen += float(known.sum())
+        epoch += 1
+        elapsed = time.perf_counter() - tick
+        metrics = {"epoch": epoch, "loss": float(np.mean(losses)),
+                   "train_accuracy": correct / max(seen, 1.0),
+                   "images_per_s": steps_per_epoch * local_batch * world / max(elapsed, 1e-9)}
+        if rank == 0:
+            log.metrics({k: v for k, v in metrics.items() if k != "epoch"}, epoch)
+            print(f"epoch {epoch}/{cfg['epochs']} loss {metrics['loss']:.4f} "
+                  f"train acc {metrics['train_accuracy']:.3f} "
+                  f"{metrics['images_per_s']:.0f} img/s", flush=True)
+        _report(cfg, rank, world, epoch, core, optimizer, metrics)
+
+
+def _report(cfg: dict[str, Any], rank: int, world: int, epoch: int, model: torch.nn.Module,
+            optimizer: torch.optim.Optimizer, metrics: dict[str, float]) -> None:
+    import ray.train
+
+    with tempfile.TemporaryDirectory() as d:
+        ckpt = None
+        if rank == 0:
+            checkpoint.save(Path(d), model.state_dict(), None, {"optimizer": optimizer.state_dict()},
+                            {"epoch": epoch, "config_hash": cfg["config_hash"], "world_size": world})
+            ckpt = ray.train.Checkpoint.from_directory(d)
+        ray.train.report(metrics, checkpoint=ckpt)

@@ -1,0 +1,127 @@
+"""How a shard's starting points x_{t*} are drawn, and how they are finished to images.
+
+Kinds of draw (a method's `kind` in its sampling file):
+- `gaussian`: x_{t*} ~ N(mu_k, diag (temperature sigma_k)^2) in the mixture's space, mapped back
+  to latent space (PCA adds the discarded variance back as noise);
+- `resample`: an actual harvested latent of component k, picked with probability proportional
+  to its posterior responsibility; for `forward` latents, its source image is noised afresh;
+- `images`: a training image of the shard's protected cell, noised to t* (stratified);
+- `noise`: x_T ~ N(0, I), the plain DDPM sampler (unconditional).
+Everything random in a shard comes from its seed: the shard's picks from one numpy generator,
+each image's noise from its own torch generator, so an image does not depend on batching.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from gammaface.diffusion.images import load_resized, to_model_space, to_uint8
+from gammaface.diffusion.model_io import load_ddpm
+from gammaface.diffusion.sampler import forward_noise, make_scheduler, reverse, row_generators
+from gammaface.generate.plan import image_seed
+from gammaface.gmm.projection import Projection
+
+KINDS = ("gaussian", "resample", "images", "noise")
+
+
+def write_sampling(path: Path, kind: str, **arrays: Any) -> None:
+    """A method's sampling file: its kind and the arrays its draws need."""
+    meta = {"kind": kind}
+    payload = {}
+    for key, value in arrays.items():
+        if isinstance(value, (list, dict, str)):
+            meta[key] = value
+        else:
+            payload[key] = np.asarray(value)
+    np.savez(path, meta=np.array(json.dumps(meta)), **payload)
+
+
+def read_sampling(path: str | Path) -> dict[str, Any]:
+    with np.load(path, allow_pickle=False) as z:
+        out: dict[str, Any] = json.loads(str(z["meta"]))
+        for key in z.files:
+            if key != "meta":
+                out[key] = z[key]
+    return out
+
+
+class Renderer:
+    """The DDPM and what the draws need, loaded once (in an actor, or in the driver for pilots)."""
+
+    def __init__(self, ddpm_dir: str, t_star: int, steps: int, eta: float, temperature: float,
+                 image_root: str, latent_dir: str | None, batch_size: int, threads: int,
+                 use_gpu: bool) -> None:
+        torch.set_num_threads(threads)
+        self.device = torch.device("cuda" if use_gpu and torch.cuda.is_available() else "cpu")
+        self.unet, self.train_sched = load_ddpm(ddpm_dir)
+        self.unet.to(self.device)
+        self.sched = make_scheduler(self.train_sched, "ddim")
+        self.size = int(self.unet.config.sample_size)
+        self.t_star, self.steps, self.eta, self.temperature = t_star, steps, eta, temperature
+        self.image_root, self.latent_dir = image_root, latent_dir
+        self.batch_size = batch_size
+        self._sampling: dict[str, dict[str, Any]] = {}
+        self._latents: np.ndarray | None = None
+
+    def sampling(self, path: str) -> dict[str, Any]:
+        if path not in self._sampling:
+            self._sampling[path] = read_sampling(path)
+        return self._sampling[path]
+
+    def _harvested(self) -> np.ndarray:
+        if self._latents is None:
+            from gammaface.latents import store
+            from gammaface.storage import Store
+
+            self._latents = store.load_rows(Store(self.latent_dir))  # type: ignore[arg-type]
+        return self._latents
+
+    def _noised(self, paths: list[str], gens: list[torch.Generator]) -> torch.Tensor:
+        x0 = to_model_space(load_resized(self.image_root, paths, self.size))
+        return forward_noise(x0, self.t_star, self.train_sched, gens)
+
+    def start(self, spec: dict[str, Any], component: int, count: int, seed: int,
+              gens: list[torch.Generator]) -> tuple[torch.Tensor, int]:
+        """(x at the start level, that level) for `count` images of one component."""
+        rng = np.random.default_rng(seed)
+        shape = (count, 3, self.size, self.size)
+        kind = spec["kind"]
+        if kind == "noise":
+            x = torch.stack([torch.randn(shape[1:], generator=g) for g in gens])
+            return x, int(self.sched.config.num_train_timesteps)
+        if kind == "gaussian":
+            mu, sd = spec["means"][component], np.sqrt(spec["variances"][component])
+            z = mu + self.temperature * sd * rng.standard_normal((count, len(mu)))
+            if "pca_components" in spec:
+                proj = Projection(spec["pca_mean"], spec["pca_components"],
+                                  float(spec["pca_residual_variance"]))
+                z = proj.back(z.astype(np.float32), rng)
+            return torch.from_numpy(np.asarray(z, np.float32).reshape(shape)), self.t_star
+        if kind == "resample":
+            probs = spec["probs"][component]
+            rows = rng.choice(len(probs), size=count, p=probs / probs.sum())
+            if spec.get("source") == "forward":
+                return self._noised([spec["source_paths"][r] for r in rows], gens), self.t_star
+            return torch.from_numpy(self._harvested()[rows].reshape(shape)), self.t_star
+        if kind == "images":
+            pool = spec["cell_paths"][str(component)]
+            picks = rng.integers(0, len(pool), size=count)
+            return self._noised([pool[i] for i in picks], gens), self.t_star
+        raise ValueError(f"unknown draw kind {kind!r}; expected one of {', '.join(KINDS)}.")
+
+    def render(self, spec: dict[str, Any], component: int, count: int, seed: int) -> np.ndarray:
+        """`count` finished images (uint8 NHWC) of one shard."""
+        gens = row_generators([image_seed(seed, i) for i in range(count)])
+        x, t_from = self.start(spec, component, count, seed, gens)
+        out = []
+        for s in range(0, count, self.batch_size):
+            part = slice(s, s + self.batch_size)
+            done = reverse(self.unet, self.sched, x[part], t_from, 0, self.steps, gens[part],
+                           self.eta)
+            out.append(to_uint8(done))
+        return np.concatenate(out)

@@ -1,0 +1,113 @@
+"""Shard folders: written under a temporary name and renamed into place only when whole, so a
+folder named `shard-XXXXX` is either complete or is checked, found wanting, and redone.
+
+`shard.json` records the shard's plan entry (with the stage's config hash) and every file with
+its size and seed; a folder whose record differs from the plan, or whose files are missing or
+of another size, is not counted.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import shutil
+import uuid
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from gammaface.generate.plan import Shard, image_seed
+
+SHARD_FILE = "shard.json"
+TMP_PREFIX = ".tmp-"
+MANIFEST_COLUMNS = ("path", "method", "component", "shard", "seed")
+
+
+def png(image: np.ndarray) -> bytes:
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(image).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def write(method_dir: Path, shard: Shard, images: np.ndarray, stage_hash: str) -> None:
+    """Write a shard's images and record, then rename the folder into place."""
+    final = method_dir / shard.name
+    tmp = method_dir / f"{TMP_PREFIX}{shard.name}-{uuid.uuid4().hex[:8]}"
+    tmp.mkdir(parents=True)
+    files = []
+    for i, image in enumerate(images):
+        name = f"{i:05d}.png"
+        data = png(image)
+        (tmp / name).write_bytes(data)
+        files.append([name, len(data), image_seed(shard.seed, i)])
+    record = {"plan": {**shard.record(), "stage_hash": stage_hash}, "files": files}
+    (tmp / SHARD_FILE).write_text(json.dumps(record))
+    if final.exists():
+        shutil.rmtree(final)
+    os.rename(tmp, final)
+
+
+def is_complete(method_dir: Path, shard: Shard, stage_hash: str) -> bool:
+    folder = method_dir / shard.name
+    try:
+        record = json.loads((folder / SHARD_FILE).read_text())
+    except (OSError, ValueError):
+        return False
+    if record.get("plan") != {**shard.record(), "stage_hash": stage_hash}:
+        return False
+    files = record.get("files", [])
+    if len(files) != shard.count:
+        return False
+    for name, size, _ in files:
+        try:
+            if (folder / name).stat().st_size != size:
+                return False
+        except OSError:
+            return False
+    return True
+
+
+def sweep(method_dir: Path, plan: list[Shard], stage_hash: str) -> list[Shard]:
+    """Remove temporary folders, stale and incomplete shards; return the shards still to do."""
+    method_dir.mkdir(parents=True, exist_ok=True)
+    planned = {s.name for s in plan}
+    for entry in method_dir.iterdir():
+        if entry.is_dir() and (entry.name.startswith(TMP_PREFIX)
+                               or (entry.name.startswith("shard-") and entry.name not in planned)):
+            shutil.rmtree(entry)
+    pending = []
+    for shard in plan:
+        if not is_complete(method_dir, shard, stage_hash):
+            if (method_dir / shard.name).exists():
+                shutil.rmtree(method_dir / shard.name)
+            pending.append(shard)
+    return pending
+
+
+def manifest_rows(method_dir: Path, plan: list[Shard]) -> pd.DataFrame:
+    """The method's manifest, rebuilt from the shard records (paths relative to method_dir)."""
+    parts: dict[str, list[Any]] = {c: [] for c in MANIFEST_COLUMNS}
+    for shard in plan:
+        record = json.loads((method_dir / shard.name / SHARD_FILE).read_text())
+        for name, _, seed in record["files"]:
+            parts["path"].append(f"{shard.name}/{name}")
+            parts["method"].append(shard.method)
+            parts["component"].append(shard.component)
+            parts["shard"].append(shard.shard)
+            parts["seed"].append(int(seed))
+    return pd.DataFrame(parts)
+
+
+def first_images(method_dir: Path, shard: Shard, n: int) -> list[np.ndarray]:
+    from PIL import Image
+
+    out = []
+    for i in range(min(n, shard.count)):
+        with Image.open(method_dir / shard.name / f"{i:05d}.png") as im:
+            out.append(np.asarray(im.convert("RGB")))
+    return out
