@@ -22,3 +22,16 @@ def runs(workdir: Path, experiment: str) -> list:
 
 def stage_run(workdir: Path, experiment: str, stage: str):
     return next(r for r in runs(workdir, experiment) if r.data.tags.get("stage") == stage)
+
+
+def artifact_paths(workdir: Path, run) -> set[str]:
+    """Every artifact file of a run, by its path inside the run's artifact root."""
+    c = client(workdir)
+    out, stack = set(), [None]
+    while stack:
+        for item in c.list_artifacts(run.info.run_id, stack.pop()):
+            if item.is_dir:
+                stack.append(item.path)
+            else:
+                out.add(item.path)
+    return out

@@ -1,0 +1,94 @@
+import numpy as np
+import pytest
+import torch
+from diffusers import DDPMScheduler, UNet2DModel
+
+from gammaface.data import manifest, synthfaces
+from gammaface.diffusion.images import load_resized, to_model_space
+from gammaface.diffusion.model_io import save_ddpm
+from gammaface.diffusion.presets import unet_config
+from gammaface.diffusion.sampler import forward_noise, make_scheduler, reverse, row_generators
+from gammaface.generate.draws import Renderer, read_sampling, write_sampling
+from gammaface.generate.plan import image_seed
+from gammaface.gmm.projection import Projection
+
+
+@pytest.fixture(scope="module")
+def assets(tmp_path_factory):
+    root = tmp_path_factory.mktemp("draws")
+    torch.manual_seed(0)
+    save_ddpm(root / "ddpm", UNet2DModel(**unet_config("tiny")), DDPMScheduler(num_train_timesteps=1000))
+    synthfaces.build(root / "data", n=20, size=16, seed=0, use_ray=False)
+    return root
+
+
+def _renderer(assets, **kw):
+    _, image_root = manifest.read(assets / "data" / manifest.MANIFEST_FILE)
+    args = dict(ddpm_dir=str(assets / "ddpm"), t_star=300, steps=10, eta=0.0, temperature=1.0,
+                image_root=image_root, latent_dir=None, batch_size=4, threads=1, use_gpu=False)
+    return Renderer(**{**args, **kw})
+
+
+def _gens(seed, n):
+    return row_generators([image_seed(seed, i) for i in range(n)])
+
+
+def test_gaussian_draws_have_the_components_mean_and_tempered_variance(assets):
+    r = _renderer(assets, temperature=0.5)
+    d = 3 * 8 * 8
+    mu = np.stack([np.zeros(d), np.linspace(-1, 1, d)]).astype(np.float32)
+    var = np.stack([np.ones(d), np.full(d, 4.0)]).astype(np.float32)
+    x, level = r.start({"kind": "gaussian", "means": mu, "variances": var}, 1, 4000, 5, _gens(5, 4000))
+    flat = x.reshape(4000, -1).numpy()
+    assert level == 300 and x.shape == (4000, 3, 8, 8)
+    np.testing.assert_allclose(flat.mean(0), mu[1], atol=0.1)
+    np.testing.assert_allclose(flat.var(0).mean(), 0.25 * 4.0, rtol=0.05)
+
+
+def test_gaussian_draws_in_pca_space_map_back_with_the_discarded_variance(assets):
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((400, 192)).astype(np.float32)
+    proj = Projection.fit(X, 8)
+    z_mu, z_var = np.zeros((1, 8), np.float32), np.ones((1, 8), np.float32)
+    spec = {"kind": "gaussian", "means": z_mu, "variances": z_var, "pca_mean": proj.mean,
+            "pca_components": proj.components,
+            "pca_residual_variance": np.array(proj.residual_variance)}
+    x, _ = _renderer(assets).start(spec, 0, 2000, 1, _gens(1, 2000))
+    flat = x.reshape(2000, -1).numpy()
+    total = 8 * 1.0 + (192 - 8) * proj.residual_variance
+    assert flat.var(0).sum() == pytest.approx(total, rel=0.05)
+
+
+def test_forward_resample_noises_the_picked_source_images_with_each_images_generator(assets):
+    r = _renderer(assets)
+    df, root = manifest.read(assets / "data" / manifest.MANIFEST_FILE)
+    paths = list(df["path"][:6])
+    probs = np.zeros((2, 6))
+    probs[1, 4] = 1.0  # component 1 owns latent 4 alone
+    spec = {"kind": "resample", "probs": probs, "source": "forward", "source_paths": paths}
+    x, level = r.start(spec, 1, 3, 11, _gens(11, 3))
+    x0 = to_model_space(load_resized(root, [paths[4]] * 3, 8))
+    expected = forward_noise(x0, 300, DDPMScheduler(num_train_timesteps=1000), _gens(11, 3))
+    assert level == 300
+    torch.testing.assert_close(x, expected)
+
+
+def test_unconditional_images_are_the_plain_sampler_from_each_images_noise(assets):
+    r = _renderer(assets)
+    images = r.render({"kind": "noise"}, -1, 5, 3)
+    gens = _gens(3, 5)
+    x_T = torch.stack([torch.randn(3, 8, 8, generator=g) for g in gens])
+    sched = make_scheduler(DDPMScheduler(num_train_timesteps=1000), "ddim")
+    out = reverse(UNet2DModel.from_pretrained(assets / "ddpm" / "unet"), sched, x_T, 1000, 0, 10)
+    ref = ((out.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+    assert np.abs(images.astype(int) - ref.astype(int)).max() <= 1
+    # an image does not depend on the batch it was finished in
+    np.testing.assert_array_equal(images, _renderer(assets, batch_size=2).render({"kind": "noise"}, -1, 5, 3))
+
+
+def test_sampling_files_round_trip_arrays_lists_and_mappings(tmp_path):
+    write_sampling(tmp_path / "s.npz", "images", cell_paths={"0": ["a.png"], "3": ["b.png"]},
+                   probs=np.eye(2))
+    spec = read_sampling(tmp_path / "s.npz")
+    assert spec["kind"] == "images" and spec["cell_paths"]["3"] == ["b.png"]
+    np.testing.assert_array_equal(spec["probs"], np.eye(2))

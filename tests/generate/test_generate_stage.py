@@ -1,0 +1,129 @@
+"""The generate and pseudo_label stages on the smoke pipeline's upstream artifacts."""
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from gammaface import config, pipeline
+from gammaface.data import manifest
+from gammaface.generate import shards
+from gammaface.generate.stage import GRID_FILE
+from gammaface.metrics.generation import fairness_discrepancy
+from tests import mlflow_helpers
+
+REPO = Path(__file__).resolve().parents[2]
+SMOKE = REPO / "jobs" / "smoke.yaml"
+UPSTREAM = ["prepare", "train_ddpm", "train_classifiers", "harvest", "gmm_search"]
+K = 3
+
+
+def _cfg(workdir, **overrides):
+    return config.load(SMOKE, {"workdir": str(workdir), "gmm.k": K, **overrides})
+
+
+@pytest.fixture(scope="module")
+def upstream(tmp_path_factory, ray_local):
+    """The smoke pipeline up to gmm_search (K forced to 3), run once for this module."""
+    work = tmp_path_factory.mktemp("gen") / "work"
+    pipeline.run(_cfg(work), UPSTREAM, echo=lambda s: None)
+    return work
+
+
+def _copy(upstream, dest):
+    shutil.copytree(upstream, dest, ignore=shutil.ignore_patterns("generated", "labels"))
+    return dest
+
+
+def test_generate_and_pseudo_label_write_balanced_labelled_sets(upstream, tmp_path, ray_local):
+    work = _copy(upstream, tmp_path / "work")
+    cfg = _cfg(work)
+    pipeline.run(cfg, ["generate", "pseudo_label"], echo=lambda s: None)
+    gen, n = work / "generated", cfg.generate.n
+    for method in cfg.generate.methods:
+        df = pd.read_parquet(gen / method / manifest.MANIFEST_FILE)
+        assert len(df) == n and df["path"].is_unique
+        on_disk = sorted(str(p.relative_to(gen / method)) for p in (gen / method).glob("shard-*/*.png"))
+        assert sorted(df["path"]) == on_disk
+        assert (gen / method / GRID_FILE).is_file()
+    gmm = pd.read_parquet(gen / "gmm" / manifest.MANIFEST_FILE)
+    assert gmm["component"].value_counts().tolist() == [n // K] * K  # the paper's equal counts
+    weights = pd.read_csv(gen / "compositions.csv")["weight/gmm_weighted"].to_numpy()
+    weighted = pd.read_parquet(gen / "gmm_weighted" / manifest.MANIFEST_FILE)
+    got = weighted["component"].value_counts().reindex(range(K), fill_value=0).to_numpy()
+    assert np.all(np.abs(got - n * weights) < 1)
+    unconditional = pd.read_parquet(gen / "unconditional" / manifest.MANIFEST_FILE)
+    assert (unconditional["component"] == -1).all()
+
+    balance = json.loads((work / "labels" / "balance.json").read_text())
+    sets = {row["set"]: row for row in balance["sets"]}
+    assert set(sets) == {"train (dataset labels)", "train (labeller)", *cfg.generate.methods}
+    key = ":".join(cfg.generate.protected)
+    for method in cfg.generate.methods:
+        labelled, root = manifest.read(work / "labels" / method / manifest.MANIFEST_FILE)
+        assert len(labelled) == n and Path(root, labelled["path"][0]).is_file()
+        for attr in cfg.classifiers.attributes:
+            conf = labelled[f"{attr}_conf"]
+            assert conf.between(1 / 3 - 1e-6, 1.0).all() and labelled[attr].notna().all()
+        cells = np.zeros(len(labelled), dtype=int)
+        for attr, size in (("age", 2), ("gender", 2), ("race", 3)):
+            classes = {"age": ["young", "old"], "gender": ["female", "male"],
+                       "race": ["white", "black", "other"]}[attr]
+            cells = cells * size + labelled[attr].map(classes.index).to_numpy()
+        assert sets[method][f"discrepancy/{key}"] == pytest.approx(fairness_discrepancy(cells, 12))
+        assert sets[method][f"discrepancy_std/{key}"] > 0 or sets[method][f"discrepancy/{key}"] > 0.9
+
+    run = mlflow_helpers.stage_run(work, "gammaface-smoke", "generate")
+    artifacts = mlflow_helpers.artifact_paths(work, run)
+    assert {f"grids/{m}/{GRID_FILE}" for m in cfg.generate.methods} <= artifacts
+    assert {"compositions.csv", "predicted_balance.csv"} <= artifacts
+    label_run = mlflow_helpers.stage_run(work, "gammaface-smoke", "pseudo_label")
+    assert f"balance/gmm/{key}" in label_run.data.metrics
+    assert {"balance.json", "balance.png"} <= mlflow_helpers.artifact_paths(work, label_run)
+
+
+def _generate_cmd(work):
+    return [sys.executable, "-m", "gammaface", "run", str(SMOKE), "--stages", "generate",
+            "--set", f"workdir={work}", "--set", f"gmm.k={K}", "--set", "generate.n=96",
+            "--set", "generate.methods=[gmm,unconditional]", "--set", "generate.steps=20"]
+
+
+def _files(work):
+    gen = work / "generated"
+    return {str(p.relative_to(gen)): p.read_bytes() for p in sorted(gen.rglob("*"))
+            if p.is_file() and p.suffix in (".png", ".parquet")}
+
+
+def test_a_run_killed_mid_generation_resumes_to_the_same_bytes(upstream, tmp_path):
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "PYTHONUNBUFFERED": "1"}
+    clean = _copy(upstream, tmp_path / "clean")
+    subprocess.run(_generate_cmd(clean), check=True, env=env, capture_output=True, timeout=600)
+
+    killed = _copy(upstream, tmp_path / "killed")
+    proc = subprocess.Popen(_generate_cmd(killed), env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.time() + 300
+    while time.time() < deadline and len(list((killed / "generated").glob("*/shard-*"))) < 2:
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGKILL)  # the whole job: driver, raylet and actors
+    proc.wait()
+    done = len(list((killed / "generated").glob("*/shard-*")))
+    assert 2 <= done < 24, "the kill did not land mid-run"
+    assert not (killed / "generated" / "stage.json").exists()
+    result = subprocess.run(_generate_cmd(killed), env=env, capture_output=True, text=True,
+                            timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "images already complete" in result.stdout
+    assert _files(killed) == _files(clean)
+    for method in ("gmm", "unconditional"):
+        df = pd.read_parquet(killed / "generated" / method / manifest.MANIFEST_FILE)
+        assert len(df) == 96 and df["path"].is_unique
+        assert not list((killed / "generated" / method).glob(f"{shards.TMP_PREFIX}*"))
