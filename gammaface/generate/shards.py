@@ -1,7 +1,7 @@
 """Shard folders: written under a temporary name and renamed into place only when whole, so a
 folder named `shard-XXXXX` is either complete or is checked, found wanting, and redone.
 
-`shard.json` records the shard's plan entry (with the stage's config hash) and every file with
+`shard.json` records the shard's plan entry (with the method's config hash) and every file with
 its size and seed; a folder whose record differs from the plan, or whose files are missing or
 of another size, is not counted.
 """
@@ -34,7 +34,7 @@ def png(image: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
-def write(method_dir: Path, shard: Shard, images: np.ndarray, stage_hash: str) -> None:
+def write(method_dir: Path, shard: Shard, images: np.ndarray, method_key: str) -> None:
     """Write a shard's images and record, then rename the folder into place."""
     final = method_dir / shard.name
     tmp = method_dir / f"{TMP_PREFIX}{shard.name}-{uuid.uuid4().hex[:8]}"
@@ -45,20 +45,20 @@ def write(method_dir: Path, shard: Shard, images: np.ndarray, stage_hash: str) -
         data = png(image)
         (tmp / name).write_bytes(data)
         files.append([name, len(data), image_seed(shard.seed, i)])
-    record = {"plan": {**shard.record(), "stage_hash": stage_hash}, "files": files}
+    record = {"plan": {**shard.record(), "method_key": method_key}, "files": files}
     (tmp / SHARD_FILE).write_text(json.dumps(record))
     if final.exists():
         shutil.rmtree(final)
     os.rename(tmp, final)
 
 
-def is_complete(method_dir: Path, shard: Shard, stage_hash: str) -> bool:
+def is_complete(method_dir: Path, shard: Shard, method_key: str) -> bool:
     folder = method_dir / shard.name
     try:
         record = json.loads((folder / SHARD_FILE).read_text())
     except (OSError, ValueError):
         return False
-    if record.get("plan") != {**shard.record(), "stage_hash": stage_hash}:
+    if record.get("plan") != {**shard.record(), "method_key": method_key}:
         return False
     files = record.get("files", [])
     if len(files) != shard.count:
@@ -72,7 +72,7 @@ def is_complete(method_dir: Path, shard: Shard, stage_hash: str) -> bool:
     return True
 
 
-def sweep(method_dir: Path, plan: list[Shard], stage_hash: str) -> list[Shard]:
+def sweep(method_dir: Path, plan: list[Shard], method_key: str) -> list[Shard]:
     """Remove temporary folders, stale and incomplete shards; return the shards still to do."""
     method_dir.mkdir(parents=True, exist_ok=True)
     planned = {s.name for s in plan}
@@ -82,7 +82,7 @@ def sweep(method_dir: Path, plan: list[Shard], stage_hash: str) -> list[Shard]:
             shutil.rmtree(entry)
     pending = []
     for shard in plan:
-        if not is_complete(method_dir, shard, stage_hash):
+        if not is_complete(method_dir, shard, method_key):
             if (method_dir / shard.name).exists():
                 shutil.rmtree(method_dir / shard.name)
             pending.append(shard)

@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 
 from gammaface import layout, tracking
-from gammaface.config import Config
+from gammaface.config import GENERATION_METHODS, Config
 from gammaface.data import manifest, registry
 from gammaface.diffusion.model_io import load_scheduler
 from gammaface.diffusion.sampler import effective_t, make_scheduler
@@ -149,10 +149,10 @@ def method_weights(cfg: Config, pi: np.ndarray, comp: np.ndarray) -> dict[str, n
 class RenderShards:
     """Ray Data actor: the DDPM loaded once; maps one shard row to a written shard folder."""
 
-    def __init__(self, renderer_kwargs: dict[str, Any], out_root: str, stage_hash: str) -> None:
+    def __init__(self, renderer_kwargs: dict[str, Any], out_root: str, keys: dict[str, str]) -> None:
         self.renderer = Renderer(**renderer_kwargs)
         self.out_root = Path(out_root)
-        self.stage_hash = stage_hash
+        self.keys = keys
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         done = []
@@ -162,13 +162,13 @@ class RenderShards:
             method_dir = self.out_root / shard.method
             spec = self.renderer.sampling(str(method_dir / SAMPLING_FILE))
             images = self.renderer.render(spec, shard.component, shard.count, shard.seed)
-            shard_io.write(method_dir, shard, images, self.stage_hash)
+            shard_io.write(method_dir, shard, images, self.keys[shard.method])
             done.append(shard.count)
         return {"method": batch["method"], "shard": batch["shard"], "images": np.array(done)}
 
 
 def render_pending(cfg: Config, pending: list[Shard], renderer_kwargs: dict[str, Any],
-                   out: Path, stage_hash: str, total_images: int, done_images: int,
+                   out: Path, keys: dict[str, str], total_images: int, done_images: int,
                    echo: Callable[[str], None]) -> None:
     """Render the pending shards on an actor pool, printing progress as shards complete."""
     import ray
@@ -182,7 +182,7 @@ def render_pending(cfg: Config, pending: list[Shard], renderer_kwargs: dict[str,
     ds = ds.map_batches(
         RenderShards, batch_size=1, batch_format="numpy",
         fn_constructor_kwargs=dict(renderer_kwargs={**renderer_kwargs, "threads": threads},
-                                   out_root=str(out), stage_hash=stage_hash),
+                                   out_root=str(out), keys=keys),
         compute=ray.data.ActorPoolStrategy(size=g.concurrency), num_cpus=cpus, num_gpus=g.num_gpus)
     start, made, shards_done, last = time.perf_counter(), 0, 0, 0.0
     for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
@@ -212,10 +212,17 @@ def component_grid(method_dir: Path, plan: list[Shard], per_row: int) -> np.ndar
     return grid(rows, ncol=per_row, upscale=max(1, 48 // rows[0].shape[0]))
 
 
+def method_key(cfg: Config, method: str) -> str:
+    """The hash of everything one method's images depend on: the stage's hash as if this
+    method were the only one, so adding or dropping another method redoes none of its shards."""
+    from gammaface.pipeline import stage_hash
+
+    alone = cfg.model_copy(update={"generate": cfg.generate.model_copy(update={"methods": [method]})})
+    return stage_hash("generate", alone)
+
+
 def run(cfg: Config, workdir: Store, echo: Callable[[str], None] = print) -> StageResult:
     import mlflow
-
-    from gammaface.pipeline import stage_hash
 
     g = cfg.generate
     connect(cfg.ray)
@@ -225,7 +232,6 @@ def run(cfg: Config, workdir: Store, echo: Callable[[str], None] = print) -> Sta
                         "which this stage does not support yet.")
     out = Path(out_store.path())
     out.mkdir(parents=True, exist_ok=True)
-    h = stage_hash("generate", cfg)
     inputs = load_inputs(cfg, workdir)
     t_star = int(inputs.meta["t_star"])
     ddpm_dir = workdir.path(layout.stage_dir("train_ddpm", cfg))
@@ -267,7 +273,8 @@ def run(cfg: Config, workdir: Store, echo: Callable[[str], None] = print) -> Sta
         tracking.log_metrics({f"predicted/{r['method']}/{k}": v for _, r in table.iterrows()
                               for k, v in r.items() if k.startswith("discrepancy/")})
 
-    for mi, method in enumerate(g.methods):
+    keys = {m: method_key(cfg, m) for m in g.methods}
+    for method in g.methods:
         method_dir = out / method
         method_dir.mkdir(parents=True, exist_ok=True)
         if method in MIXTURE_METHODS:
@@ -290,20 +297,20 @@ def run(cfg: Config, workdir: Store, echo: Callable[[str], None] = print) -> Sta
             spec = {"kind": "images", "cell_paths": cell_paths}
             comps = [int(c) for c in cell_paths]
             counts = counts_from_weights(np.ones(len(comps)), g.n)
-        plan = make_plan(method, mi, counts, comps, g.shard_size, g.seed)
+        plan = make_plan(method, GENERATION_METHODS.index(method), counts, comps, g.shard_size, g.seed)
         write_sampling(method_dir / SAMPLING_FILE, **spec)
-        out_store.write_json(f"{method}/{PLAN_FILE}", {"stage_hash": h, "method": method,
+        out_store.write_json(f"{method}/{PLAN_FILE}", {"method_key": keys[method], "method": method,
                                                         "n": g.n, "shards": [s.record() for s in plan]})
         plans[method] = plan
 
-    pending = {m: shard_io.sweep(out / m, plan, h) for m, plan in plans.items()}
+    pending = {m: shard_io.sweep(out / m, plan, keys[m]) for m, plan in plans.items()}
     todo = [s for m in g.methods for s in pending[m]]
     total = g.n * len(g.methods)
     done_before = total - sum(s.count for s in todo)
     echo(f"  {len(todo)} of {sum(len(p) for p in plans.values())} shards to render "
          f"({done_before} images already complete)")
     started = time.perf_counter()
-    render_pending(cfg, todo, renderer_kwargs, out, h, total, done_before, echo)
+    render_pending(cfg, todo, renderer_kwargs, out, keys, total, done_before, echo)
     seconds = time.perf_counter() - started
 
     for method, plan in plans.items():

@@ -90,10 +90,10 @@ def test_generate_and_pseudo_label_write_balanced_labelled_sets(upstream, tmp_pa
     assert {"balance.json", "balance.png"} <= mlflow_helpers.artifact_paths(work, label_run)
 
 
-def _generate_cmd(work):
+def _generate_cmd(work, methods="[gmm,unconditional]"):
     return [sys.executable, "-m", "gammaface", "run", str(SMOKE), "--stages", "generate",
             "--set", f"workdir={work}", "--set", f"gmm.k={K}", "--set", "generate.n=96",
-            "--set", "generate.methods=[gmm,unconditional]", "--set", "generate.steps=20"]
+            "--set", f"generate.methods={methods}", "--set", "generate.steps=20"]
 
 
 def _files(work):
@@ -127,3 +127,10 @@ def test_a_run_killed_mid_generation_resumes_to_the_same_bytes(upstream, tmp_pat
         df = pd.read_parquet(killed / "generated" / method / manifest.MANIFEST_FILE)
         assert len(df) == 96 and df["path"].is_unique
         assert not list((killed / "generated" / method).glob(f"{shards.TMP_PREFIX}*"))
+
+    # another method list reruns the stage but keeps every shard of the methods it shares
+    result = subprocess.run(_generate_cmd(killed, "[unconditional,gmm,single_gaussian]"), env=env,
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "12 of 36 shards to render (192 images already complete)" in result.stdout
+    assert {k: v for k, v in _files(killed).items() if not k.startswith("single")} == _files(clean)
