@@ -214,6 +214,11 @@ class DownstreamConfig(Section):
     seeds: int = Field(default=3, gt=0)
     backbone: Backbone = "resnet101"
     epochs: int = Field(default=10, gt=0)
+    batch_size: int = Field(default=64, gt=0)
+    learning_rate: float = Field(default=1e-4, gt=0)
+    num_workers: int = Field(default=1, gt=0)  # workers share out the jobs, one job at a time each
+    use_gpu: bool = False
+    max_failures: int = Field(default=1, ge=0)
 
     @field_validator("target")
     @classmethod

@@ -72,7 +72,10 @@ STAGES: tuple[StageSpec, ...] = (
               "gammaface.generate.stage"),
     StageSpec("pseudo_label", _needs("generate", "train_classifiers"),
               _keys("generate.protected", "label.bootstrap"), "gammaface.classifiers.pseudo_label"),
-    StageSpec("downstream", _needs("pseudo_label"), _keys("downstream", "label"), None),
+    StageSpec("downstream", _needs("pseudo_label"),
+              _keys(*_section_except("downstream", "num_workers", "use_gpu", "max_failures"),
+                    "label.min_confidence", "classifiers.image_size"),
+              "gammaface.downstream.stage"),
     StageSpec("report", _needs("downstream"), _keys("downstream"), None),
 )
 BY_NAME = {s.name: s for s in STAGES}

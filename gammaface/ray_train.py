@@ -17,10 +17,10 @@ from gammaface.errors import UserError
 
 def fit(loop: Callable[[dict[str, Any]], None], loop_cfg: dict[str, Any], *, num_workers: int,
         use_gpu: bool, cpus_per_worker: int, storage_path: str, name: str, max_failures: int,
-        what: str) -> tuple[Path, dict[str, Any]]:
+        what: str, checkpointed: bool = True) -> tuple[Path | None, dict[str, Any]]:
     """Run `loop` on every worker; rerunning with the same storage_path and name resumes from
-    the latest checkpoint. Returns a local copy of the final checkpoint and rank 0's last
-    reported metrics."""
+    the latest checkpoint. Returns a local copy of the final checkpoint (None for a loop that
+    keeps its own progress on disk, `checkpointed=False`) and rank 0's last reported metrics."""
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
@@ -38,6 +38,8 @@ def fit(loop: Callable[[dict[str, Any]], None], loop_cfg: dict[str, Any], *, num
         if message:
             raise UserError(message) from None
         raise
+    if not checkpointed:
+        return None, dict(result.metrics or {})
     if result.checkpoint is None:
         raise RuntimeError(f"{what} training finished without a checkpoint.")
     local = Path(tempfile.mkdtemp(prefix=f"gammaface-{what}-"))
