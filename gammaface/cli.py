@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Any, Sequence
@@ -80,6 +81,33 @@ def cmd_gmm_sweep(args: argparse.Namespace) -> int:
     table = sweep(cfg, _int_list(args.t_star, "--t-star"), _int_list(args.pca, "--pca"), sources)
     print(to_markdown(table), end="")
     print(f"written to {Path(cfg.workdir) / 'sweep'}")
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from gammaface import tracking
+    from gammaface.downstream import compare
+    from gammaface.storage import Store
+
+    uri, experiment, out = args.tracking_uri, args.experiment, args.out
+    if args.config:
+        cfg = _load_config(args)
+        workdir = Store(cfg.workdir)
+        uri = uri or tracking.tracking_uri(cfg, workdir)
+        experiment = experiment or cfg.mlflow.experiment
+        out = out or workdir.path("report")
+    uri = uri or os.environ.get("MLFLOW_TRACKING_URI")
+    if not uri:
+        raise UserError("compare needs a config, --tracking-uri or MLFLOW_TRACKING_URI to find "
+                        "the MLflow store.")
+    df = compare.load_runs(experiment, args.run, uri)
+    summary = compare.summarise(df)
+    key, _ = compare.protected_columns(df)
+    table = compare.markdown(summary, df["target"].iloc[0], key)
+    print(table, end="")
+    target = Store(out or "report")
+    compare.write(summary, df["target"].iloc[0], key, target)
+    print(f"written to {target.uri(compare.TABLE_FILE)}, {compare.CSV_FILE} and {compare.PLOT_FILE}")
     return 0
 
 
@@ -168,6 +196,21 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_args(p)
     p.add_argument("--workdir", help="override the config's workdir")
     p.set_defaults(func=cmd_config_show)
+
+    p = sub.add_parser("compare", help="the methods x ratios table, read back from MLflow",
+                       description="Read the downstream runs back from MLflow and print B, BA, "
+                       "Acc., BPC and KL per method and ratio (mean +/- std over seeds); write "
+                       "them as Markdown, CSV and a plot. Without --run: the experiment's most "
+                       "recent pipeline run that trained downstream classifiers.")
+    p.add_argument("config", nargs="?", help="experiment config: its MLflow store, experiment "
+                   "and workdir (the output goes to <workdir>/report)")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key")
+    p.add_argument("--experiment", help="MLflow experiment name")
+    p.add_argument("--run", help="a pipeline (or downstream stage) run id")
+    p.add_argument("--tracking-uri", help="MLflow tracking URI (default: the config's, else "
+                   "MLFLOW_TRACKING_URI)")
+    p.add_argument("--out", help="output folder (default: <workdir>/report, else ./report)")
+    p.set_defaults(func=cmd_compare)
 
     gmm = sub.add_parser("gmm", help="mixture diagnostics", description="Mixture diagnostics.")
     gsub = gmm.add_subparsers(dest="gmm_command", required=True, metavar="ACTION")
