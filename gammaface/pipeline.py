@@ -76,7 +76,7 @@ STAGES: tuple[StageSpec, ...] = (
               _keys(*_section_except("downstream", "num_workers", "use_gpu", "max_failures"),
                     "label.min_confidence", "classifiers.image_size"),
               "gammaface.downstream.stage"),
-    StageSpec("report", _needs("downstream"), _keys("downstream"), None),
+    StageSpec("report", _needs("downstream"), _keys("downstream"), "gammaface.report.stage"),
 )
 BY_NAME = {s.name: s for s in STAGES}
 STAGE_NAMES = tuple(BY_NAME)

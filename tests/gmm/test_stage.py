@@ -16,7 +16,7 @@ def test_harvest_and_search_stages_write_every_artifact(tmp_path, ray_local):
     cfg = config.load(REPO / "jobs" / "smoke.yaml",
                       {"workdir": str(work), "ddpm.train_steps": 4, "ddpm.checkpoint_every": 4,
                        "ddpm.sample_every": 0, "gmm.k": 3, "gmm.space": "pca", "gmm.pca_dim": 16})
-    pipeline.run(cfg, None, echo=lambda s: None)
+    pipeline.run(cfg, ["prepare", "train_ddpm", "harvest", "gmm_search"], echo=lambda s: None)
     gmm = work / "gmm"
     table = pd.read_csv(gmm / "bic.csv")
     assert list(table["k"]) == [1, 2, 3, 4]
