@@ -27,8 +27,10 @@ def _load_config(args: argparse.Namespace):
     from gammaface import config
 
     overrides = _parse_sets(getattr(args, "set", None))
-    if getattr(args, "workdir", None):
-        overrides["workdir"] = args.workdir
+    # a cluster job gets its workdir from its runtime environment (k8s/jobs/*.yaml)
+    workdir = getattr(args, "workdir", None) or os.environ.get("GAMMAFACE_WORKDIR")
+    if workdir:
+        overrides["workdir"] = workdir
     return config.load(args.config, overrides)
 
 
@@ -41,6 +43,17 @@ def cmd_run(args: argparse.Namespace) -> int:
     ran = [r.stage for r in results if not r.skipped]
     print(f"finished: {len(ran)} stage(s) ran, {len(results) - len(ran)} skipped; "
           f"artifacts under {cfg.workdir}")
+    report = [r for r in results if r.stage == "report"]
+    if report and report[0].skipped:  # a finished run still ends with its table
+        from gammaface import layout
+        from gammaface.downstream.compare import TABLE_FILE
+        from gammaface.report.stage import REPORT
+        from gammaface.storage import Store
+
+        folder = Store(cfg.workdir).sub(layout.stage_dir("report", cfg))
+        if folder.exists(TABLE_FILE):
+            print(folder.read_bytes(TABLE_FILE).decode(), end="")
+            print(f"report: {folder.uri(REPORT)}")
     return 0
 
 
@@ -109,6 +122,37 @@ def cmd_compare(args: argparse.Namespace) -> int:
     compare.write(summary, df["target"].iloc[0], key, target)
     print(f"written to {target.uri(compare.TABLE_FILE)}, {compare.CSV_FILE} and {compare.PLOT_FILE}")
     return 0
+
+
+def cmd_submit(args: argparse.Namespace) -> int:
+    from gammaface import submit
+
+    address = args.address or os.environ.get("RAY_API_SERVER_ADDRESS") or os.environ.get("RAY_ADDRESS")
+    if not address:
+        raise UserError("submit needs --address (the Ray dashboard, e.g. http://HEAD:8265) or "
+                        "RAY_ADDRESS.")
+    if args.status:
+        print(submit.status(address, args.status))
+        return 0
+    if args.stop:
+        stopped = submit.stop(address, args.stop)
+        print(f"{args.stop}: {'stop requested' if stopped else 'already finished'}")
+        return 0
+    if not args.config:
+        raise UserError("submit needs a CONFIG to run (or --status ID / --stop ID).")
+    if not args.installed:
+        from gammaface import config as config_mod
+
+        config_mod.load(Path(args.working_dir) / args.config, _parse_sets(args.set))  # fail here, not there
+    job_id = submit.submit(address, args.config, stages=args.stages, workdir=args.workdir,
+                           sets=args.set or [], tracking_uri=args.tracking_uri,
+                           working_dir=None if args.installed else args.working_dir)
+    print(f"submitted {job_id} to {address}", flush=True)
+    if args.no_wait:
+        return 0
+    final = submit.follow(address, job_id, echo=lambda s: print(s, flush=True))
+    print(f"job {job_id} {final}")
+    return 0 if final == "SUCCEEDED" else 1
 
 
 def _out_dir(path: str) -> Path:
@@ -211,6 +255,25 @@ def build_parser() -> argparse.ArgumentParser:
                    "MLFLOW_TRACKING_URI)")
     p.add_argument("--out", help="output folder (default: <workdir>/report, else ./report)")
     p.set_defaults(func=cmd_compare)
+
+    p = sub.add_parser("submit", help="run a config as a Ray job on a cluster",
+                       description="Submit `gammaface run CONFIG` through Ray's Job Submission "
+                       "SDK, stream its logs and exit with its outcome (0 when it succeeded). "
+                       "The working directory travels with the job unless --installed.")
+    p.add_argument("config", nargs="?", help="experiment config, relative to the working directory")
+    p.add_argument("--address", help="Ray job server, e.g. http://HEAD:8265 (default: RAY_ADDRESS)")
+    p.add_argument("--stages", help="comma-separated subset of stages")
+    p.add_argument("--workdir", help="workdir on the cluster (shared storage or s3://...)")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key")
+    p.add_argument("--tracking-uri", help="MLflow tracking URI for the job (e.g. "
+                   "http://mlflow:5000)")
+    p.add_argument("--working-dir", default=".", help="folder uploaded with the job (default .)")
+    p.add_argument("--installed", action="store_true",
+                   help="use the package installed in the cluster's image; upload nothing")
+    p.add_argument("--no-wait", action="store_true", help="print the job id and return")
+    p.add_argument("--status", metavar="ID", help="print a job's status")
+    p.add_argument("--stop", metavar="ID", help="ask a job to stop")
+    p.set_defaults(func=cmd_submit)
 
     gmm = sub.add_parser("gmm", help="mixture diagnostics", description="Mixture diagnostics.")
     gsub = gmm.add_subparsers(dest="gmm_command", required=True, metavar="ACTION")

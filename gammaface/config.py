@@ -159,12 +159,7 @@ class GenerateConfig(Section):
     pilot: int = Field(default=64, gt=0)  # images per component labelled when no source labels
     grid: int = Field(default=8, gt=0)  # images per component in the per-component grids
 
-    @field_validator("protected")
-    @classmethod
-    def _known_protected(cls, value: list[str]) -> list[str]:
-        if not value:
-            raise ValueError("at least one protected attribute is needed")
-        return [_known_attribute(a) for a in value]
+    _known_protected = field_validator("protected")(lambda cls, v: _protected_list(v))
 
     @field_validator("methods")
     @classmethod
@@ -225,12 +220,7 @@ class DownstreamConfig(Section):
     def _known_target(cls, value: str) -> str:
         return _known_attribute(value)
 
-    @field_validator("protected")
-    @classmethod
-    def _known_protected(cls, value: list[str]) -> list[str]:
-        if not value:
-            raise ValueError("at least one protected attribute is needed")
-        return [_known_attribute(a) for a in value]
+    _known_protected = field_validator("protected")(lambda cls, v: _protected_list(v))
 
     @field_validator("n_per_class", mode="before")
     @classmethod
@@ -267,6 +257,12 @@ class DownstreamConfig(Section):
         if self.target in self.protected:
             raise ValueError(f"the target {self.target!r} cannot also be a protected attribute")
         return self
+
+
+def _protected_list(value: list[str]) -> list[str]:
+    if not value:
+        raise ValueError("at least one protected attribute is needed")
+    return [_known_attribute(a) for a in value]
 
 
 def _known_attribute(name: str) -> str:

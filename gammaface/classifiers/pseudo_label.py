@@ -10,7 +10,6 @@ sees it (the difference is the labeller's own bias).
 
 from __future__ import annotations
 
-import io
 import posixpath
 from typing import Any
 
@@ -28,6 +27,7 @@ from gammaface.metrics.generation import fairness_discrepancy, fairness_discrepa
 from gammaface.ray_runtime import actor_resources, connect
 from gammaface.stage import StageResult
 from gammaface.storage import Store
+from gammaface.viz import figure_png
 
 BALANCE_JSON = "balance.json"
 BALANCE_CSV = "balance.csv"
@@ -124,11 +124,7 @@ def balance_plot(table: pd.DataFrame, protected: list[str]) -> bytes:
     ax.set_xticks(x + 0.4 - width / 2, table["set"], rotation=30, ha="right", fontsize=7)
     ax.set_ylabel("fairness discrepancy (0 = uniform)")
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    plt.close(fig)
-    return buf.getvalue()
+    return figure_png(fig)
 
 
 def run(cfg: Config, workdir: Store) -> StageResult:

@@ -3,7 +3,6 @@ and ratio, as mean +/- std over seeds, with a plot of bias and accuracy against 
 
 from __future__ import annotations
 
-import io
 from typing import Any
 
 import numpy as np
@@ -11,6 +10,7 @@ import pandas as pd
 
 from gammaface.downstream.mixing import BASELINE
 from gammaface.errors import UserError
+from gammaface.viz import figure_png
 
 KIND_FILTER = "tags.`gammaface.kind` = 'downstream'"
 GROUP = ["n_per_class", "method", "ratio"]
@@ -130,11 +130,7 @@ def plot(summary: pd.DataFrame) -> bytes:
             ax.set_xlabel("generated share of the training set")
             ax.set_title(f"{name}, {n} per class", fontsize=9)
         row[0].legend(fontsize=7)
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    plt.close(fig)
-    return buf.getvalue()
+    return figure_png(fig)
 
 
 def write(summary: pd.DataFrame, target: str, key: str, out: Any) -> None:

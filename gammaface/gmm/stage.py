@@ -9,7 +9,6 @@ component and attribute.
 
 from __future__ import annotations
 
-import io
 from typing import Any
 
 import numpy as np
@@ -27,6 +26,7 @@ from gammaface.latents import store as latent_store
 from gammaface.ray_runtime import connect
 from gammaface.stage import StageResult
 from gammaface.storage import Store
+from gammaface.viz import figure_png
 
 BIC_TABLE = "bic.csv"
 BIC_PLOT = "bic.png"
@@ -158,11 +158,7 @@ def _bic_plot(result: SearchResult, chosen: int) -> bytes:
     ax.set_xlabel("K (components)")
     ax.set_ylabel("criterion (lower is better)")
     ax.legend()
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    plt.close(fig)
-    return buf.getvalue()
+    return figure_png(fig)
 
 
 def run(cfg: Config, workdir: Store) -> StageResult:

@@ -2,22 +2,11 @@
 
 from __future__ import annotations
 
-import io
-
 import numpy as np
 import pandas as pd
 
 from gammaface.data import registry
-
-
-def _png(fig) -> bytes:
-    import matplotlib.pyplot as plt
-
-    buf = io.BytesIO()
-    fig.tight_layout()
-    fig.savefig(buf, format="png")
-    plt.close(fig)
-    return buf.getvalue()
+from gammaface.viz import figure_png
 
 
 def _plt():
@@ -42,7 +31,7 @@ def skew(train: pd.DataFrame) -> bytes:
         ax.set_xticks(range(len(classes)), classes, fontsize=7)
         ax.set_ylim(0, 1)
         ax.set_title(name, fontsize=9)
-    return _png(fig)
+    return figure_png(fig)
 
 
 def group_tpr(tables: dict[str, pd.Series]) -> bytes:
@@ -58,4 +47,4 @@ def group_tpr(tables: dict[str, pd.Series]) -> bytes:
     ax.set_ylabel("true positive rate")
     ax.set_ylim(0, 1)
     ax.legend(fontsize=7)
-    return _png(fig)
+    return figure_png(fig)
