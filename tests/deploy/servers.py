@@ -1,0 +1,95 @@
+"""Real servers for the deployment tests: a Ray head with its job server, an MLflow server.
+Each runs in its own process group and is stopped by killing that group, so nothing else on
+the machine (such as the test session's own local Ray) is touched."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+from typing import Iterator
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_http(url: str, proc: subprocess.Popen, timeout: float, log: Path) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{url} exited early:\n{log.read_text()[-3000:]}")
+        try:
+            with urllib.request.urlopen(url, timeout=2) as r:
+                if r.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.5)
+    raise RuntimeError(f"{url} did not answer within {timeout:.0f} s:\n{log.read_text()[-3000:]}")
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
+def env_with_venv() -> dict[str, str]:
+    """This interpreter's bin folder first on PATH, so that `python` in a job is this one."""
+    bin_dir = str(Path(sys.executable).parent)
+    return {**os.environ, "PATH": bin_dir + os.pathsep + os.environ.get("PATH", ""),
+            "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"}
+
+
+@contextlib.contextmanager
+def ray_head(tmp: Path) -> Iterator[str]:
+    """`ray start --head` with the dashboard; yields the job server's URL."""
+    port, dash = free_port(), free_port()
+    log = tmp / "ray-head.log"
+    ray = str(Path(sys.executable).parent / "ray")
+    proc = subprocess.Popen(
+        [ray, "start", "--head", f"--port={port}", "--dashboard-host=127.0.0.1",
+         f"--dashboard-port={dash}", "--include-dashboard=true", "--num-cpus=2",
+         "--object-store-memory=200000000", "--disable-usage-stats", "--block"],
+        stdout=log.open("w"), stderr=subprocess.STDOUT, env=env_with_venv(),
+        start_new_session=True)
+    url = f"http://127.0.0.1:{dash}"
+    try:
+        wait_http(f"{url}/api/version", proc, 120, log)
+        yield url
+    finally:
+        _stop(proc)
+
+
+@contextlib.contextmanager
+def mlflow_server(tmp: Path) -> Iterator[str]:
+    """`mlflow server` on loopback with a SQLite backend and proxied local artifacts."""
+    port = free_port()
+    log = tmp / "mlflow-server.log"
+    mlflow = str(Path(sys.executable).parent / "mlflow")
+    proc = subprocess.Popen(
+        [mlflow, "server", "--host", "127.0.0.1", "--port", str(port),
+         "--backend-store-uri", f"sqlite:///{tmp / 'server.db'}", "--serve-artifacts",
+         "--artifacts-destination", str(tmp / "server-artifacts"), "--workers", "1"],
+        stdout=log.open("w"), stderr=subprocess.STDOUT, env=env_with_venv(),
+        start_new_session=True, cwd=tmp)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_http(f"{url}/health", proc, 120, log)
+        yield url
+    finally:
+        _stop(proc)

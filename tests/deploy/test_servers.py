@@ -1,0 +1,60 @@
+"""Job submission to a real Ray head, and a pipeline tracked into a real MLflow server."""
+
+import subprocess
+import sys
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from gammaface import config, pipeline
+from tests import mlflow_helpers
+from tests.deploy.servers import env_with_venv, mlflow_server, ray_head
+from tests.deploy.manifests import REPO
+
+
+def _gammaface(*args, **kw):
+    return subprocess.run([sys.executable, "-m", "gammaface", *args], capture_output=True,
+                          text=True, cwd=REPO, env=env_with_venv(), **kw)
+
+
+def test_submit_runs_smoke_on_a_real_head_and_logs_to_mlflow(tmp_path):
+    work = tmp_path / "work"
+    with ray_head(tmp_path) as url:
+        done = _gammaface("submit", "jobs/smoke.yaml", "--address", url,
+                          "--stages", "prepare,train_ddpm", "--workdir", str(work),
+                          "--set", "ddpm.train_steps=10", timeout=900)
+        assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+        assert "[train_ddpm] done" in done.stdout and "SUCCEEDED" in done.stdout
+        job_id = done.stdout.split("submitted ", 1)[1].split()[0]
+        status = _gammaface("submit", "--status", job_id, "--address", url)
+        assert status.returncode == 0 and "SUCCEEDED" in status.stdout
+        missing = _gammaface("submit", "--stop", "raysubmit_nosuchjob", "--address", url)
+        assert missing.returncode == 2 and "has no job raysubmit_nosuchjob" in missing.stderr
+    runs = mlflow_helpers.runs(work, "gammaface-smoke")
+    assert {r.data.tags.get("stage") for r in runs} >= {"prepare", "train_ddpm"}
+    assert (work / "ddpm" / "stage.json").is_file()
+
+
+def test_submit_refuses_a_bad_config_before_anything_reaches_the_cluster():
+    bad = _gammaface("submit", "jobs/smoke.yaml", "--address", "http://127.0.0.1:9",
+                     "--set", "harvest.t_star=-3")
+    assert bad.returncode == 2 and "harvest.t_star" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_a_pipeline_tracks_into_a_real_mlflow_server(tmp_path, ray_local):
+    with mlflow_server(tmp_path) as url:
+        cfg = config.load(REPO / "jobs" / "smoke.yaml",
+                          {"workdir": str(tmp_path / "work"), "mlflow.tracking_uri": url})
+        pipeline.run(cfg, ["prepare"], echo=lambda s: None)
+        client = MlflowClient(url)
+        exp = client.get_experiment_by_name("gammaface-smoke")
+        runs = client.search_runs([exp.experiment_id])
+        stage = next(r for r in runs if r.data.tags.get("stage") == "prepare")
+        parent = next(r for r in runs if r.data.tags.get("gammaface.kind") == "pipeline")
+        assert stage.data.tags["mlflow.parentRunId"] == parent.info.run_id
+        assert stage.data.metrics["rows_train"] == 160
+        assert "config.yaml" in {a.path for a in client.list_artifacts(parent.info.run_id)}
+        local = client.download_artifacts(parent.info.run_id, "config.yaml", str(tmp_path))
+        assert "name: smoke" in open(local).read()
+    assert not (tmp_path / "work" / "mlflow.db").exists()  # nothing fell back to the local store
+    assert list((tmp_path / "server-artifacts").rglob("config.yaml"))
