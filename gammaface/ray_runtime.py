@@ -24,7 +24,8 @@ def connect(cfg: RayConfig) -> None:
         log.info("joining Ray at %s", address)
         ray.init(address=address, log_to_driver=True)
         return
-    ray.init(num_cpus=cfg.num_cpus, object_store_memory=cfg.object_store_memory,
+    # address="local": a new Ray of our own, never a head some other process left running here
+    ray.init(address="local", num_cpus=cfg.num_cpus, object_store_memory=cfg.object_store_memory,
              include_dashboard=False, log_to_driver=True, configure_logging=False)
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = False  # the stages print their own progress

@@ -17,6 +17,7 @@ from typing import Any, Callable
 from gammaface.errors import UserError
 
 TERMINAL = ("SUCCEEDED", "FAILED", "STOPPED")
+AGENT_WAIT_S = 120.0
 # what never travels with an uploaded working directory
 EXCLUDES = [".git", ".venv", "runs", "mlruns", "mlartifacts", "*.db", "__pycache__",
             ".pytest_cache", ".hypothesis", "benchmarks/out", "*.egg-info"]
@@ -63,9 +64,17 @@ def submit(address: str, config: str, *, stages: str | None = None, workdir: str
     if working_dir and not (Path(working_dir) / config).is_file():
         raise UserError(f"config {config} is not inside the working directory {working_dir}.")
     c = client(address)
-    return c.submit_job(entrypoint=entrypoint(config, stages, workdir, sets or []),
-                        runtime_env=runtime_env(working_dir, tracking_uri),
-                        metadata={"gammaface.config": config})
+    deadline = time.time() + AGENT_WAIT_S
+    while True:
+        try:
+            return c.submit_job(entrypoint=entrypoint(config, stages, workdir, sets or []),
+                                runtime_env=runtime_env(working_dir, tracking_uri),
+                                metadata={"gammaface.config": config})
+        except RuntimeError as exc:
+            # a head that has just started answers before its job agent is up
+            if "No available agent" not in str(exc) or time.time() > deadline:
+                raise
+            time.sleep(2.0)
 
 
 def follow(address: str, job_id: str, echo: Callable[[str], None] = print,

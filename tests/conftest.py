@@ -16,7 +16,8 @@ def ray_local():
     import ray
 
     if not ray.is_initialized():
-        ray.init(num_cpus=2, object_store_memory=OBJECT_STORE_BYTES, include_dashboard=False,
+        ray.init(address="local", num_cpus=2, object_store_memory=OBJECT_STORE_BYTES,
+                 include_dashboard=False,
                  configure_logging=False)
         ray.data.DataContext.get_current().enable_progress_bars = False
     yield ray

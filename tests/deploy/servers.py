@@ -61,9 +61,13 @@ def ray_head(tmp: Path) -> Iterator[str]:
     port, dash = free_port(), free_port()
     log = tmp / "ray-head.log"
     ray = str(Path(sys.executable).parent / "ray")
+    # every agent gets a port of its own: the test session's local Ray holds the defaults
+    agents = [f"--{name}={free_port()}" for name in (
+        "dashboard-agent-listen-port", "dashboard-agent-grpc-port", "metrics-export-port",
+        "runtime-env-agent-port", "ray-client-server-port")]
     proc = subprocess.Popen(
         [ray, "start", "--head", f"--port={port}", "--dashboard-host=127.0.0.1",
-         f"--dashboard-port={dash}", "--include-dashboard=true", "--num-cpus=2",
+         f"--dashboard-port={dash}", "--include-dashboard=true", "--num-cpus=2", *agents,
          "--object-store-memory=200000000", "--disable-usage-stats", "--block"],
         stdout=log.open("w"), stderr=subprocess.STDOUT, env=env_with_venv(),
         start_new_session=True)
