@@ -249,6 +249,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("config", nargs="?", help="experiment config: its MLflow store, experiment "
                    "and workdir (the output goes to <workdir>/report)")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key")
+    p.add_argument("--workdir", help="override the config's workdir")
     p.add_argument("--experiment", help="MLflow experiment name")
     p.add_argument("--run", help="a pipeline (or downstream stage) run id")
     p.add_argument("--tracking-uri", help="MLflow tracking URI (default: the config's, else "
