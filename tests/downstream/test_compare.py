@@ -61,3 +61,12 @@ def test_frechet_between_samples_approaches_the_population_value():
     a = rng.normal(0, 1, (20000, 4))
     b = rng.normal(0.5, 2, (20000, 4))
     assert frechet_between(a, b) == pytest.approx(4 * 0.25 + 4 * 1.0, rel=0.05)
+
+
+def test_inception_fid_says_why_it_is_skipped_instead_of_downloading(tmp_path, monkeypatch):
+    from gammaface.metrics import inception
+
+    monkeypatch.setenv(inception.WEIGHTS_ENV, str(tmp_path / "missing.pth"))
+    reason = inception.unavailable()
+    assert reason is not None
+    assert "torchmetrics" in reason or str(tmp_path / "missing.pth") in reason
