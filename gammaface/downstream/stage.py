@@ -73,13 +73,15 @@ def prepare_jobs(cfg: Config, workdir: Store, out: Store, key: str
     for job in all_jobs:
         folder = out.sub(job.folder)
         record = _job_record(job, key)
-        if folder.exists(JOB_FILE) and folder.read_json(JOB_FILE) != record:
-            folder.delete("")
+        stored = folder.read_json(JOB_FILE) if folder.exists(JOB_FILE) else {}
+        if any(stored.get(k) != v for k, v in record.items()):
+            folder.delete("")  # written for another config (or never finished writing)
+            stored = {}
         gen, gen_root = generated.get(job.method, (None, None))
         table, used = mix(job, d.target, real, real_root, gen, gen_root, cfg.label.min_confidence)
         if not folder.exists(TRAIN_TABLE):
             folder.write_parquet(TRAIN_TABLE, table)
-        folder.write_json(JOB_FILE, record)
+        folder.write_json(JOB_FILE, {**stored, **record})  # keeps the job's MLflow run id
         counts[job] = used
     return all_jobs, counts
 
@@ -98,12 +100,17 @@ def _child_runs(cfg: Config, all_jobs: list[Job], out: Store) -> dict[Job, str]:
         folder = out.sub(job.folder)
         rec = folder.read_json(JOB_FILE)
         run_id = rec.get("run_id")
-        try:
-            if run_id and client.get_run(run_id).data.tags.get("mlflow.parentRunId") == parent.info.run_id:
-                ids[job] = run_id
-                continue
-        except mlflow.exceptions.MlflowException:
-            pass
+        if run_id:
+            try:
+                client.get_run(run_id)
+            except mlflow.exceptions.MlflowException:
+                run_id = None  # another store, or deleted: make a new one
+        if run_id:
+            # a resumed stage adopts the job's run, with its training curve, as its own child
+            client.set_tag(run_id, "mlflow.parentRunId", parent.info.run_id)
+            client.set_tag(run_id, PIPELINE_TAG, pipeline_run)
+            ids[job] = run_id
+            continue
         run = client.create_run(parent.info.experiment_id, run_name=job.name, tags={
             "mlflow.parentRunId": parent.info.run_id, KIND_TAG: KIND, PIPELINE_TAG: pipeline_run,
             "method": job.method, "ratio": f"{job.ratio:g}", "seed": str(job.seed),

@@ -41,6 +41,7 @@ from gammaface.latents import store as latent_store
 from gammaface.ray_runtime import actor_resources, connect
 from gammaface.stage import StageResult
 from gammaface.storage import Store
+from gammaface.viz import save_png
 
 PLAN_FILE = "plan.json"
 SAMPLING_FILE = "sampling.npz"
@@ -278,8 +279,8 @@ def run(cfg: Config, workdir: Store, echo: Callable[[str], None] = print) -> Sta
         method_dir = out / method
         method_dir.mkdir(parents=True, exist_ok=True)
         if method in MIXTURE_METHODS:
-            counts, comps, spec = counts_from_weights(weights[method], g.n), \
-                list(range(gm.n_components)), chosen_spec
+            spec, comps = chosen_spec, list(range(gm.n_components))
+            counts = counts_from_weights(weights[method], g.n)
         elif method == "single_gaussian":
             mean, var = _single_gaussian(inputs, cfg.gmm.reg_covar)
             spec = _mixture_spec(inputs, mean, var, np.ones((len(inputs.space_X), 1)), g.draw)
@@ -318,8 +319,6 @@ def run(cfg: Config, workdir: Store, echo: Callable[[str], None] = print) -> Sta
         df = shard_io.manifest_rows(method_dir, plan)
         out_store.write_parquet(f"{method}/{manifest.MANIFEST_FILE}", df, metadata={"image_root": "."})
         rows[method] = len(df)
-        from gammaface.viz import save_png
-
         save_png(component_grid(method_dir, plan, g.grid), method_dir / GRID_FILE)
         mlflow.log_artifact(str(method_dir / GRID_FILE), artifact_path=f"grids/{method}")
     for name in (COMPOSITIONS, PREDICTED):

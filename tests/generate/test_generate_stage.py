@@ -81,6 +81,15 @@ def test_generate_and_pseudo_label_write_balanced_labelled_sets(upstream, tmp_pa
         assert sets[method][f"discrepancy/{key}"] == pytest.approx(fairness_discrepancy(cells, 12))
         assert sets[method][f"discrepancy_std/{key}"] > 0 or sets[method][f"discrepancy/{key}"] > 0.9
 
+    # downstream resumes at the job: a rerun after losing its stage.json trains nothing again
+    first = pipeline.run(cfg, ["downstream"], echo=lambda s: None)[0]
+    (work / "downstream" / "stage.json").unlink()
+    again = pipeline.run(cfg, ["downstream"], echo=lambda s: None)[0]
+    assert first.rows["trained"] == first.rows["jobs"] > 0 and again.rows["trained"] == 0
+    jobs = [r for r in mlflow_helpers.runs(work, "gammaface-smoke")
+            if r.data.tags.get("gammaface.kind") == "downstream"]
+    assert len(jobs) == first.rows["jobs"]  # the resumed stage reuses each job's MLflow run
+
     run = mlflow_helpers.stage_run(work, "gammaface-smoke", "generate")
     artifacts = mlflow_helpers.artifact_paths(work, run)
     assert {f"grids/{m}/{GRID_FILE}" for m in cfg.generate.methods} <= artifacts
