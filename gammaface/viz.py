@@ -34,6 +34,16 @@ def load_rgb(path: str | Path) -> np.ndarray:
         return np.asarray(im.convert("RGB"))
 
 
+def pyplot():
+    """matplotlib.pyplot on the Agg backend (stages run without a display)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
 def figure_png(fig) -> bytes:
     """A matplotlib figure as PNG bytes (tight layout); the figure is closed."""
     import io

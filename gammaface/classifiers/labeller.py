@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import torch
 from safetensors.torch import load_file, save_file
 
@@ -84,6 +85,16 @@ class Labeller:
             conf, cls = probs.max(dim=1)
             out[name] = Prediction(cls.numpy(), conf.numpy())
         return out
+
+    def frame(self, images: np.ndarray | torch.Tensor) -> pd.DataFrame:
+        """One row per image: the class name of every attribute and its confidence column."""
+        from gammaface.classifiers.labels import conf_column
+
+        out = {}
+        for name, p in self.predict(images).items():
+            out[name] = np.asarray(registry.get(name).classes, dtype=object)[p.classes]
+            out[conf_column(name)] = p.confidence.astype(np.float32)
+        return pd.DataFrame(out)
 
     @torch.no_grad()
     def embed(self, images: np.ndarray | torch.Tensor, batch_size: int = 256) -> np.ndarray:

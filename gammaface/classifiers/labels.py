@@ -21,6 +21,11 @@ def encode(df: pd.DataFrame, attributes: list[str]) -> np.ndarray:
     return out
 
 
+def conf_column(attribute: str) -> str:
+    """The column holding the labeller's confidence in `attribute`."""
+    return f"{attribute}_conf"
+
+
 def decode(codes: np.ndarray, name: str) -> np.ndarray:
     classes = np.asarray(registry.get(name).classes, dtype=object)
     return np.where(codes >= 0, classes[np.clip(codes, 0, None)], None)

@@ -27,17 +27,13 @@ from gammaface.metrics.generation import fairness_discrepancy, fairness_discrepa
 from gammaface.ray_runtime import actor_resources, connect
 from gammaface.stage import StageResult
 from gammaface.storage import Store
-from gammaface.viz import figure_png
+from gammaface.viz import figure_png, pyplot
 
 BALANCE_JSON = "balance.json"
 BALANCE_CSV = "balance.csv"
 BALANCE_PNG = "balance.png"
 TRAIN_TRUTH = "train (dataset labels)"
 TRAIN_SEEN = "train (labeller)"
-
-
-def conf_column(attribute: str) -> str:
-    return f"{attribute}_conf"
 
 
 class LabelBatch:
@@ -57,12 +53,9 @@ class LabelBatch:
 
 
 def label_frame(labeller: Labeller, images: np.ndarray, rows: pd.DataFrame) -> pd.DataFrame:
-    preds = labeller.predict(images)
-    out = rows.copy()
-    for name, p in preds.items():
-        out[name] = np.asarray(registry.get(name).classes, dtype=object)[p.classes]
-        out[conf_column(name)] = p.confidence.astype(np.float32)
-    return out
+    labels = labeller.frame(images)
+    labels.index = rows.index
+    return pd.concat([rows, labels], axis=1)
 
 
 def label_manifest(cfg: Config, generated: pd.DataFrame, image_root: str, classifier_dir: str
@@ -109,10 +102,7 @@ def balance_rows(name: str, labels: pd.DataFrame, protected: list[str], seed: in
 
 
 def balance_plot(table: pd.DataFrame, protected: list[str]) -> bytes:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     keys = [*protected, ":".join(protected)]
     fig, ax = plt.subplots(figsize=(1.2 + 1.1 * len(table), 3.4), dpi=120)

@@ -10,7 +10,7 @@ import pandas as pd
 
 from gammaface.downstream.mixing import BASELINE
 from gammaface.errors import UserError
-from gammaface.viz import figure_png
+from gammaface.viz import figure_png, pyplot
 
 KIND_FILTER = "tags.`gammaface.kind` = 'downstream'"
 GROUP = ["n_per_class", "method", "ratio"]
@@ -108,10 +108,7 @@ def markdown(summary: pd.DataFrame, target: str, key: str) -> str:
 
 
 def plot(summary: pd.DataFrame) -> bytes:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     sizes = sorted(summary["n_per_class"].unique())
     fig, axes = plt.subplots(len(sizes), 2, figsize=(9, 3.2 * len(sizes)), dpi=110, squeeze=False)

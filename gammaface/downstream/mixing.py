@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from gammaface.classifiers.labels import conf_column
 from gammaface.data import registry
 from gammaface.errors import UserError
 from gammaface.ray_train import seed_of
@@ -88,7 +89,7 @@ def mix(job: Job, target: str, real: pd.DataFrame, real_root: str,
         counts[f"real/{cls}"] = n_real
         if n_gen:
             assert generated is not None and generated_root is not None
-            conf = generated[f"{target}_conf"]
+            conf = generated[conf_column(target)]
             gpool = generated[(generated[target] == cls) & (conf >= min_confidence)]
             what = (f"the {job.method} set's '{cls}' images with confidence >= {min_confidence}")
             gtake, distinct = _take(gpool, n_gen, seed_of(job.seed, job.n_per_class, c, 2), what)

@@ -26,7 +26,7 @@ import pandas as pd
 
 from gammaface import layout, tracking
 from gammaface.config import GENERATION_METHODS, Config
-from gammaface.data import manifest, registry
+from gammaface.data import manifest
 from gammaface.diffusion.model_io import load_scheduler
 from gammaface.diffusion.sampler import effective_t, make_scheduler
 from gammaface.errors import UserError
@@ -132,10 +132,7 @@ def component_compositions(cfg: Config, inputs: Inputs, resp: np.ndarray, spec: 
     comp = np.zeros((inputs.mixture.n_components, n_cells))
     for k in range(inputs.mixture.n_components):
         images = r.render(spec, k, cfg.generate.pilot, seed=cfg.generate.seed * 1000 + k)
-        preds = labeller.predict(images)
-        frame = pd.DataFrame({a: np.asarray(registry.get(a).classes, dtype=object)[preds[a].classes]
-                              for a in protected})
-        codes = balance.cell_codes(frame, protected)
+        codes = balance.cell_codes(labeller.frame(images), protected)
         comp[k] = np.bincount(codes, minlength=n_cells) / len(codes)
     return comp, f"labeller on {cfg.generate.pilot} pilot images per component"
 

@@ -26,7 +26,7 @@ from gammaface.latents import store as latent_store
 from gammaface.ray_runtime import connect
 from gammaface.stage import StageResult
 from gammaface.storage import Store
-from gammaface.viz import figure_png
+from gammaface.viz import figure_png, pyplot
 
 BIC_TABLE = "bic.csv"
 BIC_PLOT = "bic.png"
@@ -144,10 +144,7 @@ def _source_labels(meta: dict[str, Any], index: pd.DataFrame) -> pd.DataFrame | 
 
 
 def _bic_plot(result: SearchResult, chosen: int) -> bytes:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     t = result.table
     fig, ax = plt.subplots(figsize=(5, 3.2), dpi=120)

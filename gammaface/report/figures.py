@@ -6,21 +6,12 @@ import numpy as np
 import pandas as pd
 
 from gammaface.data import registry
-from gammaface.viz import figure_png
-
-
-def _plt():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
+from gammaface.viz import figure_png, pyplot
 
 
 def skew(train: pd.DataFrame) -> bytes:
     """Class shares of every attribute in the train split (a dashed line marks uniform)."""
-    plt = _plt()
+    plt = pyplot()
     names = [a for a in registry.ATTRIBUTE_NAMES if train[a].notna().any()]
     fig, axes = plt.subplots(1, len(names), figsize=(2.1 * len(names), 2.6), dpi=110, squeeze=False)
     for ax, name in zip(axes[0], names):
@@ -36,7 +27,7 @@ def skew(train: pd.DataFrame) -> bytes:
 
 def group_tpr(tables: dict[str, pd.Series]) -> bytes:
     """Per-group TPR of several methods side by side (one bar group per protected group)."""
-    plt = _plt()
+    plt = pyplot()
     groups = list(next(iter(tables.values())).index)
     fig, ax = plt.subplots(figsize=(1.2 + 0.9 * len(groups), 3.0), dpi=110)
     width = 0.8 / len(tables)

@@ -44,16 +44,15 @@ def _fmt(x: float) -> str:
     return "n/a" if x is None or not np.isfinite(x) else f"{x:.3f}"
 
 
-def sample_quality(cfg: Config, workdir: Store, test_paths: list[str], test_root: str
-                   ) -> pd.DataFrame:
+def sample_quality(cfg: Config, workdir: Store, data: pd.DataFrame, root: str) -> pd.DataFrame:
     """Fréchet distance to the real test images in the attribute classifier's feature space,
     for every generated set and for real train images (the floor a perfect generator reaches)."""
     labeller = Labeller.load(workdir.path(layout.stage_dir("train_classifiers", cfg)))
     size = labeller.image_size
-    real_images = load_resized(test_root, test_paths[:FD_IMAGES], size)
+    test = data[data["split"] == "test"]["path"].tolist()[:FD_IMAGES]
+    train = data[data["split"] == "train"]["path"].tolist()[:FD_IMAGES]
+    real_images = load_resized(root, test, size)
     real = labeller.embed(real_images)
-    df, root = manifest.read(workdir.path(layout.dataset_dir(cfg), manifest.MANIFEST_FILE))
-    train = df[df["split"] == "train"]["path"].tolist()[:FD_IMAGES]
     skip = inception.unavailable()
 
     def row(name: str, images: np.ndarray) -> dict[str, object]:
@@ -150,8 +149,7 @@ def run(cfg: Config, workdir: Store) -> StageResult:
            "pseudo-labels; error bars are bootstrap standard deviations.", "",
            "![balance](balance.png)", "", tables.markdown(bal[cols]), ""]
 
-    test = df[df["split"] == "test"]
-    quality = sample_quality(cfg, workdir, test["path"].tolist(), root)
+    quality = sample_quality(cfg, workdir, df, root)
     out.write_bytes(QUALITY, quality.to_csv(index=False).encode())
     skipped = quality.attrs.get("inception_skipped")
     md += ["## Sample quality", "",
