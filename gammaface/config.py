@@ -12,9 +12,10 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator,
+                      model_validator)
 
-from gammaface.data.registry import ATTRIBUTE_NAMES
+from gammaface.data.registry import ATTRIBUTE_NAMES, labelled_by
 from gammaface.errors import UserError
 from gammaface.yamlio import load as load_yaml
 
@@ -138,6 +139,7 @@ class GmmConfig(Section):
 
 GENERATION_METHODS = ("gmm", "gmm_weighted", "gmm_tempered", "gmm_attr", "single_gaussian",
                       "unconditional", "stratified")
+MIXTURE_METHODS = ("gmm", "gmm_weighted", "gmm_tempered", "gmm_attr")
 GenerationMethod = Literal["gmm", "gmm_weighted", "gmm_tempered", "gmm_attr", "single_gaussian",
                            "unconditional", "stratified"]
 
@@ -285,6 +287,57 @@ class Config(Section):
     classifiers: ClassifiersConfig = ClassifiersConfig()
     label: LabelConfig = LabelConfig()
     downstream: DownstreamConfig = DownstreamConfig()
+    # what loading changed in the defaults, for the config printout (never part of a hash)
+    _notes: list[str] = PrivateAttr(default_factory=list)
+
+    @property
+    def notes(self) -> list[str]:
+        return list(self._notes)
+
+    @model_validator(mode="after")
+    def _attributes_the_dataset_labels(self) -> Config:
+        """Every attribute a classifier head, a balance cell, the target or a protected group
+        names must be one the dataset labels. A default that names another one drops it (and
+        says so); a value the config gives is refused, naming the key and the dataset."""
+        dataset = self.data.dataset
+        have = labelled_by(dataset)
+        notes: list[str] = []
+        lists = ((self.classifiers, "classifiers", "attributes"),
+                 (self.generate, "generate", "protected"),
+                 (self.downstream, "downstream", "protected"))
+        for section, section_name, field in lists:
+            values = getattr(section, field)
+            unlabelled = [a for a in values if a not in have]
+            if not unlabelled:
+                continue
+            key = f"{section_name}.{field}"
+            if field in section.model_fields_set:
+                raise ValueError(f"{key} names {', '.join(unlabelled)}, which dataset {dataset!r} "
+                                 f"does not label (it labels {', '.join(have)})")
+            kept = [a for a in values if a in have]
+            if not kept:
+                raise ValueError(f"{key} defaults to {', '.join(values)}, none of which dataset "
+                                 f"{dataset!r} labels; set it to some of {', '.join(have)}")
+            setattr(section, field, kept)
+            notes.append(f"{key}: dataset {dataset!r} has no {', '.join(unlabelled)} labels, so "
+                         f"the default drops {'it' if len(unlabelled) == 1 else 'them'} "
+                         f"({', '.join(kept)}).")
+        target = self.downstream.target
+        if target not in have:
+            given = "is" if "target" in self.downstream.model_fields_set else "defaults to"
+            raise ValueError(f"downstream.target {given} {target!r}, which dataset {dataset!r} "
+                             f"does not label; set it to one of {', '.join(have)}")
+        heads = self.classifiers.attributes
+        for key, names in (("downstream.target", [target]),
+                           ("downstream.protected", self.downstream.protected),
+                           ("generate.protected", self.generate.protected)):
+            missing = [a for a in names if a not in heads]
+            if missing:
+                raise ValueError(f"{key} names {', '.join(missing)}, which classifiers.attributes "
+                                 f"({', '.join(heads)}) has no head for; the labeller must "
+                                 f"predict {'it' if len(missing) == 1 else 'them'}")
+        self._notes = notes
+        return self
 
     @model_validator(mode="after")
     def _features_space_is_resampled(self) -> Config:
@@ -306,6 +359,13 @@ class Config(Section):
     def flat(self) -> dict[str, Any]:
         """Dotted key -> value, for MLflow params and `config show`."""
         return flatten(self.model_dump(mode="json"))
+
+
+def uses_labeller(cfg: Config) -> bool:
+    """Reverse latents have no source labels, so the component compositions (for `gmm_attr`'s
+    weights and every mixture method's predicted balance) come from the labeller."""
+    return (cfg.harvest.source == "reverse"
+            and any(m in MIXTURE_METHODS for m in cfg.generate.methods))
 
 
 def _lookup(tree: dict[str, Any], dotted: str) -> Any:
@@ -334,6 +394,8 @@ def _describe(error: dict[str, Any], source: str) -> str:
         msg = msg[len("Value error, "):]
     if kind == "extra_forbidden":
         return f"{source}: unknown key '{loc}'."
+    if not loc and kind == "value_error":  # a rule across sections names its own keys
+        return f"{source}: {msg}."
     where = f"key '{loc}'" if loc else "the top level"
     if kind == "missing":
         return f"{source}: {where} is required."

@@ -92,3 +92,54 @@ def test_cli_missing_config_file_exits_2():
 def test_every_command_has_help(cmd):
     proc = _cli(*cmd, "--help")
     assert proc.returncode == 0 and "usage: gammaface" in proc.stdout
+
+
+FFHQ = {"dataset": "ffhq", "ffhq": {"images": "/data/ffhq", "features": "/data/ffhq-features"}}
+FAIRFACE = {"dataset": "fairface", "fairface": {"labels": "/data/ff", "images": "/data/ff"}}
+
+
+@pytest.mark.parametrize("data, fragment", [
+    ({"data": FFHQ, "classifiers": {"attributes": ["age", "race"]}},
+     "classifiers.attributes names race, which dataset 'ffhq' does not label"),
+    ({"data": FFHQ, "generate": {"protected": ["race", "gender"]}},
+     "generate.protected names race, which dataset 'ffhq' does not label"),
+    ({"data": FFHQ, "downstream": {"protected": ["race"]}},
+     "downstream.protected names race, which dataset 'ffhq' does not label"),
+    ({"data": FAIRFACE}, "downstream.target defaults to 'smile', which dataset 'fairface'"),
+    ({"data": FAIRFACE, "downstream": {"target": "glasses", "protected": ["age"]}},
+     "downstream.target is 'glasses', which dataset 'fairface' does not label"),
+    ({"classifiers": {"attributes": ["age", "gender", "race"]}},
+     "downstream.target names smile, which classifiers.attributes (age, gender, race) has no head"),
+    ({"classifiers": {"attributes": ["smile", "age"]}},
+     "downstream.protected names gender, which classifiers.attributes"),
+    ({"classifiers": {"attributes": ["smile", "age", "gender"]}},
+     "generate.protected names race, which classifiers.attributes"),
+])
+def test_attributes_the_dataset_or_the_labeller_lacks_are_refused_naming_the_key(data, fragment):
+    with pytest.raises(UserError) as err:
+        config.from_dict(data, source="x.yaml")
+    msg = str(err.value)
+    assert fragment in msg, msg
+    assert msg.startswith("x.yaml:") and msg.endswith(".") and "\n" not in msg
+
+
+def test_defaults_drop_what_the_dataset_does_not_label_and_say_so():
+    cfg = config.from_dict({"data": FFHQ})
+    assert "race" not in cfg.classifiers.attributes
+    assert cfg.generate.protected == ["age", "gender"]
+    assert any("classifiers.attributes" in n and "race" in n for n in cfg.notes)
+    assert any("generate.protected" in n for n in cfg.notes)
+    # SynthFaces labels everything: nothing dropped, nothing said
+    assert config.from_dict({}).notes == []
+    fair = config.from_dict({"data": FAIRFACE, "downstream": {"target": "gender",
+                                                              "protected": ["race"]}})
+    assert fair.classifiers.attributes == ["age", "gender", "race"]
+
+
+def test_config_show_prints_what_the_defaults_dropped(tmp_path):
+    path = tmp_path / "ffhq.yaml"
+    path.write_text("data:\n  dataset: ffhq\n  ffhq:\n    images: /d/ffhq\n    features: /d/json\n")
+    out = subprocess.run([sys.executable, "-m", "gammaface", "config", "show", str(path)],
+                         capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert "# note: classifiers.attributes: dataset 'ffhq' has no race labels" in out.stdout

@@ -34,6 +34,19 @@ ATTRIBUTE_NAMES: tuple[str, ...] = tuple(ATTRIBUTES)
 SPLITS: tuple[str, ...] = ("train", "val", "test")
 MANIFEST_COLUMNS: tuple[str, ...] = ("path", "split", *ATTRIBUTE_NAMES)
 
+# The attributes each dataset's own files label; every other manifest column of that dataset
+# is null on every row. FFHQ's features have no race, FairFace's CSVs only age, gender, race.
+DATASET_ATTRIBUTES: dict[str, tuple[str, ...]] = {
+    "synthfaces": ATTRIBUTE_NAMES,
+    "ffhq": ("age", "gender", "smile", "glasses", "hair"),
+    "fairface": ("age", "gender", "race"),
+}
+
+
+def labelled_by(dataset: str) -> tuple[str, ...]:
+    """The attributes `dataset` has labels for (registry order)."""
+    return DATASET_ATTRIBUTES[dataset]
+
 
 def get(name: str) -> Attribute:
     try:
