@@ -82,6 +82,12 @@ def run(cfg: Config, workdir: Store) -> StageResult:
     df, image_root = manifest.read(workdir.path(layout.dataset_dir(cfg), manifest.MANIFEST_FILE))
     train = df[df["split"] == "train"].reset_index(drop=True)
     test = df[df["split"] == "test"].reset_index(drop=True)
+    unlabelled = [a for a in c.attributes if train[a].isna().all()]
+    if unlabelled:
+        raise UserError(f"classifiers.attributes names {', '.join(unlabelled)}, but no train image "
+                        f"of {workdir.uri(layout.manifest_path(cfg))} has "
+                        f"{'that label' if len(unlabelled) == 1 else 'those labels'}; drop "
+                        f"{'it' if len(unlabelled) == 1 else 'them'} from classifiers.attributes.")
     if len(train) < c.num_workers:
         raise UserError(f"the train split has {len(train)} images, fewer than "
                         "classifiers.num_workers.")

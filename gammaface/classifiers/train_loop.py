@@ -30,12 +30,18 @@ from gammaface.ray_train import WorkerMlflow, seed_of
 
 def masked_loss(logits: dict[str, torch.Tensor], targets: torch.Tensor, attributes: list[str]
                 ) -> torch.Tensor:
-    """Sum over attributes of the mean cross-entropy over rows where that attribute is known."""
+    """Sum over attributes of the mean cross-entropy over rows where that attribute is known.
+
+    Every head is part of the graph on every step, with weight zero where the batch holds no
+    label for it: under DDP a head left out on one rank but not on another would leave its
+    gradients unreduced and stop the step (null race or hair labels do exactly that)."""
     total = torch.zeros((), device=targets.device)
     for j, name in enumerate(attributes):
         y = targets[:, j]
-        if (y != MISSING).any():
-            total = total + F.cross_entropy(logits[name].float(), y, ignore_index=MISSING)
+        known = (y != MISSING).sum()
+        summed = F.cross_entropy(logits[name].float(), y, ignore_index=MISSING, reduction="sum")
+        # `0 * logits.sum()` keeps the head in the graph even on a batch with no known label
+        total = total + summed / known.clamp(min=1) + 0.0 * logits[name].sum()
     return total
 
 

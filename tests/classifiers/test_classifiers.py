@@ -16,6 +16,7 @@ from gammaface.classifiers.pseudo_label import label_manifest
 from gammaface.classifiers.train_loop import masked_loss
 from gammaface.data import manifest
 from gammaface.errors import UserError
+from gammaface.storage import Store
 from tests import mlflow_helpers
 
 
@@ -43,6 +44,21 @@ def test_masked_loss_is_the_cross_entropy_over_known_rows_of_each_attribute():
     torch.testing.assert_close(loss, ref)
     all_missing = torch.full((5, 2), MISSING)
     assert masked_loss(logits, all_missing, ["gender", "race"]).item() == 0.0
+
+
+def test_every_head_gets_a_gradient_even_on_a_batch_without_its_labels():
+    """DDP reduces every parameter's gradient on every rank: a head left out of one rank's
+    graph (a batch with no race label there) stops the step. Each head must be in the graph,
+    with a zero gradient where the batch holds no label for it."""
+    net = AttributeNet("resnet18", ["gender", "race", "hair"], 16)
+    x = torch.randn(4, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+    y = torch.tensor([[0, MISSING, MISSING], [1, MISSING, 2], [0, MISSING, MISSING],
+                      [1, MISSING, MISSING]])
+    masked_loss(net(x), y, ["gender", "race", "hair"]).backward()
+    race = [p.grad for n, p in net.named_parameters() if "race" in n]
+    hair = [p.grad for n, p in net.named_parameters() if "hair" in n]
+    assert race and all(g is not None and torch.count_nonzero(g) == 0 for g in race)
+    assert hair and all(g is not None for g in hair) and any(torch.count_nonzero(g) for g in hair)
 
 
 def test_labels_encode_in_registry_order_with_missing_for_null():
@@ -85,3 +101,24 @@ def test_two_workers_learn_the_easy_attributes_and_label_test_images_at_that_acc
     for attr in cfg.classifiers.attributes:
         agreement = float((labelled[attr] == test[attr]).mean())
         assert agreement == pytest.approx(metrics["clean"][f"accuracy/{attr}"])
+
+
+def test_two_workers_train_every_head_when_most_rows_lack_race_and_some_lack_hair(tmp_path, ray_local):
+    """Under DDP a head with no label in one rank's batch must still take part in the step, or
+    the gradient reduction fails; FFHQ's and FairFace's nulls make such batches common."""
+    cfg = config.from_dict({
+        "workdir": str(tmp_path / "work"), "mlflow": {"experiment": "nulls"},
+        "data": {"synthfaces": {"n": 200, "size": 16}}, "ddpm": {"preset": "small"},
+        "classifiers": {"backbone": "resnet18", "epochs": 2, "batch_size": 8, "image_size": 8,
+                        "num_workers": 2, "max_failures": 0}})
+    pipeline.run(cfg, ["prepare"], echo=lambda s: None)
+    folder = tmp_path / "work" / "data" / "synthfaces"
+    df, _ = manifest.read(folder / manifest.MANIFEST_FILE)
+    train = df.index[df["split"] == "train"]
+    df.loc[train[3:], "race"] = None       # three labelled rows: nearly every batch has none
+    df.loc[train[::4], "hair"] = None      # hidden hair, as in FFHQ
+    manifest.write(df, Store(str(folder)), ".")
+    results = pipeline.run(cfg, ["train_classifiers"], echo=lambda s: None)
+    assert not results[0].skipped
+    metrics = json.loads((tmp_path / "work" / "classifiers" / "metrics.json").read_text())
+    assert {f"accuracy/{a}" for a in cfg.classifiers.attributes} <= set(metrics["clean"])
