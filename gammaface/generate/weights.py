@@ -11,6 +11,7 @@ and the sum-to-one constraint as a heavily weighted extra row.
 from __future__ import annotations
 
 import itertools
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -38,10 +39,12 @@ def cell_codes(df: pd.DataFrame, protected: list[str]) -> np.ndarray:
     return np.where(known, codes, -1)
 
 
-def compositions(resp: np.ndarray, codes: np.ndarray, n_cells: int) -> np.ndarray:
+def compositions(resp: np.ndarray, codes: np.ndarray, n_cells: int
+                 ) -> tuple[np.ndarray, np.ndarray]:
     """(K, n_cells) cell distribution of each component, each row weighted by its posterior
-    responsibility; rows with an unknown cell are left out. A component with no labelled mass
-    gets the uniform distribution (it carries no evidence either way)."""
+    responsibility, and (K,) the labelled mass behind each. Rows with an unknown cell are left
+    out; a component with no labelled mass has an unknown composition, written as uniform but
+    marked by its zero mass so that no caller takes it for evidence."""
     known = codes >= 0
     onehot = np.zeros((int(known.sum()), n_cells))
     onehot[np.arange(onehot.shape[0]), codes[known]] = 1.0
@@ -49,18 +52,63 @@ def compositions(resp: np.ndarray, codes: np.ndarray, n_cells: int) -> np.ndarra
     totals = mass.sum(axis=1, keepdims=True)
     out = np.full_like(mass, 1.0 / n_cells)
     np.divide(mass, totals, out=out, where=totals > 0)
-    return out
+    return out, totals[:, 0]
 
 
-def balancing_weights(comp: np.ndarray) -> np.ndarray:
-    """Non-negative weights summing to 1 that bring comp^T w closest to uniform."""
+# A small pull towards equal weights, relative to how far the compositions spread: where several
+# mixes are equally balanced (more components than cells, or components alike) it picks the one
+# spread over components, and it moves the optimum's discrepancy by under 1e-3
+# (tests/generate/test_weights.py).
+RIDGE = 1e-4
+# Compositions closer than this (max absolute difference) carry no information to weight by.
+IDENTICAL = 1e-6
+# A solution that puts this much weight on one component draws the whole set from it.
+ONE_COMPONENT = 0.999
+
+
+@dataclass(frozen=True)
+class Balancing:
+    weights: np.ndarray
+    fallback: str | None = None  # why equal weights were used instead, when they were
+
+    @property
+    def solved(self) -> bool:
+        return self.fallback is None
+
+
+def balancing_weights(comp: np.ndarray, ridge: float = RIDGE) -> np.ndarray:
+    """Non-negative weights summing to 1 that bring comp^T w closest to uniform, with a small
+    ridge towards equal weights (NNLS on the stacked least-squares problem)."""
     k, n_cells = comp.shape
-    A = np.vstack([comp.T, SIMPLEX_PENALTY * np.ones((1, k))])
-    b = np.concatenate([np.full(n_cells, 1.0 / n_cells), [SIMPLEX_PENALTY]])
-    w, _ = nnls(A, b)
+    spread = float(((comp - comp.mean(axis=0)) ** 2).sum()) / k  # the scale w acts on
+    ridge = ridge * spread
+    rows = [comp.T, np.sqrt(ridge) * np.eye(k), SIMPLEX_PENALTY * np.ones((1, k))]
+    targets = [np.full(n_cells, 1.0 / n_cells), np.full(k, np.sqrt(ridge) / k), [SIMPLEX_PENALTY]]
+    w, _ = nnls(np.vstack(rows), np.concatenate(targets))
     if w.sum() <= 0:
         return np.full(k, 1.0 / k)
     return w / w.sum()
+
+
+def balance_components(comp: np.ndarray, mass: np.ndarray | None = None) -> Balancing:
+    """`balancing_weights`, or equal weights with the reason when the problem is degenerate:
+    no component's composition is known, all compositions are the same, or the solution
+    draws everything from one component."""
+    k = comp.shape[0]
+    equal = np.full(k, 1.0 / k)
+    if k == 1:
+        return Balancing(equal, "the mixture has one component, so there is nothing to weight")
+    if mass is not None and not (np.asarray(mass) > 0).any():
+        return Balancing(equal, "no component has an image with every protected attribute "
+                                "labelled, so no composition is known")
+    if np.abs(comp - comp[0]).max() < IDENTICAL:
+        return Balancing(equal, "every component has the same composition, so no weighting "
+                                "changes the balance")
+    w = balancing_weights(comp)
+    if w.max() >= ONE_COMPONENT:
+        return Balancing(equal, f"the most balanced mix draws every image from component "
+                                f"{int(w.argmax())}, which would make a set of one component")
+    return Balancing(w)
 
 
 def marginal(cell_dist: np.ndarray, protected: list[str], attribute: str) -> np.ndarray:

@@ -23,6 +23,52 @@ def test_balancing_weights_match_a_general_constrained_solver(seed):
     assert _objective(w, comp) <= ref.fun + 1e-6
 
 
+@pytest.mark.parametrize("seed", range(5))
+def test_the_ridge_costs_under_a_thousandth_of_discrepancy(seed):
+    rng = np.random.default_rng(100 + seed)
+    comp = rng.dirichlet(np.full(12, 0.4), size=6)
+    exact = balance.balancing_weights(comp, ridge=0.0)
+    spread = balance.balancing_weights(comp)
+    d_exact = balance.discrepancy(exact @ comp)
+    assert balance.discrepancy(spread @ comp) <= d_exact + 1e-3
+
+
+def test_equally_good_mixes_are_spread_over_components_not_put_on_a_vertex():
+    # components 0 and 1 are alike, as are 2 and 3: every w with w0 + w1 = 0.5 is optimal
+    comp = np.array([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0], [0.0, 1.0]])
+    result = balance.balance_components(comp, np.ones(4))
+    assert result.solved
+    np.testing.assert_allclose(result.weights, np.full(4, 0.25), atol=1e-3)
+    assert balance.discrepancy(result.weights @ comp) < 1e-3  # still the predicted balance
+
+
+def test_identical_compositions_fall_back_to_equal_weights_and_say_why():
+    comp = np.tile([0.7, 0.2, 0.1], (4, 1))
+    result = balance.balance_components(comp, np.ones(4))
+    assert not result.solved and "same composition" in result.fallback
+    np.testing.assert_array_equal(result.weights, np.full(4, 0.25))
+
+
+def test_components_without_labelled_images_fall_back_to_equal_weights():
+    # the FFHQ case: no source image has race, so every composition is unknown (all uniform)
+    df = pd.DataFrame({"gender": ["female", "male"] * 50, "race": [None] * 100})
+    codes = balance.cell_codes(df, ["gender", "race"])
+    comp, mass = balance.compositions(np.eye(3)[np.arange(100) % 3], codes, 6)
+    assert (mass == 0).all()
+    result = balance.balance_components(comp, mass)
+    assert not result.solved and "no component" in result.fallback
+    np.testing.assert_array_equal(result.weights, np.full(3, 1 / 3))
+
+
+def test_a_solution_on_one_component_falls_back_to_equal_weights():
+    # component 0 is balanced on its own and mixing in either other one only skews it
+    comp = np.array([[0.5, 0.5], [0.9, 0.1], [0.8, 0.2]])
+    assert balance.balancing_weights(comp)[0] > 0.999
+    result = balance.balance_components(comp, np.ones(3))
+    assert not result.solved and "component 0" in result.fallback
+    np.testing.assert_array_equal(result.weights, np.full(3, 1 / 3))
+
+
 def test_components_that_are_pure_cells_are_mixed_equally():
     comp = np.eye(4)
     np.testing.assert_allclose(balance.balancing_weights(comp), np.full(4, 0.25), atol=1e-4)
@@ -36,7 +82,8 @@ def test_compositions_with_hard_assignments_are_the_cell_shares_per_component():
     codes = balance.cell_codes(df, ["gender", "race"])
     assert (codes[df["race"].isna().to_numpy()] == -1).all()
     resp = np.eye(3)[comp_of_row]
-    comp = balance.compositions(resp, codes, 6)
+    comp, mass = balance.compositions(resp, codes, 6)
+    np.testing.assert_allclose(mass, np.bincount(comp_of_row[df['race'].notna().to_numpy()], minlength=3))
     known = df[df["race"].notna()].assign(k=comp_of_row[df["race"].notna().to_numpy()])
     cells = balance.cells(["gender", "race"])
     for k in range(3):
