@@ -33,15 +33,26 @@ def connect(cfg: RayConfig) -> None:
         logging.getLogger(name).setLevel(logging.WARNING)
 
 
-def actor_resources(concurrency: int, num_gpus: float) -> tuple[float, int]:
-    """(CPUs per actor, torch threads per actor) for a pool of `concurrency` actors.
-
-    On CPU one CPU stays free for Ray Data's own tasks: on a small machine a pool that holds
-    every CPU can starve the read tasks and hang (ray#44687)."""
+def node_cpus() -> list[float]:
+    """The CPUs of every alive node of the cluster (one entry on a local Ray)."""
     import ray
 
-    total = float(ray.cluster_resources().get("CPU", 1))
-    threads = max(1, int(total // concurrency))
+    cpus = [float(n.get("Resources", {}).get("CPU", 0.0)) for n in ray.nodes() if n.get("Alive")]
+    return [c for c in cpus if c > 0] or [1.0]
+
+
+def actor_resources(concurrency: int, num_gpus: float,
+                    nodes: list[float] | None = None) -> tuple[float, int]:
+    """(CPUs per actor, torch threads per actor) for a pool of `concurrency` actors.
+
+    Threads come from the CPUs an actor can share on its node: the cluster's CPUs spread over
+    the pool, but never more than the largest node holds (an actor runs on one node). On CPU
+    one CPU stays free for Ray Data's own tasks: on a small machine a pool that holds every CPU
+    can starve the read tasks and hang (ray#44687). `nodes`: CPUs per node, else the
+    cluster's."""
+    nodes = nodes or node_cpus()
+    total, largest = sum(nodes), max(nodes)
+    threads = max(1, int(min(largest, total // concurrency)))
     if num_gpus > 0:
         return 1.0, threads
     return min(1.0, max(0.1, (total - 1) / concurrency)), threads

@@ -47,16 +47,23 @@ def fit(loop: Callable[[dict[str, Any]], None], loop_cfg: dict[str, Any], *, num
     return local, dict(result.metrics or {})
 
 
-def cpus_per_worker(explicit: int | None, use_gpu: bool, num_workers: int) -> int:
-    """The configured CPUs per worker, else the cluster's available CPUs shared out."""
-    if explicit:
+def cpus_per_worker(explicit: int | None, use_gpu: bool, num_workers: int,
+                    nodes: list[float] | None = None, available: float | None = None) -> int:
+    """The configured CPUs per worker, else the cluster's available CPUs shared out, never more
+    than the largest node has: a worker is placed on one node, and asking for more CPUs than
+    any node holds would wait for a placement that never comes. `nodes` (CPUs per node) and
+    `available` (free CPUs) default to the cluster's."""
+    if explicit:  # trusted as given: an autoscaler may bring nodes larger than today's
         return explicit
     if use_gpu:
         return 1
     import ray
 
-    total = int(ray.available_resources().get("CPU", 1))
-    return max(1, total // num_workers)
+    from gammaface.ray_runtime import node_cpus
+
+    largest = int(max(nodes or node_cpus()))
+    total = int(ray.available_resources().get("CPU", 1) if available is None else available)
+    return max(1, min(largest, total // num_workers))
 
 
 def checkpoint_problem(exc: BaseException) -> str | None:
