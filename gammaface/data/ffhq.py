@@ -82,6 +82,7 @@ def load(images: Path, features: Path, variant: str = "thumbnails128x128",
     for folder, what in ((images, "--images"), (features, "--features")):
         if not folder.is_dir():
             raise UserError(f"{what} folder {folder} does not exist.")
+    images = image_root(images, variant)
     if not (images / variant).is_dir():
         raise UserError(f"{images} holds no {variant}/ folder (choose it with --variant).")
     json_dir = _json_dir(features)
@@ -104,7 +105,16 @@ def load(images: Path, features: Path, variant: str = "thumbnails128x128",
     return df
 
 
+def image_root(images: Path, variant: str) -> Path:
+    """The folder that holds `<variant>/`: `images` itself, or its parent when `images` is the
+    variant folder."""
+    if images.name == variant and not (images / variant).is_dir():
+        return images.parent
+    return images
+
+
 def prepare(images: Path, features: Path, out_dir: Path, variant: str = "thumbnails128x128",
             decode: bool = True) -> pd.DataFrame:
     df = load(images, features, variant, decode)
-    return manifest.write(df, Store(out_dir), manifest.image_root_for(out_dir, images))
+    return manifest.write(df, Store(out_dir),
+                          manifest.image_root_for(out_dir, image_root(images, variant)))

@@ -49,6 +49,16 @@ def test_manifest_rows_paths_splits_and_binning(tmp_path):
     assert last["hair"] is None or last["hair"] != last["hair"]  # tie across groups
 
 
+def test_the_variant_folder_itself_is_accepted_as_the_images_folder(tmp_path):
+    """The shipped configs (and FFHQ's own download script) name thumbnails128x128/ itself."""
+    images, features = write_ffhq(tmp_path, _faces())
+    out = tmp_path / "out"
+    ffhq.prepare(images / "thumbnails128x128", features, out)
+    df, root = manifest.read(out / manifest.MANIFEST_FILE)
+    assert root == str(images.resolve())
+    assert "thumbnails128x128/00000/00000.png" in set(df["path"])
+
+
 def test_full_resolution_variant_paths(tmp_path):
     images, features = write_ffhq(tmp_path, {3130: [ffhq_face()]}, variant="images1024x1024")
     df = ffhq.load(images, features, variant="images1024x1024")
