@@ -49,7 +49,7 @@ def sweep(cfg: Config, t_stars: Sequence[int], pcas: Sequence[int], sources: Seq
         raise UserError(f"the sweep needs a trained DDPM for this config in {workdir.root}; run "
                         "`gammaface run CONFIG --stages prepare,train_ddpm` first.")
     connect(cfg.ray)
-    manifest_path = workdir.path(layout.dataset_dir(cfg), manifest.MANIFEST_FILE)
+    manifest_path = workdir.path(layout.manifest_path(cfg))
     rows = []
     for source in sources:
         for t in t_stars:
@@ -60,7 +60,8 @@ def sweep(cfg: Config, t_stars: Sequence[int], pcas: Sequence[int], sources: Seq
             for pca in pcas:
                 c = _with_space(cfg, pca)
                 space = f"pca{pca}" if pca else "pixels"
-                record, _ = search_latents(c, folder.sub("latents"), folder.sub(f"gmm-{space}"))
+                record, _ = search_latents(c, folder.sub("latents"), folder.sub(f"gmm-{space}"),
+                                           manifest_path)
                 row = {"source": source, "t_star": meta["t_star"], "space": space,
                        "chosen_k": record["k"], "bic_gain_over_k1": record["bic_gain_over_k1"]}
                 for attr in registry.ATTRIBUTE_NAMES:
