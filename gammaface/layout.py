@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from gammaface.config import Config
+from gammaface.data.manifest import MANIFEST_FILE
 
 STAGE_FILE = "stage.json"
 MLFLOW_DB = "mlflow.db"
@@ -11,6 +12,12 @@ MLFLOW_ARTIFACTS = "mlartifacts"
 
 def dataset_dir(cfg: Config) -> str:
     return f"data/{cfg.data.dataset}"
+
+
+def manifest_path(cfg: Config) -> str:
+    """The dataset's manifest, relative to the workdir (what artifacts record, never absolute:
+    a copied or moved workdir reads its own)."""
+    return f"{dataset_dir(cfg)}/{MANIFEST_FILE}"
 
 
 STAGE_DIRS = {

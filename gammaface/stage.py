@@ -52,6 +52,11 @@ def mark_incomplete(folder: Store) -> None:
     folder.delete(STAGE_FILE)
 
 
+def _relative(uri: str, folder: str) -> str:
+    prefix = folder.rstrip("/") + "/"
+    return uri[len(prefix):] if uri.startswith(prefix) else uri
+
+
 def mark_complete(folder: Store, config_hash: str, result: StageResult, started: float) -> None:
     """Write `stage.json`: the last write of a stage, in one piece."""
     finished = time.time()
@@ -61,7 +66,8 @@ def mark_complete(folder: Store, config_hash: str, result: StageResult, started:
         "versions": package_versions(),
         "rows": result.rows,
         "metrics": result.metrics,
-        "outputs": result.outputs,
+        # relative to this folder, so the record of a copied workdir names the copy's files
+        "outputs": {k: _relative(v, folder.uri()) for k, v in result.outputs.items()},
         "timings": {"started": started, "finished": finished, "seconds": finished - started},
     })
 

@@ -28,6 +28,32 @@ def tracking_uri(cfg: Config, workdir: Store) -> str:
     return f"sqlite:///{workdir.path(MLFLOW_DB)}"
 
 
+def _rehome(db: str, artifacts: str) -> str | None:
+    """A workdir copied or moved elsewhere brings its SQLite store, whose artifact locations are
+    absolute (MLflow keeps no relative ones): point them at the copy's own artifact folder, so
+    runs log there and not into the original. Returns the old folder where one was moved."""
+    import sqlite3
+
+    if not os.path.isfile(db):
+        return None
+    tail = os.sep + os.path.basename(artifacts)
+    with contextlib.closing(sqlite3.connect(db)) as con, con:
+        tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        if "experiments" not in tables:
+            return None
+        old = next((loc for (loc,) in con.execute("SELECT artifact_location FROM experiments")
+                    if loc and loc.endswith(tail) and loc != artifacts), None)
+        if old is None:
+            return None
+        for table, column in (("experiments", "artifact_location"), ("runs", "artifact_uri"),
+                              ("logged_models", "artifact_location")):
+            if table in tables:
+                con.execute(f"UPDATE {table} SET {column} = ? || substr({column}, ?) "
+                            f"WHERE substr({column}, 1, ?) = ?",
+                            (artifacts, len(old) + 1, len(old), old))
+    return old
+
+
 def _experiment_id(cfg: Config, workdir: Store, uri: str) -> str:
     import mlflow
 
@@ -45,6 +71,8 @@ def pipeline_run(cfg: Config, workdir: Store, stages: list[str]) -> Iterator[str
 
     workdir.makedirs()
     uri = tracking_uri(cfg, workdir)
+    if uri == f"sqlite:///{workdir.path(MLFLOW_DB)}":
+        _rehome(workdir.path(MLFLOW_DB), workdir.path(MLFLOW_ARTIFACTS))
     use_tracking_uri(uri)
     exp_id = _experiment_id(cfg, workdir, uri)
     with mlflow.start_run(experiment_id=exp_id, run_name=f"{cfg.name}",

@@ -76,7 +76,8 @@ def train_loop_per_worker(cfg: dict[str, Any]) -> None:
             continue
         started = time.perf_counter()
         table, _ = folder.read_parquet(TRAIN_TABLE)
-        images = load_resized("/", list(table["file"]), cfg["image_size"])
+        # files are relative to the workdir, or absolute for a dataset kept elsewhere
+        images = load_resized(cfg["workdir"], list(table["file"]), cfg["image_size"])
         log = WorkerMlflow(cfg.get("mlflow_uri"), job.get("run_id"))
         model = train_one(cfg, job, images, table["label"].to_numpy(), device, log)
         probs = predict(model, cfg["target"], test_images, device)

@@ -46,10 +46,11 @@ def gmm_kwargs(cfg: Config) -> dict[str, Any]:
             "random_state": cfg.seed, "backend": g.backend}
 
 
-def search_latents(cfg: Config, latents: Store, out: Store, classifier_dir: str | None = None
-                   ) -> tuple[dict[str, Any], pd.DataFrame]:
+def search_latents(cfg: Config, latents: Store, out: Store, manifest_path: str,
+                   classifier_dir: str | None = None) -> tuple[dict[str, Any], pd.DataFrame]:
     """BIC search over the latents in `latents`; writes everything into `out`, returns the
-    selection record and the BIC table. `classifier_dir` is read for gmm.space = 'features'."""
+    selection record and the BIC table. `manifest_path` is the dataset the latents came from;
+    `classifier_dir` is read for gmm.space = 'features'."""
     import ray
 
     g = cfg.gmm
@@ -57,7 +58,7 @@ def search_latents(cfg: Config, latents: Store, out: Store, classifier_dir: str 
     meta = latents.read_json(latent_store.META_FILE)
     index = latent_store.read_index(latents)
     if g.space == "features":
-        space_X = source_features(meta, index, classifier_dir)
+        space_X = source_features(meta, index, manifest_path, classifier_dir)
         np.save(_local(out, FEATURES_FILE), space_X)
         X = space_X
     else:
@@ -93,7 +94,7 @@ def search_latents(cfg: Config, latents: Store, out: Store, classifier_dir: str 
         "dim": int(space_X.shape[1]), "backend": backend,
         "bic_gain_over_k1": _bic_gain(result.table, chosen),
     }
-    labels = _source_labels(meta, index)
+    labels = _source_labels(meta, index, manifest_path)
     if labels is not None:
         gm = result.mixtures[chosen]
         comp = gm.predict(space_X)
@@ -104,8 +105,8 @@ def search_latents(cfg: Config, latents: Store, out: Store, classifier_dir: str 
     return record, result.table
 
 
-def source_features(meta: dict[str, Any], index: pd.DataFrame, classifier_dir: str | None
-                    ) -> np.ndarray:
+def source_features(meta: dict[str, Any], index: pd.DataFrame, manifest_path: str,
+                    classifier_dir: str | None) -> np.ndarray:
     """The attribute classifier's penultimate embedding of each latent's source image."""
     from gammaface.classifiers.labeller import Labeller
     from gammaface.diffusion.images import load_resized
@@ -113,7 +114,7 @@ def source_features(meta: dict[str, Any], index: pd.DataFrame, classifier_dir: s
     if meta["source"] != "forward" or classifier_dir is None:
         raise UserError("gmm.space = 'features' needs forward latents and trained classifiers.")
     labeller = Labeller.load(classifier_dir)
-    _, root = manifest.read(meta["manifest"])
+    _, root = manifest.read(manifest_path)
     paths = list(index["source_path"])
     parts = [labeller.embed(load_resized(root, paths[s:s + 1024], labeller.image_size))
              for s in range(0, len(paths), 1024)]
@@ -134,11 +135,12 @@ def _bic_gain(table: pd.DataFrame, k: int) -> float:
     return float((by_k[1] - by_k[k]) / abs(by_k[1]))
 
 
-def _source_labels(meta: dict[str, Any], index: pd.DataFrame) -> pd.DataFrame | None:
+def _source_labels(meta: dict[str, Any], index: pd.DataFrame, manifest_path: str
+                   ) -> pd.DataFrame | None:
     """Labels of each latent's source image (forward harvest only)."""
     if meta["source"] != "forward":
         return None
-    df, _ = manifest.read(meta["manifest"])
+    df, _ = manifest.read(manifest_path)
     labels = df.set_index("path")
     return labels.loc[index["source_path"]].reset_index(drop=True)
 
@@ -164,7 +166,7 @@ def run(cfg: Config, workdir: Store) -> StageResult:
     connect(cfg.ray)
     latents = workdir.sub(layout.stage_dir("harvest", cfg))
     out = workdir.sub(layout.stage_dir("gmm_search", cfg))
-    record, table = search_latents(cfg, latents, out,
+    record, table = search_latents(cfg, latents, out, workdir.path(layout.manifest_path(cfg)),
                                    workdir.path(layout.stage_dir("train_classifiers", cfg)))
     for row in table.itertuples():
         tracking.log_metrics({"bic": row.bic, "aic": row.aic, "lower_bound": row.lower_bound},

@@ -91,7 +91,9 @@ class HarvestBatch:
 def harvest_latents(cfg: Config, ddpm_dir: str, manifest_path: str, out: Store,
                     t_star: int | None = None, source: str | None = None,
                     echo: Any = print) -> dict[str, Any]:
-    """Run the harvest into `out`; returns its meta record (also written as meta.json)."""
+    """Run the harvest into `out`; returns its meta record (also written as meta.json). The
+    record names the manifest by its workdir-relative path; readers resolve it in their own
+    workdir."""
     import ray
 
     h = cfg.harvest
@@ -131,7 +133,8 @@ def harvest_latents(cfg: Config, ddpm_dir: str, manifest_path: str, out: Store,
     index = pd.concat(parts, ignore_index=True).sort_values("row").reset_index(drop=True)
     out.write_parquet(store.INDEX_FILE, index[list(store.INDEX_COLUMNS)])
     meta = {"source": source, "t_star_requested": t_star, "t_star": t_eff, "steps": h.steps,
-            "eta": h.eta, "n": int(len(index)), "shape": [3, size, size], "manifest": manifest_path,
+            "eta": h.eta, "n": int(len(index)), "shape": [3, size, size],
+            "manifest": layout.manifest_path(cfg),
             "seed": cfg.seed}
     out.write_json(store.META_FILE, meta)
     return meta
@@ -141,7 +144,7 @@ def run(cfg: Config, workdir: Store) -> StageResult:
     connect(cfg.ray)
     out = workdir.sub(layout.stage_dir("harvest", cfg))
     ddpm_dir = workdir.path(layout.stage_dir("train_ddpm", cfg))
-    manifest_path = workdir.path(layout.dataset_dir(cfg), manifest.MANIFEST_FILE)
+    manifest_path = workdir.path(layout.manifest_path(cfg))
     started = time.perf_counter()
     meta = harvest_latents(cfg, ddpm_dir, manifest_path, out, echo=_throttled_echo())
     seconds = time.perf_counter() - started
