@@ -39,7 +39,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     cfg = _load_config(args)
     names = [s.strip() for s in args.stages.split(",") if s.strip()] if args.stages else None
-    results = pipeline.run(cfg, names)
+    results = pipeline.run(cfg, names, start_from=args.start_from)
     ran = [r.stage for r in results if not r.skipped]
     print(f"finished: {len(ran)} stage(s) ran, {len(results) - len(ran)} skipped; "
           f"artifacts under {cfg.workdir}")
@@ -60,7 +60,10 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_config_show(args: argparse.Namespace) -> int:
     from gammaface.config import dump_yaml
 
-    print(dump_yaml(_load_config(args)), end="")
+    cfg = _load_config(args)
+    print(dump_yaml(cfg), end="")
+    for note in cfg.notes:  # YAML comments, so the printout still loads as a config
+        print(f"# note: {note}")
     return 0
 
 
@@ -91,7 +94,12 @@ def cmd_gmm_sweep(args: argparse.Namespace) -> int:
     for s in sources:
         if s not in ("forward", "reverse"):
             raise UserError(f"--source takes forward and/or reverse, got {s!r}.")
-    table = sweep(cfg, _int_list(args.t_star, "--t-star"), _int_list(args.pca, "--pca"), sources)
+    from gammaface import workdir_lock
+    from gammaface.storage import Store
+
+    with workdir_lock.hold(Store(cfg.workdir), "gammaface gmm sweep"):
+        table = sweep(cfg, _int_list(args.t_star, "--t-star"), _int_list(args.pca, "--pca"),
+                      sources)
     print(to_markdown(table), end="")
     print(f"written to {Path(cfg.workdir) / 'sweep'}")
     return 0
@@ -227,6 +235,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_args(p)
     p.add_argument("--stages", help="comma-separated subset, e.g. prepare,train_ddpm")
     p.add_argument("--workdir", help="where artifacts go (overrides the config's workdir)")
+    p.add_argument("--from", dest="start_from", metavar="WORKDIR",
+                   help="first copy in the stages that another workdir completed for this same "
+                        "config (e.g. the upstream stages of an ablation)")
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("stages", help="list the pipeline stages and what each needs",

@@ -12,8 +12,8 @@ import time
 from dataclasses import dataclass
 from typing import Callable
 
-from gammaface import layout, stage, tracking
-from gammaface.config import Config
+from gammaface import layout, stage, tracking, workdir_lock
+from gammaface.config import Config, uses_labeller
 from gammaface.errors import UserError
 from gammaface.stage import StageResult
 from gammaface.storage import Store
@@ -39,10 +39,9 @@ def _gmm_needs(cfg: Config) -> tuple[str, ...]:
 
 
 def _generate_needs(cfg: Config) -> tuple[str, ...]:
-    """The labeller is read only to measure component compositions that the source labels
-    cannot give (reverse latents under gmm_attr) and for a features-space mixture."""
-    uses_labeller = ("gmm_attr" in cfg.generate.methods and cfg.harvest.source == "reverse")
-    return ("gmm_search", "train_classifiers") if uses_labeller else ("gmm_search",)
+    """The labeller is read where the component compositions cannot come from source labels
+    (reverse latents under any mixture method)."""
+    return ("gmm_search", "train_classifiers") if uses_labeller(cfg) else ("gmm_search",)
 
 
 def _section_except(section: str, *operational: str) -> tuple[str, ...]:
@@ -116,17 +115,51 @@ def _check_inputs(name: str, cfg: Config, workdir: Store, selected: list[str]) -
                             f"config in {workdir.root}; add it to --stages.")
 
 
+def adopt(cfg: Config, source: Store, workdir: Store, echo: Callable[[str], None] = print
+          ) -> list[str]:
+    """Copy into `workdir` every stage that `source` completed for this config (same stage
+    hash) and `workdir` has not; artifacts name their files relative to their workdir, so the
+    copy runs from itself. Returns the stages copied."""
+    import shutil
+
+    if not (source.is_local and workdir.is_local):
+        raise UserError("--from copies stage folders between local (or mounted) workdirs.")
+    import os
+
+    if not os.path.isdir(source.path()):
+        raise UserError(f"--from workdir {source.root} does not exist.")
+    if os.path.realpath(source.path()) == os.path.realpath(workdir.path()):
+        return []
+    copied = []
+    with workdir_lock.hold(source, f"copied into {workdir.root}"):
+        for name in STAGE_NAMES:
+            rel = layout.stage_dir(name, cfg)
+            h = stage_hash(name, cfg)
+            if stage.completed_hash(source.sub(rel)) != h or stage.completed_hash(workdir.sub(rel)) == h:
+                continue
+            workdir.delete(rel)
+            shutil.copytree(source.path(rel), workdir.path(rel), symlinks=True)
+            copied.append(name)
+    echo(f"copied from {source.root}: {', '.join(copied) or 'no completed stage of this config'}")
+    return copied
+
+
 def run(cfg: Config, stages: list[str] | None = None,
-        echo: Callable[[str], None] = print) -> list[StageResult]:
+        echo: Callable[[str], None] = print, start_from: str | None = None) -> list[StageResult]:
     selected = select(stages)
     workdir = Store(cfg.workdir)
-    for name in selected:
-        _check_inputs(name, cfg, workdir, selected)
+    for note in cfg.notes:
+        echo(f"config: {note}")
     results = []
-    with tracking.pipeline_run(cfg, workdir, selected) as parent_id:
-        echo(f"workdir {workdir.root}; MLflow run {parent_id}")
+    with workdir_lock.hold(workdir, "gammaface run " + ",".join(selected)):
+        if start_from:
+            adopt(cfg, Store(start_from), workdir, echo)
         for name in selected:
-            results.append(_run_one(name, cfg, workdir, echo))
+            _check_inputs(name, cfg, workdir, selected)
+        with tracking.pipeline_run(cfg, workdir, selected) as parent_id:
+            echo(f"workdir {workdir.root}; MLflow run {parent_id}")
+            for name in selected:
+                results.append(_run_one(name, cfg, workdir, echo))
     return results
 
 

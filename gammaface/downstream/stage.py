@@ -11,6 +11,7 @@ jobs; evaluation runs in the driver once every job has its predictions.
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
 import numpy as np
@@ -55,12 +56,42 @@ def _labelled_sets(cfg: Config, workdir: Store) -> dict[str, tuple[pd.DataFrame,
     return out
 
 
+# what a job's classifier depends on besides its own (size, method, ratio, seed) and its data
+_TRAINING_KEYS = ("downstream.target", "downstream.backbone", "downstream.epochs",
+                  "downstream.batch_size", "downstream.learning_rate")
+
+
+def job_key(cfg: Config, job: Job) -> str:
+    """The hash of exactly what one job's classifier depends on: the real data, the generated
+    set it draws from (that method's images and their pseudo-labels), its size, ratio and seed,
+    and the training settings. Other jobs, seeds, ratios or methods of the grid are not in it,
+    so adding a seed trains only the new seed's jobs."""
+    from gammaface.generate.stage import method_key
+    from gammaface.pipeline import stage_hash
+
+    parts = [stage_hash("prepare", cfg), cfg.section_hash(*_TRAINING_KEYS), str(image_size(cfg)),
+             job.folder]
+    if job.method != BASELINE:
+        parts += [method_key(cfg, job.method), stage_hash("train_classifiers", cfg),
+                  cfg.section_hash("label.min_confidence")]
+    return hashlib.sha256("|".join(parts).encode()).hexdigest()[:16]
+
+
 def _job_record(job: Job, key: str) -> dict[str, Any]:
     return {"key": key, "n_per_class": job.n_per_class, "method": job.method, "ratio": job.ratio,
             "seed": job.seed}
 
 
-def prepare_jobs(cfg: Config, workdir: Store, out: Store, key: str
+def _relative_files(table: pd.DataFrame, workdir: Store) -> pd.DataFrame:
+    """Image files under the workdir are stored relative to it, so a copied or moved workdir
+    trains from its own copy; images of a dataset kept elsewhere stay where the config says."""
+    root = workdir.path().rstrip("/") + "/"
+    files = table["file"].astype(str)
+    inside = files.str.startswith(root)
+    return table.assign(file=np.where(inside, files.str.slice(len(root)), files))
+
+
+def prepare_jobs(cfg: Config, workdir: Store, out: Store
                  ) -> tuple[list[Job], dict[Job, dict[str, int]]]:
     """Write every job's training table (and job.json); a job folder written for another config
     is cleared first. Returns the jobs and the counts each actually uses."""
@@ -72,7 +103,7 @@ def prepare_jobs(cfg: Config, workdir: Store, out: Store, key: str
     counts = {}
     for job in all_jobs:
         folder = out.sub(job.folder)
-        record = _job_record(job, key)
+        record = _job_record(job, job_key(cfg, job))
         stored = folder.read_json(JOB_FILE) if folder.exists(JOB_FILE) else {}
         if any(stored.get(k) != v for k, v in record.items()):
             folder.delete("")  # written for another config (or never finished writing)
@@ -80,7 +111,7 @@ def prepare_jobs(cfg: Config, workdir: Store, out: Store, key: str
         gen, gen_root = generated.get(job.method, (None, None))
         table, used = mix(job, d.target, real, real_root, gen, gen_root, cfg.label.min_confidence)
         if not folder.exists(TRAIN_TABLE):
-            folder.write_parquet(TRAIN_TABLE, table)
+            folder.write_parquet(TRAIN_TABLE, _relative_files(table, workdir))
         folder.write_json(JOB_FILE, {**stored, **record})  # keeps the job's MLflow run id
         counts[job] = used
     return all_jobs, counts
@@ -162,7 +193,7 @@ def run(cfg: Config, workdir: Store) -> StageResult:
         raise UserError(f"downstream trains from local files; workdir {workdir.root} is remote, "
                         "which this stage does not support yet.")
     key = stage_hash("downstream", cfg)
-    all_jobs, counts = prepare_jobs(cfg, workdir, out, key)
+    all_jobs, counts = prepare_jobs(cfg, workdir, out)
     run_ids = _child_runs(cfg, all_jobs, out)
     pending = [j for j in all_jobs if not out.sub(j.folder).exists(PREDICTIONS)]
     print(f"  {len(all_jobs)} downstream jobs ({len(pending)} to train): target {d.target}, "
@@ -176,7 +207,7 @@ def run(cfg: Config, workdir: Store) -> StageResult:
             "target": d.target, "protected": list(d.protected), "backbone": d.backbone,
             "image_size": image_size(cfg), "epochs": d.epochs, "batch_size": d.batch_size,
             "learning_rate": d.learning_rate, "use_gpu": d.use_gpu, "threads": threads,
-            "out": out.path(), "test": test.to_dict(orient="list"),
+            "out": out.path(), "workdir": workdir.path(), "test": test.to_dict(orient="list"),
             "mlflow_uri": mlflow.get_tracking_uri(),
             "jobs": [{"folder": j.folder, "seed": j.seed, "name": j.name,
                       "run_id": run_ids.get(j)} for j in pending],
@@ -194,7 +225,8 @@ def run(cfg: Config, workdir: Store) -> StageResult:
         metrics = evaluate_job(cfg, pred, base)
         if job.method == BASELINE:
             baselines[(job.n_per_class, job.seed)] = metrics
-        folder.write_json(METRICS_FILE, {"job": _job_record(job, key), "counts": counts[job],
+        folder.write_json(METRICS_FILE, {"job": _job_record(job, job_key(cfg, job)),
+                                         "counts": counts[job],
                                          "metrics": metrics})
         if job in run_ids:
             client = mlflow.MlflowClient()

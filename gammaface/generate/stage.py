@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 
 from gammaface import layout, tracking
-from gammaface.config import GENERATION_METHODS, Config
+from gammaface.config import GENERATION_METHODS, MIXTURE_METHODS, Config, uses_labeller
 from gammaface.data import manifest
 from gammaface.diffusion.model_io import load_scheduler
 from gammaface.diffusion.sampler import effective_t, make_scheduler
@@ -48,7 +48,6 @@ SAMPLING_FILE = "sampling.npz"
 GRID_FILE = "components.png"
 COMPOSITIONS = "compositions.csv"
 PREDICTED = "predicted_balance.csv"
-MIXTURE_METHODS = ("gmm", "gmm_weighted", "gmm_tempered", "gmm_attr")
 
 
 @dataclass
@@ -82,7 +81,7 @@ def load_inputs(cfg: Config, workdir: Store) -> Inputs:
         if selected["space"] == "pca":
             projection = Projection.load(gmm_dir.path(gmm_stage.PCA_FILE))
             space_X = projection.to_space(space_X).astype(np.float32)
-    df, image_root = manifest.read(meta["manifest"])
+    df, image_root = manifest.read(workdir.path(layout.manifest_path(cfg)))
     labels = None
     if meta["source"] == "forward":
         labels = df.set_index("path").loc[index["source_path"]].reset_index(drop=True)
@@ -118,13 +117,15 @@ def strata(train: pd.DataFrame, protected: list[str]) -> dict[str, list[str]]:
 
 def component_compositions(cfg: Config, inputs: Inputs, resp: np.ndarray, spec: dict[str, Any],
                            renderer: Callable[[], Renderer], workdir: Store
-                           ) -> tuple[np.ndarray, str]:
-    """(K, cells) protected-cell distribution per component, and where it came from."""
+                           ) -> tuple[np.ndarray, np.ndarray, str]:
+    """(K, cells) protected-cell distribution per component, (K,) the labelled mass behind
+    each (0: unknown), and where they came from."""
     protected = cfg.generate.protected
     n_cells = len(balance.cells(protected))
     if inputs.source_labels is not None:
         codes = balance.cell_codes(inputs.source_labels, protected)
-        return balance.compositions(resp, codes, n_cells), "source labels"
+        comp, mass = balance.compositions(resp, codes, n_cells)
+        return comp, mass, "source labels"
     from gammaface.classifiers.labeller import Labeller
 
     labeller = Labeller.load(workdir.path(layout.stage_dir("train_classifiers", cfg)))
@@ -134,14 +135,14 @@ def component_compositions(cfg: Config, inputs: Inputs, resp: np.ndarray, spec: 
         images = r.render(spec, k, cfg.generate.pilot, seed=cfg.generate.seed * 1000 + k)
         codes = balance.cell_codes(labeller.frame(images), protected)
         comp[k] = np.bincount(codes, minlength=n_cells) / len(codes)
-    return comp, f"labeller on {cfg.generate.pilot} pilot images per component"
+    mass = np.full(inputs.mixture.n_components, float(cfg.generate.pilot))
+    return comp, mass, f"labeller on {cfg.generate.pilot} pilot images per component"
 
 
-def method_weights(cfg: Config, pi: np.ndarray, comp: np.ndarray) -> dict[str, np.ndarray]:
+def method_weights(cfg: Config, pi: np.ndarray, attr: balance.Balancing) -> dict[str, np.ndarray]:
     k = len(pi)
     return {"gmm": np.full(k, 1.0 / k), "gmm_weighted": np.asarray(pi, dtype=np.float64),
-            "gmm_tempered": tempered(pi, cfg.generate.alpha),
-            "gmm_attr": balance.balancing_weights(comp)}
+            "gmm_tempered": tempered(pi, cfg.generate.alpha), "gmm_attr": attr.weights}
 
 
 class RenderShards:
@@ -211,12 +212,34 @@ def component_grid(method_dir: Path, plan: list[Shard], per_row: int) -> np.ndar
 
 
 def method_key(cfg: Config, method: str) -> str:
-    """The hash of everything one method's images depend on: the stage's hash as if this
-    method were the only one, so adding or dropping another method redoes none of its shards."""
+    """The hash of exactly what one method's images depend on, so that a setting another
+    method reads (alpha, protected, pilot), or one that changes no image (grid), redoes none
+    of this method's shards."""
+    import hashlib
+
     from gammaface.pipeline import stage_hash
 
-    alone = cfg.model_copy(update={"generate": cfg.generate.model_copy(update={"methods": [method]})})
-    return stage_hash("generate", alone)
+    g = cfg.generate
+    keys = ["generate.n", "generate.steps", "generate.eta", "generate.shard_size", "generate.seed"]
+    if method == "unconditional":  # pure DDPM samples from T: no latents, no mixture
+        upstream = ["train_ddpm"]
+    elif method == "stratified":  # train images noised to the harvest's t*
+        upstream = ["train_ddpm"]
+        keys += ["harvest.t_star", "generate.protected"]
+    else:
+        upstream = ["gmm_search"]
+        keys.append("generate.draw")
+        if g.draw == "gaussian":
+            keys.append("generate.temperature")
+        if method == "gmm_tempered":
+            keys.append("generate.alpha")
+        if method == "gmm_attr":
+            keys.append("generate.protected")
+            if uses_labeller(cfg):
+                keys.append("generate.pilot")
+                upstream.append("train_classifiers")
+    parts = [method, cfg.section_hash(*keys), *(stage_hash(n, cfg) for n in upstream)]
+    return hashlib.sha256("|".join(parts).encode()).hexdigest()[:16]
 
 
 def run(cfg: Config, workdir: Store, echo: Callable[[str], None] = print) -> StageResult:
@@ -251,10 +274,19 @@ def run(cfg: Config, workdir: Store, echo: Callable[[str], None] = print) -> Sta
     if needs_comp:
         import torch
 
-        comp, comp_source = component_compositions(
+        comp, mass, comp_source = component_compositions(
             cfg, inputs, resp, chosen_spec,
             lambda: Renderer(**renderer_kwargs, threads=torch.get_num_threads()), workdir)
-        weights = method_weights(cfg, gm.weights_, comp)
+        unknown = [int(k) for k in np.flatnonzero(mass <= 0)]
+        if unknown and len(unknown) < len(mass):
+            echo(f"  warning: component(s) {', '.join(map(str, unknown))} hold no image with "
+                 f"{', '.join(protected)} all labelled; their composition is unknown and "
+                 "taken as uniform")
+        attr = balance.balance_components(comp, mass)
+        if "gmm_attr" in g.methods and not attr.solved:
+            echo(f"  warning: gmm_attr falls back to equal weights: {attr.fallback}.")
+            tracking.log_params({"generate.gmm_attr_fallback": attr.fallback})
+        weights = method_weights(cfg, gm.weights_, attr)
         table = balance.predicted_balance(weights, comp, protected)
         out_store.write_bytes(PREDICTED, table.to_csv(index=False).encode())
         comp_table = pd.DataFrame(comp, columns=[":".join(c) for c in balance.cells(protected)])

@@ -1,0 +1,64 @@
+"""Resume keys hold exactly what determines a unit's output: a change elsewhere redoes nothing."""
+
+import pytest
+
+from gammaface import config, pipeline
+from gammaface.downstream.mixing import Job
+from gammaface.downstream.stage import job_key
+from gammaface.generate.stage import method_key
+
+
+def _cfg(**sections):
+    return config.from_dict({"generate": {"methods": ["gmm", "gmm_tempered", "gmm_attr",
+                                                      "unconditional", "stratified"]},
+                             **sections})
+
+
+@pytest.mark.parametrize("change, unchanged, changed", [
+    ({"generate": {"grid": 5}}, {"gmm", "gmm_attr", "gmm_tempered", "unconditional", "stratified"}, set()),
+    ({"generate": {"alpha": 0.3}}, {"gmm", "gmm_attr", "unconditional", "stratified"}, {"gmm_tempered"}),
+    ({"generate": {"pilot": 99}}, {"gmm", "gmm_attr", "gmm_tempered", "unconditional", "stratified"}, set()),
+    ({"generate": {"protected": ["age"]}}, {"gmm", "gmm_tempered", "unconditional"}, {"gmm_attr", "stratified"}),
+    ({"harvest": {"t_star": 300}}, {"unconditional"}, {"gmm", "gmm_attr", "gmm_tempered", "stratified"}),
+    ({"generate": {"n": 77}}, set(), {"gmm", "gmm_attr", "gmm_tempered", "unconditional", "stratified"}),
+])
+def test_a_method_key_follows_only_what_changes_its_images(change, unchanged, changed):
+    base, other = _cfg(), _cfg(**change)
+    for method in unchanged:
+        assert method_key(base, method) == method_key(other, method), method
+    for method in changed:
+        assert method_key(base, method) != method_key(other, method), method
+
+
+def test_gmm_attr_on_reverse_latents_is_keyed_on_the_labeller_and_its_pilot():
+    rev = {"harvest": {"source": "reverse"}}
+    base = _cfg(**rev)
+    assert method_key(base, "gmm_attr") != method_key(_cfg(**rev, generate={
+        "methods": ["gmm_attr"], "pilot": 99}), "gmm_attr")
+    assert method_key(base, "gmm_attr") != method_key(_cfg(**rev, classifiers={"epochs": 3}),
+                                                      "gmm_attr")
+    # and the pipeline makes the generate stage wait for (and hash) the labeller
+    assert "train_classifiers" in pipeline.BY_NAME["generate"].needs(base)
+    assert "train_classifiers" in pipeline.BY_NAME["generate"].needs(_cfg(**rev, generate={"methods": ["gmm"]}))
+    assert "train_classifiers" not in pipeline.BY_NAME["generate"].needs(_cfg())
+
+
+def test_a_downstream_job_is_keyed_on_its_own_data_not_on_the_other_jobs():
+    base = config.from_dict({"downstream": {"methods": ["baseline", "gmm"], "seeds": 1}})
+    job = Job(n_per_class=5000, method="gmm", ratio=0.5, seed=0)
+    baseline = Job(n_per_class=5000, method="baseline", ratio=0.0, seed=0)
+    # more seeds, more ratios, another method: the existing jobs keep their keys
+    for change in ({"seeds": 3}, {"ratios": [0.5, 0.9]}, {"methods": ["baseline", "gmm", "unconditional"]}):
+        other = config.from_dict({"downstream": {"methods": ["baseline", "gmm"], "seeds": 1, **change},
+                                  "generate": {"methods": ["gmm", "unconditional"]}})
+        assert job_key(base, job) == job_key(other, job), change
+        assert job_key(base, baseline) == job_key(other, baseline), change
+    # what the job trains on or how: its key changes
+    for change in ({"downstream": {"epochs": 7}}, {"generate": {"n": 123}},
+                   {"label": {"min_confidence": 0.8}}):
+        other = config.from_dict({**change, "downstream": {"methods": ["baseline", "gmm"], "seeds": 1,
+                                                           **change.get("downstream", {})}})
+        assert job_key(base, job) != job_key(other, job), change
+    # the baseline reads no generated set
+    assert job_key(base, baseline) == job_key(config.from_dict({
+        "generate": {"n": 123}, "downstream": {"methods": ["baseline", "gmm"], "seeds": 1}}), baseline)
