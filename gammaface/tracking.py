@@ -71,8 +71,13 @@ def pipeline_run(cfg: Config, workdir: Store, stages: list[str]) -> Iterator[str
 
     workdir.makedirs()
     uri = tracking_uri(cfg, workdir)
-    if uri == f"sqlite:///{workdir.path(MLFLOW_DB)}":
-        _rehome(workdir.path(MLFLOW_DB), workdir.path(MLFLOW_ARTIFACTS))
+    if uri == f"sqlite:///{workdir.path(MLFLOW_DB)}" and _rehome(
+            workdir.path(MLFLOW_DB), workdir.path(MLFLOW_ARTIFACTS)):
+        # MLflow keeps each run's artifact location per process, keyed by run id: forget them,
+        # or a run adopted from the original would still log into the original's folder
+        from mlflow.tracking._tracking_service import utils as tracking_utils
+
+        getattr(tracking_utils, "_artifact_repos_cache", {}).clear()
     use_tracking_uri(uri)
     exp_id = _experiment_id(cfg, workdir, uri)
     with mlflow.start_run(experiment_id=exp_id, run_name=f"{cfg.name}",
