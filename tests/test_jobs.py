@@ -1,0 +1,302 @@
+"""Every shipped config under jobs/ runs end to end on a fixture of its dataset's real format.
+
+The test runs the shipped file as it is and changes only the keys in TOY (sizes, steps and
+workers; the same list for every config, as `--set` would pass them) and the paths (workdir and
+the dataset's folders): never the methods, attributes, targets, ratios or the stage list. Every
+training stage runs with 2 Ray Train workers. A config dropped into jobs/ is picked up here
+without editing this file.
+
+A config that a RayJob under k8s/jobs/ runs with `--stages` or `--from` runs here the same way:
+its stages, started from the toy workdir of the config whose shipped workdir `--from` names (on
+the same dataset fixture, as on the cluster both read the same volume).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from gammaface import config, layout, pipeline, stage, workdir_lock
+from gammaface.data import manifest
+from gammaface.downstream.mixing import BASELINE, jobs
+from gammaface.storage import Store
+from tests import mlflow_helpers
+from tests.data.fixtures import write_fairface_dataset, write_ffhq_dataset
+
+REPO = Path(__file__).resolve().parents[1]
+
+# The one list of settings a test changes in a shipped config (the same for every config):
+# sizes, steps and workers, so that a whole pipeline runs in about two minutes on 2 cores. The
+# labeller trains a few epochs so that even noise-like toy samples get both classes of a target.
+TOY: dict[str, object] = {
+    "ray.address": None, "ray.num_cpus": 2, "ray.object_store_memory": 200_000_000,
+    "data.synthfaces.n": 200, "data.synthfaces.size": 16,
+    "ddpm.preset": "tiny", "ddpm.resolution": 8, "ddpm.train_steps": 10, "ddpm.batch_size": 16,
+    "ddpm.warmup_steps": 2, "ddpm.checkpoint_every": 10, "ddpm.sample_every": 0,
+    "ddpm.sample_steps": 4, "ddpm.log_every": 5, "ddpm.num_workers": 2, "ddpm.use_gpu": False,
+    "ddpm.max_failures": 0,
+    "classifiers.backbone": "resnet18", "classifiers.epochs": 4, "classifiers.batch_size": 32,
+    "classifiers.image_size": 8, "classifiers.num_workers": 2, "classifiers.use_gpu": False,
+    "classifiers.max_failures": 0,
+    "harvest.n": 64, "harvest.steps": 10, "harvest.batch_size": 32, "harvest.concurrency": 1,
+    "harvest.num_gpus": 0,
+    "gmm.k_max": 3, "gmm.pca_dim": 8,
+    "generate.n": 40, "generate.steps": 4, "generate.shard_size": 8, "generate.batch_size": 8,
+    "generate.concurrency": 1, "generate.num_gpus": 0, "generate.pilot": 8, "generate.grid": 4,
+    "label.batch_size": 32, "label.concurrency": 1, "label.num_gpus": 0, "label.bootstrap": 20,
+    "downstream.n_per_class": [10], "downstream.seeds": 1, "downstream.backbone": "resnet18",
+    "downstream.epochs": 1, "downstream.batch_size": 16, "downstream.num_workers": 2,
+    "downstream.use_gpu": False, "downstream.max_failures": 0,
+}
+# what a config is about: the test never changes these
+MEANING = ("data.dataset", "classifiers.attributes", "generate.methods", "generate.protected",
+           "downstream.target", "downstream.protected", "downstream.methods", "downstream.ratios",
+           "harvest.source", "harvest.t_star", "gmm.space")
+
+
+def rayjob_args(job: Path) -> tuple[list[str] | None, str | None]:
+    """(--stages, --from) of the RayJob whose entrypoint runs this config, if one does."""
+    for path in sorted((REPO / "k8s" / "jobs").glob("*.yaml")):
+        for doc in yaml.safe_load_all(path.read_text()):
+            words = shlex.split((doc or {}).get("spec", {}).get("entrypoint", ""))
+            if f"jobs/{job.name}" not in words:
+                continue
+            flags = dict(zip(words, words[1:]))
+            stages = flags.get("--stages")
+            return (stages.split(",") if stages else None), flags.get("--from")
+    return None, None
+
+
+def source_config(job: Path) -> str | None:
+    """The shipped config whose workdir this config's RayJob starts `--from`."""
+    _, start = rayjob_args(job)
+    if start is None:
+        return None
+    for other in sorted((REPO / "jobs").glob("*.yaml")):
+        if yaml.safe_load(other.read_text()).get("workdir") == start:
+            return other.stem
+    raise AssertionError(f"{job.name}: --from {start} is no shipped config's workdir")
+
+
+# configs started from another one's workdir run after it
+JOBS = sorted((REPO / "jobs").glob("*.yaml"), key=lambda p: (source_config(p) is not None, p.name))
+
+
+def dataset_paths(dataset: str, root: Path) -> dict[str, object]:
+    """The dataset settings that point at a fixture in that dataset's format under `root`
+    (written once; a config started from another's workdir reads the same files)."""
+    if dataset == "ffhq":
+        images, features = root / "ffhq", root / "ffhq-features"
+        if not images.exists():
+            write_ffhq_dataset(root)
+        # the shipped configs name the folder that holds thumbnails128x128/
+        return {"data.ffhq.images": str(images), "data.ffhq.features": str(features)}
+    if dataset == "fairface":
+        labels, images = root / "fairface-labels", root / "fairface"
+        if not labels.exists():
+            write_fairface_dataset(root)
+        return {"data.fairface.labels": str(labels), "data.fairface.images": str(images)}
+    return {}
+
+
+def toy_overrides(job: Path, root: Path, data_root: Path | None = None) -> dict[str, object]:
+    """TOY, the dataset fixture's paths (under `data_root`, default `root`) and the workdir."""
+    dataset = (yaml.safe_load(job.read_text()).get("data") or {}).get("dataset", "synthfaces")
+    return {**TOY, **dataset_paths(dataset, (data_root or root) / "data"),
+            "workdir": str(root / "work")}
+
+
+def run_toy(job: Path, root: Path, data_root: Path | None = None, stages: list[str] | None = None,
+            start_from: Path | None = None, extra: dict[str, object] | None = None) -> str:
+    """Run the config at toy size in this process, on the session's local Ray (what `gammaface
+    run` does, without starting a Ray per config); returns what it printed."""
+    lines: list[str] = []
+    cfg = config.load(job, {**toy_overrides(job, root, data_root), **(extra or {})})
+    pipeline.run(cfg, stages, echo=lines.append,
+                 start_from=str(start_from) if start_from else None)
+    return "\n".join(lines) + "\n"
+
+
+def run_cli(job: Path, root: Path, data_root: Path | None = None,
+            extra: dict[str, object] | None = None) -> subprocess.CompletedProcess:
+    """`gammaface run` on the config at toy size, the TOY keys passed as `--set`."""
+    sets = {**toy_overrides(job, root, data_root), **(extra or {})}
+    workdir = sets.pop("workdir")
+    cmd = [sys.executable, "-m", "gammaface", "run", str(job), "--workdir", str(workdir)]
+    for key, value in sets.items():
+        cmd += ["--set", f"{key}={json.dumps(value)}"]  # JSON is YAML
+    return subprocess.run(cmd, capture_output=True, text=True, cwd=root)
+
+
+# roots (workdir and fixture) of the configs this module ran, for the tests that start from one
+COMPLETED: dict[str, Path] = {}
+
+
+def completed(name: str, tmp_path_factory) -> Path:
+    if name not in COMPLETED:
+        root = tmp_path_factory.mktemp(name)
+        run_toy(REPO / "jobs" / f"{name}.yaml", root)
+        COMPLETED[name] = root
+    return COMPLETED[name]
+
+
+def skipped_stages(stdout: str) -> list[str]:
+    return re.findall(r"^\[(\w+)\] complete for this config, skipped$", stdout, re.M)
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("job", JOBS, ids=lambda p: p.stem)
+def test_shipped_config_runs_end_to_end_on_its_dataset(job, tmp_path_factory, ray_local):
+    root = tmp_path_factory.mktemp(job.stem)
+    stages, _ = rayjob_args(job)
+    source = source_config(job)
+    source_root = completed(source, tmp_path_factory) if source else None
+    overrides = toy_overrides(job, root, source_root)
+    cfg = config.load(job, overrides)
+    shipped = config.load(job)
+    for key in MEANING:
+        assert cfg.flat()[key] == shipped.flat()[key], key
+
+    started = time.perf_counter()
+    stdout = run_toy(job, root, source_root, stages, source_root / "work" if source_root else None)
+    seconds = time.perf_counter() - started
+
+    selected = pipeline.select(stages)
+    work = Path(cfg.workdir)
+    for name in selected:
+        folder = Store(str(work / layout.stage_dir(name, cfg)))
+        assert stage.completed_hash(folder) == pipeline.stage_hash(name, cfg), name
+    reused = skipped_stages(stdout)
+    if source_root:  # what the source completed with the same settings was copied, not rerun
+        assert "train_ddpm" in reused and "train_classifiers" in reused, stdout
+        assert "copied from" in stdout
+    for method in cfg.generate.methods:
+        df, _ = manifest.read(work / "labels" / method / manifest.MANIFEST_FILE)
+        assert len(df) == cfg.generate.n
+    record = {"config": job.name, "dataset": cfg.data.dataset, "stages": selected,
+              "reused": reused, "seconds": round(seconds, 1),
+              "generated_images": cfg.generate.n * len(cfg.generate.methods),
+              "stage_seconds": {
+                  name: round(json.loads((work / layout.stage_dir(name, cfg) / stage.STAGE_FILE)
+                                         .read_text())["timings"]["seconds"], 1)
+                  for name in selected if name not in reused}}
+    if "downstream" in selected:
+        d = cfg.downstream
+        expected = jobs(d.n_per_class, d.methods, d.ratios, d.seeds)
+        results = pd.read_csv(work / "downstream" / d.target / "results.csv")
+        assert len(results) == len(expected)
+        assert set(results["method"]) == set(d.methods)
+        assert results["accuracy"].between(0, 1).all()
+        record.update(downstream_jobs=len(expected),
+                      baseline_jobs=sum(j.method == BASELINE for j in expected))
+    if "report" in selected:
+        assert (work / "report" / "report.md").is_file()
+    print(json.dumps(record))  # what each shipped config did on its fixture, for the record
+    COMPLETED[job.stem] = root
+
+
+@pytest.mark.e2e
+def test_the_smoke_run_tracks_every_job_in_mlflow_compares_from_it_and_reruns_as_a_no_op(
+        tmp_path_factory, ray_local):
+    """The smoke pipeline's MLflow runs, the comparison read back from MLflow equal to what was
+    logged, and a second run of the same command that does nothing but print the table."""
+    root = completed("smoke", tmp_path_factory)
+    smoke = REPO / "jobs" / "smoke.yaml"
+    cfg = config.load(smoke, toy_overrides(smoke, root))
+    work = Path(cfg.workdir)
+    assert not (root / "mlruns").exists()  # artifacts stay in the workdir
+
+    d = cfg.downstream
+    runs = mlflow_helpers.runs(work, cfg.mlflow.experiment)
+    stage_run = next(r for r in runs if r.data.tags.get("stage") == "downstream")
+    job_runs = [r for r in runs if r.data.tags.get("gammaface.kind") == "downstream"]
+    expected = {(j.method, f"{j.ratio:g}", str(j.seed))
+                for j in jobs(d.n_per_class, d.methods, d.ratios, d.seeds)}
+    assert {(r.data.tags["method"], r.data.tags["ratio"], r.data.tags["seed"]) for r in job_runs} \
+        == expected
+    assert len(job_runs) == len(expected)
+    for r in job_runs:
+        assert r.data.tags["mlflow.parentRunId"] == stage_run.info.run_id
+        assert r.data.tags["target"] == "smile" and r.data.tags["protected"] == "age,gender"
+        assert {"accuracy", "tpr", "bias/age:gender", "ba/age", "ba_x100/age:gender",
+                "tpr/age:gender/young:female"} <= set(r.data.metrics)
+
+    out = root / "cmp"
+    cmp = subprocess.run([sys.executable, "-m", "gammaface", "compare", str(smoke),
+                          "--workdir", str(work), "--out", str(out)], capture_output=True, text=True)
+    assert cmp.returncode == 0, cmp.stderr[-2000:]
+    table = pd.read_csv(out / "compare.csv")
+    logged = pd.DataFrame([{"method": r.data.tags["method"], "ratio": float(r.data.tags["ratio"]),
+                            "accuracy": r.data.metrics["accuracy"],
+                            "bias": r.data.metrics["bias/age:gender"]} for r in job_runs])
+    means = logged.groupby(["method", "ratio"]).mean()
+    for row in table.itertuples():
+        assert row.Acc_mean == pytest.approx(means.loc[(row.method, row.ratio), "accuracy"])
+        assert row.B_mean == pytest.approx(means.loc[(row.method, row.ratio), "bias"])
+    assert (out / "compare.md").is_file() and (out / "compare.png").is_file()
+
+    # the same run from the command line finds everything done and still ends with its table
+    again = run_cli(smoke, root)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert skipped_stages(again.stdout) == list(pipeline.STAGE_NAMES)
+    assert "| gmm | 0.5 |" in again.stdout
+    assert f"report: {work / 'report' / 'report.md'}" in again.stdout
+
+
+def _text_files(root: Path):
+    """Every artifact a stage wrote that could name a file (not MLflow's artifact store, nor Ray
+    Train's run folders, which only Ray reads, nor the lock's note of who last ran here)."""
+    for path in root.rglob("*"):
+        if path.name == workdir_lock.HOLDER_FILE:
+            continue
+        if path.suffix in {".json", ".csv", ".yaml", ".txt", ".md"} and not any(
+                part in {"mlartifacts", "ray_train"} for part in path.relative_to(root).parts):
+            yield path
+
+
+@pytest.mark.e2e
+def test_a_copied_workdir_runs_from_its_copy_and_a_new_seed_trains_only_its_jobs(
+        tmp_path_factory, ray_local):
+    root = completed("smoke", tmp_path_factory)
+    smoke = REPO / "jobs" / "smoke.yaml"
+    original = root / "work"
+    new_root = tmp_path_factory.mktemp("copy")
+    copy = new_root / "work"
+    shutil.copytree(original, copy, symlinks=True)
+    # no artifact names a file by the original's absolute path ...
+    for path in _text_files(copy):
+        assert str(original) not in path.read_text(errors="replace"), path
+    for path in copy.rglob("*.parquet"):
+        df = pd.read_parquet(path)
+        for col in df.columns[df.dtypes == object]:
+            assert not df[col].astype(str).str.contains(str(original), regex=False).any(), path
+    # ... and with the original out of the way, the copy runs from itself: the mixture search
+    # re-reads the harvested latents' manifest, and one more seed trains only that seed's jobs
+    (copy / "gmm" / stage.STAGE_FILE).unlink()
+    hidden = original.with_name("moved-away")
+    original.rename(hidden)
+    try:
+        seeds = TOY["downstream.seeds"] + 1
+        stdout = run_toy(smoke, new_root, data_root=root, extra={"downstream.seeds": seeds})
+        assert not original.exists()  # nothing was written into the original's place
+    finally:
+        hidden.rename(original)
+    reused = skipped_stages(stdout)
+    assert "gmm_search" not in reused and "generate" in reused
+    cfg = config.load(smoke, {**toy_overrides(smoke, new_root), "downstream.seeds": seeds})
+    d = cfg.downstream
+    every = jobs(d.n_per_class, d.methods, d.ratios, d.seeds)
+    record = json.loads((copy / layout.stage_dir("downstream", cfg) / stage.STAGE_FILE).read_text())
+    assert record["rows"] == {"jobs": len(every),
+                              "trained": sum(j.seed == seeds - 1 for j in every)}
+    assert len(pd.read_csv(copy / "downstream" / d.target / "results.csv")) == len(every)
