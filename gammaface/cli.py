@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from gammaface.errors import EXIT_USER_ERROR, UserError
+from gammaface.yamlio import YAMLError
 from gammaface.yamlio import load as load_yaml
 
 
@@ -19,7 +20,11 @@ def _parse_sets(items: Sequence[str] | None) -> dict[str, Any]:
         key, sep, value = item.partition("=")
         if not sep or not key:
             raise UserError(f"--set {item!r} is not of the form key.path=value.")
-        out[key] = load_yaml(value)
+        try:
+            out[key] = load_yaml(value)
+        except YAMLError:
+            raise UserError(f"--set {key}: the value {value!r} is not valid YAML (quote a "
+                            "string that holds ':', '{' or '[').") from None
     return out
 
 
@@ -108,6 +113,7 @@ def cmd_gmm_sweep(args: argparse.Namespace) -> int:
 def cmd_compare(args: argparse.Namespace) -> int:
     from gammaface import tracking
     from gammaface.downstream import compare
+    from gammaface.layout import MLFLOW_DB
     from gammaface.storage import Store
 
     uri, experiment, out = args.tracking_uri, args.experiment, args.out
@@ -115,6 +121,10 @@ def cmd_compare(args: argparse.Namespace) -> int:
         cfg = _load_config(args)
         workdir = Store(cfg.workdir)
         uri = uri or tracking.tracking_uri(cfg, workdir)
+        if uri == f"sqlite:///{workdir.path(MLFLOW_DB)}" and not os.path.isfile(workdir.path(MLFLOW_DB)):
+            # opening the default store would create an empty one (and its folder) there
+            raise UserError(f"workdir {workdir.root} holds no MLflow store ({MLFLOW_DB}); run the "
+                            "config first, or name the store with --tracking-uri.")
         experiment = experiment or cfg.mlflow.experiment
         out = out or workdir.path("report")
     uri = uri or os.environ.get("MLFLOW_TRACKING_URI")

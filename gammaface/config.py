@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import (BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator,
-                      model_validator)
+from pydantic import (BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, ValidationInfo,
+                      field_validator, model_validator)
 
 from gammaface.data.registry import ATTRIBUTE_NAMES, labelled_by
 from gammaface.errors import UserError
@@ -23,7 +23,35 @@ PositiveInt = Field(gt=0)
 
 
 class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    # NaN and infinities are refused everywhere: a `.nan` passes every range check silently
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _booleans_are_not_numbers(cls, value: Any, info: ValidationInfo) -> Any:
+        """`harvest.n: true` would otherwise become 1."""
+        field = cls.model_fields.get(info.field_name or "")
+        if field is not None and _is_bool(value, nested=True) and _numeric(field.annotation):
+            raise ValueError(f"takes a number, not {json.dumps(value)}")
+        return value
+
+
+def _is_bool(value: Any, nested: bool = False) -> bool:
+    if isinstance(value, bool):
+        return True
+    return nested and isinstance(value, list) and any(isinstance(v, bool) for v in value)
+
+
+def _numeric(annotation: Any) -> bool:
+    """Whether a field's type is a number (or list of numbers) and not also a bool."""
+    import typing
+
+    args = typing.get_args(annotation)
+    if annotation in (int, float):
+        return True
+    if annotation is bool or bool in args:
+        return False
+    return any(_numeric(a) for a in args)
 
 
 class RayConfig(Section):
@@ -240,6 +268,10 @@ class DownstreamConfig(Section):
     @field_validator("ratios")
     @classmethod
     def _ratios_in_unit_interval(cls, value: list[float]) -> list[float]:
+        if not value:
+            raise ValueError("name at least one ratio")
+        if len(set(value)) != len(value):
+            raise ValueError("a ratio is named twice")
         for r in value:
             if not 0.0 <= r <= 1.0:
                 raise ValueError(f"every ratio must lie in [0, 1], got {r:g}")
@@ -249,6 +281,10 @@ class DownstreamConfig(Section):
     @classmethod
     def _known_methods(cls, value: list[str]) -> list[str]:
         allowed = ("baseline", *GENERATION_METHODS)
+        if not value:
+            raise ValueError("name at least one method")
+        if len(set(value)) != len(value):
+            raise ValueError("a method is named twice")
         for m in value:
             if m not in allowed:
                 raise ValueError(f"unknown method {m!r}; expected one of {', '.join(allowed)}")
@@ -264,6 +300,8 @@ class DownstreamConfig(Section):
 def _protected_list(value: list[str]) -> list[str]:
     if not value:
         raise ValueError("at least one protected attribute is needed")
+    if len(set(value)) != len(value):
+        raise ValueError("an attribute is named twice")
     return [_known_attribute(a) for a in value]
 
 
@@ -337,6 +375,26 @@ class Config(Section):
                                  f"({', '.join(heads)}) has no head for; the labeller must "
                                  f"predict {'it' if len(missing) == 1 else 'them'}")
         self._notes = notes
+        return self
+
+    @model_validator(mode="after")
+    def _rules_across_stages(self) -> Config:
+        """Rules a later stage would otherwise find only after the stages before it have run
+        (and after it had cleared its own earlier result)."""
+        n = self.ddpm.num_train_timesteps
+        if not 0 < self.harvest.t_star < n:
+            raise ValueError(f"harvest.t_star = {self.harvest.t_star} must lie between 1 and "
+                             f"{n - 1} (ddpm.num_train_timesteps = {n})")
+        made = [m for m in self.downstream.methods
+                if m != "baseline" and m not in self.generate.methods]
+        if made:
+            raise ValueError(f"downstream.methods names {', '.join(made)}, which generate.methods "
+                             "does not make; add it there or drop it here")
+        g = self.gmm
+        largest, key = (g.k, "gmm.k") if g.k is not None and g.k > g.k_max else (g.k_max, "gmm.k_max")
+        if largest > self.harvest.n:
+            raise ValueError(f"{key} = {largest} is more than the harvest.n = {self.harvest.n} "
+                             "latents a mixture is fitted to")
         return self
 
     @model_validator(mode="after")
@@ -420,11 +478,25 @@ def load(path: str | Path, overrides: dict[str, Any] | None = None) -> Config:
     if not path.is_file():
         raise UserError(f"config file {path} does not exist.")
     try:
-        data = load_yaml(path.read_text()) or {}
+        text = path.read_bytes().decode("utf-8-sig")  # a byte-order mark is fine
+    except UnicodeDecodeError as exc:
+        raise UserError(f"config file {path} is not UTF-8 text (byte {exc.start}).") from None
+    except OSError as exc:
+        raise UserError(f"config file {path} cannot be read: {exc.strerror}.") from None
+    try:
+        data = load_yaml(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark is not None else ""
-        raise UserError(f"config file {path} is not valid YAML{where}.") from None
+        problem = getattr(exc, "problem", None)
+        why = f": {problem}" if problem and "twice" in problem else ""
+        raise UserError(f"config file {path} is not valid YAML{where}{why}.") from None
+    if data is None:
+        raise UserError(f"config file {path} is empty; an experiment names at least its workdir "
+                        "(see jobs/smoke.yaml).")
+    if not isinstance(data, dict):
+        raise UserError(f"{path}: the top level must be a mapping of keys, got "
+                        f"{type(data).__name__}.")
     for dotted, value in (overrides or {}).items():
         _assign(data, dotted, value)
     return from_dict(data, source=str(path))
@@ -433,8 +505,12 @@ def load(path: str | Path, overrides: dict[str, Any] | None = None) -> Config:
 def _assign(tree: dict[str, Any], dotted: str, value: Any) -> None:
     *parents, leaf = dotted.split(".")
     node = tree
-    for part in parents:
+    for i, part in enumerate(parents):
         node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            where = ".".join(parents[:i + 1])
+            raise UserError(f"--set {dotted}: '{where}' is a {type(node).__name__} in the config, "
+                            "not a section with keys.")
     node[leaf] = value
 
 

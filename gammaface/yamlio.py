@@ -1,7 +1,7 @@
-"""YAML reading with YAML 1.2 booleans: only true/false are booleans.
+"""YAML reading with YAML 1.2 booleans: only true/false are booleans, and no key twice.
 
 Under PyYAML's default (YAML 1.1) rules the class names `yes` and `no` would silently become
-True and False.
+True and False, and a key given twice in one mapping would silently keep the last value.
 """
 
 from __future__ import annotations
@@ -15,8 +15,20 @@ import yaml
 YAMLError = yaml.YAMLError
 
 
+class DuplicateKeyError(yaml.constructor.ConstructorError):
+    """A mapping names one key twice."""
+
+
 class _Loader(yaml.SafeLoader):
-    pass
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        seen: set = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            if key in seen:
+                raise DuplicateKeyError(None, None, f"key {key!r} is given twice",
+                                        key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
 
 
 _Loader.yaml_implicit_resolvers = {

@@ -11,7 +11,7 @@ from gammaface.generate.stage import method_key
 def _cfg(**sections):
     return config.from_dict({"generate": {"methods": ["gmm", "gmm_tempered", "gmm_attr",
                                                       "unconditional", "stratified"]},
-                             **sections})
+                             "downstream": {"methods": ["baseline"]}, **sections})
 
 
 @pytest.mark.parametrize("change, unchanged, changed", [

@@ -7,7 +7,7 @@
 from __future__ import annotations
 
 import csv
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import pandas as pd
 
@@ -22,29 +22,42 @@ _BOOL = {"True": True, "False": False, "true": True, "false": False}
 
 def _read_csv(path: Path) -> tuple[list[dict], list[str]]:
     rows, where = [], []
-    with path.open(newline="") as fh:
-        reader = csv.DictReader(fh)
-        header = reader.fieldnames or []
-        missing = [c for c in registry.FAIRFACE_COLUMNS if c not in header]
-        if missing:
-            raise UserError(f"{path}: column {missing[0]!r} is missing from the header.")
-        for line_no, raw in enumerate(reader, start=2):
-            loc = f"{path}, line {line_no}"
-            if None in raw or any(raw[c] is None for c in registry.FAIRFACE_COLUMNS):
-                raise UserError(f"{loc}: the row does not have {len(header)} fields.")
-            row = {"path": raw["file"]}
-            if not row["path"]:
-                raise UserError(f"{loc}: file is empty.")
-            for col, table in registry.FAIRFACE_BINNING.items():
-                if raw[col] not in table:
-                    raise UserError(f"{loc}: {col} = {raw[col]!r} is not a FairFace {col} value.")
-                row[col] = table[raw[col]]
-            if raw["service_test"] not in _BOOL:
-                raise UserError(f"{loc}: service_test = {raw['service_test']!r} is not True or False.")
-            row["service_test"] = _BOOL[raw["service_test"]]
-            rows.append(row)
-            where.append(loc)
+    try:
+        # utf-8-sig: a spreadsheet's byte-order mark would otherwise glue itself to `file`
+        with path.open(newline="", encoding="utf-8-sig") as fh:
+            _read_rows(path, csv.DictReader(fh), rows, where)
+    except UnicodeDecodeError as exc:
+        raise UserError(f"{path} is not UTF-8 text (byte {exc.start}).") from None
+    if not rows:
+        raise UserError(f"{path} has a header but no rows.")
     return rows, where
+
+
+def _read_rows(path: Path, reader: csv.DictReader, rows: list[dict], where: list[str]) -> None:
+    header = reader.fieldnames or []
+    missing = [c for c in registry.FAIRFACE_COLUMNS if c not in header]
+    if missing:
+        raise UserError(f"{path}: column {missing[0]!r} is missing from the header.")
+    for line_no, raw in enumerate(reader, start=2):
+        loc = f"{path}, line {line_no}"
+        if None in raw or any(raw[c] is None for c in registry.FAIRFACE_COLUMNS):
+            raise UserError(f"{loc}: the row does not have {len(header)} fields.")
+        row = {"path": raw["file"]}
+        if not row["path"]:
+            raise UserError(f"{loc}: file is empty.")
+        parts = PurePosixPath(row["path"]).parts
+        if row["path"].startswith(("/", "\\")) or ".." in parts or ":" in parts[0]:
+            raise UserError(f"{loc}: file {row['path']!r} must be a path relative to the "
+                            "images folder, inside it.")
+        for col, table in registry.FAIRFACE_BINNING.items():
+            if raw[col] not in table:
+                raise UserError(f"{loc}: {col} = {raw[col]!r} is not a FairFace {col} value.")
+            row[col] = table[raw[col]]
+        if raw["service_test"] not in _BOOL:
+            raise UserError(f"{loc}: service_test = {raw['service_test']!r} is not True or False.")
+        row["service_test"] = _BOOL[raw["service_test"]]
+        rows.append(row)
+        where.append(loc)
 
 
 def load(labels: Path, images: Path, decode: bool = True) -> pd.DataFrame:

@@ -8,6 +8,7 @@ validation range).
 from __future__ import annotations
 
 import json
+import math
 import re
 from pathlib import Path
 from typing import Any
@@ -42,6 +43,8 @@ def _field(obj: dict[str, Any], key: str, where: str) -> Any:
 def _number(value: Any, what: str, where: str) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise UserError(f"{where}: {what} = {value!r} is not a number.")
+    if not math.isfinite(value):  # json reads NaN and Infinity; a NaN age would bin as old
+        raise UserError(f"{where}: {what} = {value!r} is not a finite number.")
     return float(value)
 
 
@@ -93,7 +96,9 @@ def load(images: Path, features: Path, variant: str = "thumbnails128x128",
     for f in files:
         index = int(f.stem)
         try:
-            faces = json.loads(f.read_text())
+            faces = json.loads(f.read_bytes().decode("utf-8-sig"))
+        except UnicodeDecodeError as exc:
+            raise UserError(f"{f} is not UTF-8 text (byte {exc.start}).") from None
         except json.JSONDecodeError as exc:
             raise UserError(f"{f}: malformed JSON at line {exc.lineno}: {exc.msg}.") from None
         rows.append({"path": image_path(variant, index),

@@ -154,10 +154,11 @@ def _parse_distribution(attr: registry.Attribute, raw: Any, where: str, source: 
         if cls not in attr.classes:
             raise UserError(f"{source}: {where} has class {cls!r}; {attr.name} classes are "
                             f"{', '.join(attr.classes)}.")
-        if not isinstance(p, (int, float)) or isinstance(p, bool) or p < 0:
+        # written as "not within" so that NaN, which fails every comparison, is refused too
+        if not isinstance(p, (int, float)) or isinstance(p, bool) or not 0 <= p <= 1:
             raise UserError(f"{source}: {where}.{cls} = {p!r} is not a probability.")
         probs[attr.index(cls)] = float(p)
-    if abs(probs.sum() - 1.0) > _SUM_TOLERANCE:
+    if not abs(probs.sum() - 1.0) <= _SUM_TOLERANCE:
         raise UserError(f"{source}: {where} sums to {probs.sum():g}, not 1.")
     return probs
 

@@ -77,7 +77,8 @@ def search_latents(cfg: Config, latents: Store, out: Store, manifest_path: str,
     if g.k is not None and g.k not in ks:
         ks.append(g.k)
     if max(ks) > len(X):
-        raise UserError(f"gmm.k_max = {max(ks)} is more than the {len(X)} harvested latents.")
+        key = "gmm.k" if g.k is not None and g.k == max(ks) and g.k > g.k_max else "gmm.k_max"
+        raise UserError(f"{key} = {max(ks)} is more than the {len(X)} harvested latents.")
     backend = resolve_backend(g.backend)
     gpus = 1.0 if backend == "cuml" else 0.0
     result = bic_search(space_X, ks, {**gmm_kwargs(cfg), "backend": backend},
