@@ -121,7 +121,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
         cfg = _load_config(args)
         workdir = Store(cfg.workdir)
         uri = uri or tracking.tracking_uri(cfg, workdir)
-        if uri == f"sqlite:///{workdir.path(MLFLOW_DB)}" and not os.path.isfile(workdir.path(MLFLOW_DB)):
+        if uri == tracking.default_uri(workdir) and not os.path.isfile(workdir.path(MLFLOW_DB)):
             # opening the default store would create an empty one (and its folder) there
             raise UserError(f"workdir {workdir.root} holds no MLflow store ({MLFLOW_DB}); run the "
                             "config first, or name the store with --tracking-uri.")

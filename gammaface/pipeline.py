@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import hashlib
 import importlib
+import os
+import shutil
 import time
 from dataclasses import dataclass
 from typing import Callable
@@ -120,12 +122,8 @@ def adopt(cfg: Config, source: Store, workdir: Store, echo: Callable[[str], None
     """Copy into `workdir` every stage that `source` completed for this config (same stage
     hash) and `workdir` has not; artifacts name their files relative to their workdir, so the
     copy runs from itself. Returns the stages copied."""
-    import shutil
-
     if not (source.is_local and workdir.is_local):
         raise UserError("--from copies stage folders between local (or mounted) workdirs.")
-    import os
-
     if not os.path.isdir(source.path()):
         raise UserError(f"--from workdir {source.root} does not exist.")
     if os.path.realpath(source.path()) == os.path.realpath(workdir.path()):

@@ -25,6 +25,11 @@ def tracking_uri(cfg: Config, workdir: Store) -> str:
     if not workdir.is_local:
         raise UserError(f"workdir {workdir.root} is not local, so the default SQLite MLflow store "
                         "cannot live there; set mlflow.tracking_uri or MLFLOW_TRACKING_URI.")
+    return default_uri(workdir)
+
+
+def default_uri(workdir: Store) -> str:
+    """The SQLite store a local workdir keeps its runs in when no other store is named."""
     return f"sqlite:///{workdir.path(MLFLOW_DB)}"
 
 
@@ -71,7 +76,7 @@ def pipeline_run(cfg: Config, workdir: Store, stages: list[str]) -> Iterator[str
 
     workdir.makedirs()
     uri = tracking_uri(cfg, workdir)
-    if uri == f"sqlite:///{workdir.path(MLFLOW_DB)}" and _rehome(
+    if uri == default_uri(workdir) and _rehome(
             workdir.path(MLFLOW_DB), workdir.path(MLFLOW_ARTIFACTS)):
         # MLflow keeps each run's artifact location per process, keyed by run id: forget them,
         # or a run adopted from the original would still log into the original's folder
