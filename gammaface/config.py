@@ -16,6 +16,7 @@ from pydantic import (BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
                       field_validator, model_validator)
 
 from gammaface.data.registry import ATTRIBUTE_NAMES, labelled_by
+from gammaface.diffusion.presets import default_resolution, unet_config
 from gammaface.errors import UserError
 from gammaface.yamlio import load as load_yaml
 
@@ -390,6 +391,11 @@ class Config(Section):
         if made:
             raise ValueError(f"downstream.methods names {', '.join(made)}, which generate.methods "
                              "does not make; add it there or drop it here")
+        try:
+            unet_config(self.ddpm.preset, self.ddpm_resolution)
+        except ValueError as exc:
+            where = "ddpm.resolution" if self.ddpm.resolution else "data.synthfaces.size"
+            raise ValueError(f"{where} = {self.ddpm_resolution}: {str(exc).rstrip('.')}") from None
         g = self.gmm
         largest, key = (g.k, "gmm.k") if g.k is not None and g.k > g.k_max else (g.k_max, "gmm.k_max")
         if largest > self.harvest.n:
@@ -407,6 +413,16 @@ class Config(Section):
                 raise ValueError("gmm.space = 'features' cannot be sampled as a Gaussian (features "
                                  "do not map back to images), so it needs generate.draw = 'resample'")
         return self
+
+    @property
+    def ddpm_resolution(self) -> int:
+        """The DDPM's image side: ddpm.resolution, else the size SynthFaces renders at (the
+        tiny test preset keeps its own), else the preset's."""
+        if self.ddpm.resolution:
+            return self.ddpm.resolution
+        if self.data.dataset == "synthfaces" and self.ddpm.preset != "tiny":
+            return self.data.synthfaces.size
+        return default_resolution(self.ddpm.preset)
 
     def section_hash(self, *sections: str) -> str:
         """Stable hash of the named sections (dotted paths), for deciding what must rerun."""

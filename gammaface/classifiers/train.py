@@ -28,7 +28,6 @@ from gammaface.config import Config
 from gammaface.data import manifest, registry
 from gammaface.diffusion import checkpoint
 from gammaface.diffusion.images import load_resized, to_model_space
-from gammaface.diffusion.train_ddpm import resolution
 from gammaface.errors import UserError
 from gammaface.ray_runtime import connect
 from gammaface.stage import StageResult
@@ -41,7 +40,7 @@ DEGRADED_SEED = 12345
 
 def image_size(cfg: Config) -> int:
     """The labeller sees images at the size the DDPM generates them."""
-    return cfg.classifiers.image_size or resolution(cfg)
+    return cfg.classifiers.image_size or cfg.ddpm_resolution
 
 
 def score(labeller: Labeller, images: np.ndarray, df: pd.DataFrame) -> dict[str, float]:

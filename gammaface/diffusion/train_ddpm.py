@@ -20,7 +20,7 @@ from gammaface.config import Config
 from gammaface.data import manifest
 from gammaface.diffusion import checkpoint
 from gammaface.diffusion.model_io import save_ddpm
-from gammaface.diffusion.presets import default_resolution, unet_config
+from gammaface.diffusion.presets import unet_config
 from gammaface.diffusion.train_loop import png_bytes, sample_images, sample_sheet, train_loop_per_worker
 from gammaface.errors import UserError
 from gammaface.ray_runtime import connect
@@ -32,14 +32,6 @@ FINAL_SAMPLES = 64
 RAY_TRAIN_DIR = "ray_train"
 
 
-def resolution(cfg: Config) -> int:
-    if cfg.ddpm.resolution:
-        return cfg.ddpm.resolution
-    if cfg.data.dataset == "synthfaces" and cfg.ddpm.preset != "tiny":
-        return cfg.data.synthfaces.size
-    return default_resolution(cfg.ddpm.preset)
-
-
 def _cpus_per_worker(cfg: Config) -> int:
     return ray_train.cpus_per_worker(cfg.ddpm.cpus_per_worker, cfg.ddpm.use_gpu, cfg.ddpm.num_workers)
 
@@ -47,10 +39,7 @@ def _cpus_per_worker(cfg: Config) -> int:
 def loop_config(cfg: Config, config_hash: str, paths: list[str], image_root: str,
                 threads: int) -> dict[str, Any]:
     d = cfg.ddpm
-    try:
-        unet = unet_config(d.preset, resolution(cfg))
-    except ValueError as exc:
-        raise UserError(f"ddpm.preset / ddpm.resolution: {exc}") from None
+    unet = unet_config(d.preset, cfg.ddpm_resolution)  # checked when the config loaded
     run = mlflow.active_run()
     return {
         "unet": unet,
