@@ -5,11 +5,12 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 import sys
 from pathlib import Path
 from typing import Any, Sequence
 
-from gammaface.errors import EXIT_USER_ERROR, UserError
+from gammaface.errors import EXIT_USER_ERROR, Stopped, UserError, explain
 from gammaface.yamlio import YAMLError
 from gammaface.yamlio import load as load_yaml
 
@@ -113,7 +114,7 @@ def cmd_gmm_sweep(args: argparse.Namespace) -> int:
 def cmd_compare(args: argparse.Namespace) -> int:
     from gammaface import tracking
     from gammaface.downstream import compare
-    from gammaface.layout import MLFLOW_DB
+    from gammaface.layout import COMPARE_DIR, MLFLOW_DB
     from gammaface.storage import Store
 
     uri, experiment, out = args.tracking_uri, args.experiment, args.out
@@ -126,7 +127,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
             raise UserError(f"workdir {workdir.root} holds no MLflow store ({MLFLOW_DB}); run the "
                             "config first, or name the store with --tracking-uri.")
         experiment = experiment or cfg.mlflow.experiment
-        out = out or workdir.path("report")
+        out = out or workdir.path(COMPARE_DIR)  # not report/: that is a stage's, with its record
     uri = uri or os.environ.get("MLFLOW_TRACKING_URI")
     if not uri:
         raise UserError("compare needs a config, --tracking-uri or MLFLOW_TRACKING_URI to find "
@@ -136,7 +137,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     key, _ = compare.protected_columns(df)
     table = compare.markdown(summary, df["target"].iloc[0], key)
     print(table, end="")
-    target = Store(out or "report")
+    target = Store(out or COMPARE_DIR)
     compare.write(summary, df["target"].iloc[0], key, target)
     print(f"written to {target.uri(compare.TABLE_FILE)}, {compare.CSV_FILE} and {compare.PLOT_FILE}")
     return 0
@@ -161,6 +162,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
     if not args.installed:
         from gammaface import config as config_mod
 
+        submit.check_config_path(args.config, args.working_dir)
         config_mod.load(Path(args.working_dir) / args.config, _parse_sets(args.set))  # fail here, not there
     job_id = submit.submit(address, args.config, stages=args.stages, workdir=args.workdir,
                            sets=args.set or [], tracking_uri=args.tracking_uri,
@@ -268,14 +270,14 @@ def build_parser() -> argparse.ArgumentParser:
                        "them as Markdown, CSV and a plot. Without --run: the experiment's most "
                        "recent pipeline run that trained downstream classifiers.")
     p.add_argument("config", nargs="?", help="experiment config: its MLflow store, experiment "
-                   "and workdir (the output goes to <workdir>/report)")
+                   "and workdir (the output goes to <workdir>/compare)")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key")
     p.add_argument("--workdir", help="override the config's workdir")
     p.add_argument("--experiment", help="MLflow experiment name")
     p.add_argument("--run", help="a pipeline (or downstream stage) run id")
     p.add_argument("--tracking-uri", help="MLflow tracking URI (default: the config's, else "
                    "MLFLOW_TRACKING_URI)")
-    p.add_argument("--out", help="output folder (default: <workdir>/report, else ./report)")
+    p.add_argument("--out", help="output folder (default: <workdir>/compare, else ./compare)")
     p.set_defaults(func=cmd_compare)
 
     p = sub.add_parser("submit", help="run a config as a Ray job on a cluster",
@@ -353,18 +355,51 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _stop_on_sigterm(signum: int, frame: Any) -> None:
+    # a pod's or a scheduler's stop: unwind like Ctrl-C, so runs end as KILLED and locks free
+    raise Stopped(signum)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
+    signal.signal(signal.SIGTERM, _stop_on_sigterm)
     try:
         return args.func(args)
-    except UserError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    except KeyboardInterrupt as exc:
+        return _interrupted(getattr(exc, "signum", signal.SIGINT))
+    except SystemExit as exc:
+        if exc.code != signal.SIGTERM:  # Ray's own SIGTERM handler, while ray.init runs
+            raise
+        return _interrupted(signal.SIGTERM)
+    except Exception as exc:
+        # the one boundary: bad input, damaged files, full or read-only disks and unreachable
+        # stores end in one sentence; anything else is a bug and keeps its traceback
+        message = explain(exc)
+        if message is None:
+            raise
+        _stop_ray()
+        print(f"error: {message}", file=sys.stderr)
         return EXIT_USER_ERROR
-    except KeyboardInterrupt:
-        print("interrupted; rerun the same command to resume", file=sys.stderr)
-        return 130
+
+
+def _interrupted(signum: int) -> int:
+    _stop_ray()
+    print(f"stopped by {signal.Signals(signum).name}; rerun the same command to resume",
+          file=sys.stderr)
+    return 128 + signum
+
+
+def _stop_ray() -> None:
+    """Shut down a Ray this process started before the last word: its workers' logs would
+    otherwise still be arriving after it."""
+    ray = sys.modules.get("ray")
+    if ray is not None and ray.is_initialized():
+        try:
+            ray.shutdown()
+        except Exception:  # noqa: BLE001 - the sentence to print matters more
+            pass
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ from gammaface.data.manifest import MANIFEST_FILE
 STAGE_FILE = "stage.json"
 MLFLOW_DB = "mlflow.db"
 MLFLOW_ARTIFACTS = "mlartifacts"
+COMPARE_DIR = "compare"  # `gammaface compare`'s tables: outside every stage's folder
 
 
 def dataset_dir(cfg: Config) -> str:

@@ -16,7 +16,7 @@ from typing import Callable
 
 from gammaface import layout, stage, tracking, workdir_lock
 from gammaface.config import Config, uses_labeller
-from gammaface.errors import UserError
+from gammaface.errors import UserError, explain
 from gammaface.stage import StageResult
 from gammaface.storage import Store
 
@@ -115,6 +115,16 @@ def _check_inputs(name: str, cfg: Config, workdir: Store, selected: list[str]) -
         if stage.completed_hash(folder) != stage_hash(need, cfg):
             raise UserError(f"stage {name!r} needs {need!r}, which has not completed for this "
                             f"config in {workdir.root}; add it to --stages.")
+        found = stage.damaged(folder)
+        if found:
+            raise UserError(f"stage {name!r} needs {need!r}, whose {_listed(found, folder)} "
+                            f"changed after it completed; add {need!r} to --stages to redo it.")
+
+
+def _listed(found: list[tuple[str, str]], folder: Store) -> str:
+    rel, why = found[0]
+    more = f" and {len(found) - 1} more file(s)" if len(found) > 1 else ""
+    return f"file {folder.uri(rel)} ({why}){more}"
 
 
 def adopt(cfg: Config, source: Store, workdir: Store, echo: Callable[[str], None] = print
@@ -135,6 +145,11 @@ def adopt(cfg: Config, source: Store, workdir: Store, echo: Callable[[str], None
             h = stage_hash(name, cfg)
             if stage.completed_hash(source.sub(rel)) != h or stage.completed_hash(workdir.sub(rel)) == h:
                 continue
+            found = stage.damaged(source.sub(rel))
+            if found:
+                echo(f"not copied: {name}, whose {_listed(found, source.sub(rel))} changed "
+                     "after it completed")
+                continue
             workdir.delete(rel)
             shutil.copytree(source.path(rel), workdir.path(rel), symlinks=True)
             copied.append(name)
@@ -148,16 +163,24 @@ def run(cfg: Config, stages: list[str] | None = None,
     workdir = Store(cfg.workdir)
     for note in cfg.notes:
         echo(f"config: {note}")
-    results = []
-    with workdir_lock.hold(workdir, "gammaface run " + ",".join(selected)):
-        if start_from:
-            adopt(cfg, Store(start_from), workdir, echo)
-        for name in selected:
-            _check_inputs(name, cfg, workdir, selected)
-        with tracking.pipeline_run(cfg, workdir, selected) as parent_id:
-            echo(f"workdir {workdir.root}; MLflow run {parent_id}")
+    results: list[StageResult] = []
+    try:
+        with workdir_lock.hold(workdir, "gammaface run " + ",".join(selected)):
+            if start_from:
+                adopt(cfg, Store(start_from), workdir, echo)
             for name in selected:
-                results.append(_run_one(name, cfg, workdir, echo))
+                _check_inputs(name, cfg, workdir, selected)
+            with tracking.pipeline_run(cfg, workdir, selected) as parent_id:
+                echo(f"workdir {workdir.root}; MLflow run {parent_id}")
+                for name in selected:
+                    results.append(_run_one(name, cfg, workdir, echo))
+    except UserError:
+        raise
+    except Exception as exc:  # a full disk, a read-only folder, an unreachable store
+        message = explain(exc, where=f"workdir {workdir.root}")
+        if message is None:
+            raise
+        raise UserError(message) from None
     return results
 
 
@@ -165,8 +188,13 @@ def _run_one(name: str, cfg: Config, workdir: Store, echo: Callable[[str], None]
     folder = workdir.sub(layout.stage_dir(name, cfg))
     h = stage_hash(name, cfg)
     if stage.completed_hash(folder) == h:
-        echo(f"[{name}] complete for this config, skipped")
-        return StageResult(name, skipped=True)
+        found = stage.damaged(folder)
+        if not found:
+            echo(f"[{name}] complete for this config, skipped")
+            return StageResult(name, skipped=True)
+        echo(f"[{name}] {_listed(found, folder)} changed after the stage completed; "
+             "redoing what it held")
+        stage.drop_damaged(folder, found)
     stage.mark_incomplete(folder)
     echo(f"[{name}] running")
     started = time.time()

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
+import threading
 
 from gammaface.config import RayConfig
 
@@ -20,13 +22,21 @@ def connect(cfg: RayConfig) -> None:
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     address = cfg.address or os.environ.get("RAY_ADDRESS")
+    # ray.init replaces the SIGTERM handler with one that exits at once; keep the caller's
+    # (the command line's ends the MLflow runs as KILLED and frees the workdir first)
+    on_sigterm = signal.getsignal(signal.SIGTERM)
     if address:
         log.info("joining Ray at %s", address)
         ray.init(address=address, log_to_driver=True)
+    else:
+        # address="local": a new Ray of our own, never a head some other process left running
+        ray.init(address="local", num_cpus=cfg.num_cpus,
+                 object_store_memory=cfg.object_store_memory, include_dashboard=False,
+                 log_to_driver=True, configure_logging=False)
+    if callable(on_sigterm) and threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, on_sigterm)
+    if address:
         return
-    # address="local": a new Ray of our own, never a head some other process left running here
-    ray.init(address="local", num_cpus=cfg.num_cpus, object_store_memory=cfg.object_store_memory,
-             include_dashboard=False, log_to_driver=True, configure_logging=False)
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = False  # the stages print their own progress
     for name in ("ray.data", "ray.train"):

@@ -1,5 +1,5 @@
 """What every Ray Train stage shares: running (or resuming) a TorchTrainer, turning a worker's
-CheckpointError into one sentence, and rank 0's direct line to the stage's MLflow run (Ray
+failure the user can act on into one sentence, and rank 0's direct line to the stage's MLflow run (Ray
 Train V2 has no MLflow callback, so the driver hands the run id to the workers)."""
 
 from __future__ import annotations
@@ -11,8 +11,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from gammaface.diffusion import checkpoint
-from gammaface.errors import UserError
+from gammaface.errors import UserError, explain
 
 
 def fit(loop: Callable[[dict[str, Any]], None], loop_cfg: dict[str, Any], *, num_workers: int,
@@ -34,7 +33,8 @@ def fit(loop: Callable[[dict[str, Any]], None], loop_cfg: dict[str, Any], *, num
     try:
         result = trainer.fit()
     except Exception as exc:
-        message = checkpoint_problem(exc)
+        # a worker's damaged checkpoint, bad image or full disk, as one sentence
+        message = explain(exc, where=storage_path)
         if message:
             raise UserError(message) from None
         raise
@@ -64,25 +64,6 @@ def cpus_per_worker(explicit: int | None, use_gpu: bool, num_workers: int,
     largest = int(max(nodes or node_cpus()))
     total = int(ray.available_resources().get("CPU", 1) if available is None else available)
     return max(1, min(largest, total // num_workers))
-
-
-def checkpoint_problem(exc: BaseException) -> str | None:
-    """The sentence of a CheckpointError raised inside a worker, if that is what failed."""
-    seen: set[int] = set()
-    stack: list[BaseException] = [exc]
-    while stack:
-        e = stack.pop()
-        if id(e) in seen:
-            continue
-        seen.add(id(e))
-        if isinstance(e, checkpoint.CheckpointError):
-            return str(e)
-        text = str(e)
-        if "CheckpointError: " in text:
-            return text.split("CheckpointError: ", 1)[1].splitlines()[0]
-        stack += [x for x in (e.__cause__, e.__context__) if x is not None]
-        stack += [x for x in getattr(e, "worker_failures", {}).values() if isinstance(x, BaseException)]
-    return None
 
 
 def seed_of(*parts: int) -> int:

@@ -1,7 +1,9 @@
 """What every stage shares: its result, its `stage.json`, and the rule for skipping it.
 
 A folder whose `stage.json` carries the current config hash is complete and skipped; a folder
-without it (or with another hash) is incomplete and redone, never trusted.
+without it (or with another hash) is incomplete and redone, never trusted. `stage.json` also
+records every file of the folder with its size and sha256, so a file damaged after the stage
+completed is found before anything reads it.
 """
 
 from __future__ import annotations
@@ -10,9 +12,10 @@ import platform
 import time
 from dataclasses import dataclass, field
 from importlib import metadata
+from typing import Any
 
 from gammaface.layout import STAGE_FILE
-from gammaface.storage import Store
+from gammaface.storage import TMP_MARK, Store
 
 _VERSIONED = ("gammaface", "torch", "torchvision", "ray", "diffusers", "mlflow", "numpy", "pandas",
               "pyarrow", "scikit-learn")
@@ -48,6 +51,44 @@ def completed_hash(folder: Store) -> str | None:
         return None  # an unreadable stage.json means the stage never finished
 
 
+def _recorded(rel: str) -> bool:
+    """Files a stage's record covers: all but the record itself and half-written temporaries."""
+    return rel != STAGE_FILE and TMP_MARK not in rel
+
+
+def digests(folder: Store) -> dict[str, list[Any]]:
+    """path -> [size, sha256] of every file the stage left in its folder."""
+    return {rel: [size, folder.sha256(rel)] for rel, size in sorted(folder.files().items())
+            if _recorded(rel)}
+
+
+def damaged(folder: Store) -> list[tuple[str, str]]:
+    """The recorded files of a completed stage that are now missing or differ from their record,
+    as (path, what changed); empty for a sound folder, or a record older than file digests."""
+    try:
+        recorded = folder.read_json(STAGE_FILE).get("files") or {}
+    except (OSError, ValueError, AttributeError):
+        return []
+    present = folder.files()
+    out = []
+    for rel, (size, sha) in recorded.items():
+        if rel not in present:
+            out.append((rel, "missing"))
+        elif present[rel] != size:
+            out.append((rel, f"{present[rel]} bytes, recorded as {size}"))
+        elif folder.sha256(rel) != sha:
+            out.append((rel, "content differs from its recorded sha256"))
+    return out
+
+
+def drop_damaged(folder: Store, found: list[tuple[str, str]]) -> None:
+    """Delete the damaged files and the record, so the stage redoes what they held: a stage
+    resumes unit by unit (shard, job, checkpoint) from what is sound and redoes what is not."""
+    for rel, _ in found:
+        folder.delete(rel)
+    mark_incomplete(folder)
+
+
 def mark_incomplete(folder: Store) -> None:
     folder.delete(STAGE_FILE)
 
@@ -68,6 +109,7 @@ def mark_complete(folder: Store, config_hash: str, result: StageResult, started:
         "metrics": result.metrics,
         # relative to this folder, so the record of a copied workdir names the copy's files
         "outputs": {k: _relative(v, folder.uri()) for k, v in result.outputs.items()},
+        "files": digests(folder),
         "timings": {"started": started, "finished": finished, "seconds": finished - started},
     })
 

@@ -6,6 +6,7 @@ a reader never sees half a file.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import posixpath
@@ -17,6 +18,9 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
+
+
+TMP_MARK = ".tmp-"  # in the name of a file or folder still being written
 
 
 def _is_uri(root: str) -> bool:
@@ -70,10 +74,24 @@ class Store:
     def write_bytes(self, rel: str, data: bytes) -> None:
         target = self.path(rel)
         self.fs.create_dir(posixpath.dirname(target), recursive=True)
-        tmp = f"{target}.tmp-{uuid.uuid4().hex[:8]}"
+        tmp = f"{target}{TMP_MARK}{uuid.uuid4().hex[:8]}"
         with self.fs.open_output_stream(tmp) as f:
             f.write(data)
         self.fs.move(tmp, target)
+
+    def files(self) -> dict[str, int]:
+        """Every file under this folder: path relative to it -> size in bytes."""
+        selector = pafs.FileSelector(self.base, recursive=True, allow_not_found=True)
+        prefix = self.base.rstrip("/") + "/"
+        return {info.path[len(prefix):]: info.size for info in self.fs.get_file_info(selector)
+                if info.type == pafs.FileType.File}
+
+    def sha256(self, rel: str) -> str:
+        digest = hashlib.sha256()
+        with self.fs.open_input_stream(self.path(rel)) as f:
+            while chunk := f.read(1 << 20):
+                digest.update(chunk)
+        return digest.hexdigest()
 
     def read_json(self, rel: str) -> Any:
         return json.loads(self.read_bytes(rel))

@@ -58,11 +58,22 @@ def runtime_env(working_dir: str | None, tracking_uri: str | None) -> dict[str, 
     return env
 
 
+def check_config_path(config: str, working_dir: str) -> None:
+    """The job runs `config` from the uploaded copy of `working_dir`, so it must be a file in
+    that folder named relative to it (an absolute path names this machine's file)."""
+    root = Path(working_dir).resolve()
+    inside = (root / config).resolve()
+    if Path(config).is_absolute() or not inside.is_relative_to(root) or not inside.is_file():
+        raise UserError(f"config {config} is not a file inside the working directory "
+                        f"{working_dir}; name it relative to that folder (e.g. jobs/demo.yaml), "
+                        "as the job on the cluster sees it.")
+
+
 def submit(address: str, config: str, *, stages: str | None = None, workdir: str | None = None,
            sets: list[str] | None = None, tracking_uri: str | None = None,
            working_dir: str | None = ".") -> str:
-    if working_dir and not (Path(working_dir) / config).is_file():
-        raise UserError(f"config {config} is not inside the working directory {working_dir}.")
+    if working_dir:
+        check_config_path(config, working_dir)
     c = client(address)
     deadline = time.time() + AGENT_WAIT_S
     while True:

@@ -7,6 +7,7 @@ workdir; artifacts of that default store live in the workdir too.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 from typing import Any, Iterator
 
@@ -16,6 +17,7 @@ from gammaface.layout import MLFLOW_ARTIFACTS, MLFLOW_DB
 from gammaface.storage import Store
 
 _MAX_PARAM_LEN = 500
+WORKDIR_TAG = "workdir"  # on a pipeline run: the workdir it ran in
 
 
 def tracking_uri(cfg: Config, workdir: Store) -> str:
@@ -85,12 +87,63 @@ def pipeline_run(cfg: Config, workdir: Store, stages: list[str]) -> Iterator[str
         getattr(tracking_utils, "_artifact_repos_cache", {}).clear()
     use_tracking_uri(uri)
     exp_id = _experiment_id(cfg, workdir, uri)
+    end_orphans(exp_id, workdir.root)
     with mlflow.start_run(experiment_id=exp_id, run_name=f"{cfg.name}",
                           tags={"gammaface.kind": "pipeline", "stages": ",".join(stages),
-                                "workdir": workdir.root}) as run:
+                                WORKDIR_TAG: workdir.root}) as run, _ended_on_failure():
         log_params(cfg.flat())
         mlflow.log_text(dump_yaml(cfg), "config.yaml")
         yield run.info.run_id
+
+
+@contextlib.contextmanager
+def _ended_on_failure() -> Iterator[None]:
+    """End the active run as KILLED on an interrupt (Ctrl-C, SIGTERM) and FAILED on an error;
+    where even that cannot be written (a full disk), the next run of the workdir ends it."""
+    import mlflow
+
+    try:
+        yield
+    except BaseException as exc:
+        quiet = logging.getLogger("mlflow")
+        level = quiet.level
+        quiet.setLevel(logging.CRITICAL)  # its store logs every failed write with a traceback
+        try:
+            stopped = isinstance(exc, (KeyboardInterrupt, SystemExit))  # Ctrl-C, SIGTERM
+            mlflow.end_run("KILLED" if stopped else "FAILED")
+        except Exception:  # noqa: BLE001 - the original failure is the one to report
+            pass
+        finally:
+            quiet.setLevel(level)
+        raise
+
+
+def end_orphans(experiment_id: str, workdir_root: str) -> list[str]:
+    """Mark KILLED the runs of this workdir left RUNNING by a process that died without ending
+    them (SIGKILL, a full disk). Called under the workdir's lock, so no live run is among them.
+    Returns their ids."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient()
+    running = client.search_runs([experiment_id], "attributes.status = 'RUNNING'", max_results=5000)
+    tags = {r.info.run_id: r.data.tags for r in running}
+
+    def workdir_of(run_id: str | None, depth: int = 0) -> str | None:
+        if run_id is None or depth > 8:
+            return None
+        if run_id not in tags:
+            try:
+                tags[run_id] = client.get_run(run_id).data.tags
+            except Exception:  # noqa: BLE001 - a parent deleted from the store
+                return None
+        own = tags[run_id]
+        return own.get(WORKDIR_TAG) or workdir_of(own.get("mlflow.parentRunId"), depth + 1)
+
+    ended = [r.info.run_id for r in running if workdir_of(r.info.run_id) == workdir_root]
+    for run_id in ended:
+        client.set_tag(run_id, "gammaface.ended", "found RUNNING after its process had gone")
+        client.set_terminated(run_id, "KILLED")
+    return ended
 
 
 def use_tracking_uri(uri: str) -> None:
@@ -117,7 +170,7 @@ def stage_run(stage: str, config_hash: str) -> Iterator[str]:
     experiment_id = parent.info.experiment_id if parent else None
     with mlflow.start_run(run_name=stage, nested=True, experiment_id=experiment_id,
                           tags={"gammaface.kind": "stage", "stage": stage,
-                                "config_hash": config_hash}) as run:
+                                "config_hash": config_hash}) as run, _ended_on_failure():
         yield run.info.run_id
 
 

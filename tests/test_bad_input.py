@@ -4,17 +4,27 @@ command line, and no traceback."""
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
-from gammaface import config
+import numpy as np
+import pandas as pd
+
+from gammaface import config, pipeline, stage
 from gammaface.data import fairface, ffhq
 from gammaface.data import registry
 from gammaface.data.synthfaces_spec import Spec
-from gammaface.errors import UserError
+from gammaface.diffusion.images import load_resized
+from gammaface.errors import UserError, explain
+from gammaface.latents import store as latent_store
+from gammaface.storage import Store
 from tests.data.fixtures import ffhq_face, write_fairface, write_ffhq
 
 REPO = Path(__file__).resolve().parents[1]
@@ -47,6 +57,11 @@ CONFIG_CASES = {
                                         ["downstream.methods names unconditional",
                                          "generate.methods does not make"]),
     "forced K above the latents": (SMOKE.encode(), ["gmm.k=500"], ["gmm.k = 500 is more than"]),
+    "resolution the UNet cannot halve": (SMOKE.encode(), ["ddpm.preset=small", "ddpm.resolution=7"],
+                                         ["ddpm.resolution = 7", "divisible by 4"]),
+    "SynthFaces size the UNet cannot halve": (SMOKE.encode(), ["ddpm.preset=small",
+                                                               "data.synthfaces.size=18"],
+                                              ["data.synthfaces.size = 18", "divisible by 4"]),
     "K range above the latents": (SMOKE.encode(), ["gmm.k_max=500"], ["gmm.k_max = 500 is more"]),
     "--set not YAML": (SMOKE.encode(), ["gmm.k=[3"], ["--set gmm.k", "not valid YAML"]),
     "--set under a scalar": (SMOKE.encode(), ["seed.x=1"], ["--set seed.x", "'seed' is a int"]),
@@ -129,19 +144,105 @@ def test_a_synthfaces_probability_must_lie_in_0_1(value):
     _one_sentence(str(err.value), "spec.yaml", "age.young", "is not a probability")
 
 
-def test_a_setting_refused_at_load_leaves_completed_stages_alone(tmp_path, ray_local):
-    from gammaface import pipeline
-
-    cfg = config.load(REPO / "jobs" / "smoke.yaml", {"workdir": str(tmp_path / "work")})
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory, ray_local):
+    """A workdir whose `prepare` stage has completed (SynthFaces at toy size)."""
+    work = tmp_path_factory.mktemp("prepared") / "work"
+    cfg = config.load(REPO / "jobs" / "smoke.yaml", {"workdir": str(work)})
     pipeline.run(cfg, ["prepare"], echo=lambda s: None)
-    record = tmp_path / "work" / "data" / "synthfaces" / "stage.json"
+    return cfg, work
+
+
+def test_a_setting_refused_at_load_leaves_completed_stages_alone(prepared):
+    cfg, work = prepared
+    record = work / "data" / "synthfaces" / "stage.json"
     before = record.read_bytes()
-    for bad in ("harvest.t_star=5000", "generate.methods=[gmm]"):
-        out = subprocess.run([sys.executable, "-m", "gammaface", "run", str(REPO / "jobs" / "smoke.yaml"),
-                              "--workdir", str(tmp_path / "work"), "--set", bad],
-                             capture_output=True, text=True, cwd=REPO)
+    for bad in (["harvest.t_star=5000"], ["generate.methods=[gmm]"],
+                ["ddpm.preset=small", "ddpm.resolution=7"]):
+        cmd = [sys.executable, "-m", "gammaface", "run", str(REPO / "jobs" / "smoke.yaml"),
+               "--workdir", str(work)]
+        for b in bad:
+            cmd += ["--set", b]
+        out = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO)
         assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr
     assert record.read_bytes() == before
+
+
+def _damage(path: Path) -> bytes:
+    """Flip one byte in the middle of a file, keeping its size; returns the original bytes."""
+    original = path.read_bytes()
+    data = bytearray(original)
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+    return original
+
+
+def test_a_file_damaged_after_its_stage_completed_is_named_and_redone(prepared):
+    cfg, work = prepared
+    image = sorted((work / "data" / "synthfaces" / "images").glob("*.png"))[3]
+    original = _damage(image)
+    # a stage that reads it, run on its own, refuses before anything runs
+    with pytest.raises(UserError) as err:
+        pipeline.run(cfg, ["train_ddpm"], echo=lambda s: None)
+    _one_sentence(str(err.value), str(image), "content differs from its recorded sha256",
+                  "add 'prepare' to --stages")
+    # a run that includes the stage says so and redoes what the file held
+    lines: list[str] = []
+    pipeline.run(cfg, ["prepare"], echo=lines.append)
+    assert any(str(image) in line and "changed after the stage completed" in line for line in lines)
+    assert image.read_bytes() == original
+    assert stage.damaged(Store(work / "data" / "synthfaces")) == []
+
+
+def test_damaged_latents_and_images_are_named(tmp_path):
+    folder = Store(tmp_path / "latents")
+    name = latent_store.write_shard(folder, 0, np.ones((4, 6), np.float32))
+    folder.write_parquet(latent_store.INDEX_FILE, pd.DataFrame(
+        {"row": range(4), "shard": name, "offset": range(4), "seed": range(4), "source_path": ""}))
+    full = Path(folder.path(name)).read_bytes()
+    Path(folder.path(name)).write_bytes(full[: len(full) - 20])  # cut short, as a full disk leaves it
+    with pytest.raises(UserError) as err:
+        latent_store.load_rows(folder)
+    _one_sentence(str(err.value), "latents shard", folder.path(name), "is damaged")
+
+    from PIL import Image
+
+    png = tmp_path / "faces" / "a.png"
+    png.parent.mkdir()
+    Image.new("RGB", (8, 8), (200, 10, 10)).save(png)
+    png.write_bytes(png.read_bytes()[:40])
+    with pytest.raises(UserError) as err:
+        load_resized(str(png.parent), ["a.png"], 8)
+    _one_sentence(str(err.value), str(png), "does not decode")
+
+
+def _raise_user_error() -> None:
+    raise UserError("image /data/x.png does not decode.")
+
+
+def test_explain_finds_the_sentence_in_what_ray_and_the_os_raise(ray_local, tmp_path):
+    import ray
+
+    task = ray.remote(_raise_user_error)
+    with pytest.raises(Exception) as wrapped:
+        ray.get(task.remote())
+    assert explain(wrapped.value) == "image /data/x.png does not decode."
+    # Ray Train hands a worker's failure back as the text of its traceback
+    text = RuntimeError("Training failed due to worker errors:\n[Rank 0 Error Snippet]:\n"
+                        "Traceback (most recent call last):\n  ...\n"
+                        "OSError: [Errno 28] No space left on device: '/w/ddpm/x.pt'\n")
+    assert explain(text) == "/w/ddpm/x.pt: the disk is full; free space and rerun the same command to resume."
+    with pytest.raises(OSError) as full:
+        with open("/dev/full", "wb") as f:  # a device that is always full
+            f.write(b"x" * 10_000)
+            f.flush()
+    assert explain(full.value, where="workdir W") == ("workdir W: the disk is full; free space and "
+                                                      "rerun the same command to resume.")
+    (tmp_path / "f").write_text("")
+    with pytest.raises(OSError) as not_dir:
+        (tmp_path / "f" / "x").mkdir(parents=True)
+    assert explain(not_dir.value).startswith(f"{tmp_path / 'f' / 'x'}: ")
+    assert explain(ValueError("a bug")) is None  # a bug keeps its traceback
 
 
 def test_compare_on_a_workdir_without_a_store_creates_nothing(tmp_path):
@@ -151,3 +252,140 @@ def test_compare_on_a_workdir_without_a_store_creates_nothing(tmp_path):
     assert out.returncode == 2
     _one_sentence(out.stderr.strip(), str(missing), "holds no MLflow store")
     assert not missing.exists()
+
+
+def _mount_rights(mount: Path) -> str | None:
+    """None where the test may mount a small tmpfs at `mount` in a mount namespace of its own
+    (root, or an unprivileged user namespace), else the reason it may not."""
+    if shutil.which("unshare") is None:
+        return "unshare is not installed"
+    probe = subprocess.run([*_UNSHARE, "sh", "-c", f"mount -t tmpfs -o size=1m tmpfs {mount}"],
+                           capture_output=True, text=True)
+    return None if probe.returncode == 0 else f"cannot mount a tmpfs here: {probe.stderr.strip()}"
+
+
+_UNSHARE = ["unshare", "-m"] if os.geteuid() == 0 else ["unshare", "-rm"]
+
+
+def _run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "gammaface", *args], capture_output=True,
+                          text=True, cwd=REPO, env=env)
+
+
+def test_a_workdir_that_is_a_file_or_unreachable_is_one_sentence(tmp_path):
+    smoke = str(REPO / "jobs" / "smoke.yaml")
+    (tmp_path / "afile").write_text("")
+    out = _run("run", smoke, "--stages", "prepare", "--workdir", str(tmp_path / "afile"))
+    assert out.returncode == 2
+    _one_sentence(out.stderr.strip(), str(tmp_path / "afile"), "exists and is not a folder")
+
+    # an S3 endpoint on a loopback port where nothing listens
+    out = _run("run", smoke, "--stages", "prepare", "--workdir",
+               "s3://bucket/work?endpoint_override=127.0.0.1:9&scheme=http",
+               "--set", f"mlflow.tracking_uri=sqlite:///{tmp_path / 'mlflow.db'}")
+    assert out.returncode == 2
+    _one_sentence(out.stderr.strip(), "s3://bucket/work", "object store is unreachable")
+
+
+def test_a_read_only_workdir_is_one_sentence(tmp_path):
+    mount = tmp_path / "mnt"
+    mount.mkdir()
+    why = _mount_rights(mount)
+    if why:
+        pytest.skip(why)
+    script = (f"mount -t tmpfs -o size=4m tmpfs {mount} && mkdir {mount}/w && "
+              f"mount -o remount,ro {mount} && exec {sys.executable} -m gammaface run "
+              f"{REPO / 'jobs' / 'smoke.yaml'} --stages prepare --workdir {mount}/w")
+    out = subprocess.run([*_UNSHARE, "sh", "-c", script], capture_output=True, text=True, cwd=REPO)
+    assert out.returncode == 2, out.stderr[-2000:]
+    _one_sentence(out.stderr.strip().splitlines()[-1], f"{mount}/w", "read-only")
+
+
+def test_submit_refuses_a_config_outside_what_it_uploads(tmp_path):
+    for config_path in (str(REPO / "jobs" / "smoke.yaml"), "../outside.yaml"):
+        out = _run("submit", config_path, "--address", "http://127.0.0.1:9")
+        assert out.returncode == 2
+        _one_sentence(out.stderr.strip(), config_path, "is not a file inside the working directory")
+
+
+def test_a_config_driven_dataset_error_names_the_config_key(tmp_path):
+    out = _run("run", str(REPO / "jobs" / "ffhq.yaml"), "--stages", "prepare",
+               "--workdir", str(tmp_path / "w"), "--set", f"data.ffhq.images={tmp_path / 'none'}")
+    assert out.returncode == 2
+    _one_sentence(out.stderr.strip().splitlines()[-1], "data.ffhq.images", str(tmp_path / "none"),
+                  "does not exist")
+    assert "--images" not in out.stderr
+
+
+def _statuses(db: Path) -> dict[str, str]:
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{db}")
+    ids = [e.experiment_id for e in client.search_experiments()]
+    return {r.info.run_id: r.info.status for r in client.search_runs(ids)}
+
+
+TOY_SETS = ["data.synthfaces.n=200", "ddpm.preset=tiny", "ddpm.resolution=8", "ddpm.train_steps=10",
+            "ddpm.checkpoint_every=10", "ddpm.sample_every=0", "ddpm.sample_steps=4",
+            "ddpm.warmup_steps=2"]
+
+
+def test_a_stopped_run_ends_its_mlflow_runs_as_killed(tmp_path):
+    cmd = [sys.executable, "-m", "gammaface", "run", str(REPO / "jobs" / "smoke.yaml"), "--stages",
+           "prepare", "--workdir", str(tmp_path / "w")]
+    for s in TOY_SETS:
+        cmd += ["--set", s]
+    out, err_file = tmp_path / "out", tmp_path / "err"
+    # to files: Ray's processes would hold a pipe open after the command has gone
+    with open(out, "w") as o, open(err_file, "w") as e:
+        proc = subprocess.Popen(cmd, stdout=o, stderr=e, cwd=REPO)
+        deadline = time.time() + 120
+        while "[prepare] running" not in out.read_text() and time.time() < deadline:
+            time.sleep(0.2)
+        time.sleep(2)  # inside the stage's MLflow run, while its Ray starts
+        proc.send_signal(signal.SIGTERM)  # as a scheduler stops a job
+        proc.wait(timeout=120)
+    err = err_file.read_text()
+    assert proc.returncode == 128 + signal.SIGTERM, err[-2000:]
+    assert err.strip().splitlines()[-1] == "stopped by SIGTERM; rerun the same command to resume"
+    statuses = _statuses(tmp_path / "w" / "mlflow.db")
+    assert sorted(statuses.values()) == ["KILLED", "KILLED"]  # the pipeline's run and prepare's
+
+
+@pytest.mark.e2e
+def test_a_full_disk_ends_in_one_sentence_and_the_run_resumes_when_space_is_back(tmp_path):
+    """On a tmpfs of 8 MiB: prepare completes; a ballast file leaves 300 KiB, so train_ddpm's
+    writes fail; once the ballast is gone the same command resumes, prepare skipped."""
+    mount, logs = tmp_path / "mnt", tmp_path / "logs"
+    mount.mkdir()
+    logs.mkdir()
+    why = _mount_rights(mount)
+    if why:
+        pytest.skip(why)
+    sets = " ".join(f"--set {s}" for s in TOY_SETS)
+    run = (f"{sys.executable} -m gammaface run {REPO / 'jobs' / 'smoke.yaml'} --workdir {mount}/w "
+           f"{sets} --stages")
+    script = f"""
+mount -t tmpfs -o size=8m tmpfs {mount}
+{run} prepare > {logs}/1.out 2> {logs}/1.err; echo $? > {logs}/1.rc
+avail=$(df -k --output=avail {mount} | tail -1)
+fallocate -l $(( (avail - 300) * 1024 )) {mount}/ballast
+{run} prepare,train_ddpm > {logs}/2.out 2> {logs}/2.err; echo $? > {logs}/2.rc
+rm {mount}/ballast
+{run} prepare,train_ddpm > {logs}/3.out 2> {logs}/3.err; echo $? > {logs}/3.rc
+cp {mount}/w/mlflow.db {logs}/mlflow.db
+"""
+    subprocess.run([*_UNSHARE, "bash", "-c", script], cwd=REPO, check=True, timeout=900)
+    rc = {i: int((logs / f"{i}.rc").read_text()) for i in (1, 2, 3)}
+    assert rc[1] == 0, (logs / "1.err").read_text()[-2000:]
+    err = (logs / "2.err").read_text().strip().splitlines()
+    assert rc[2] == 2, err[-30:]
+    _one_sentence(err[-1], f"{mount}/w", "the disk is full; free space and rerun")
+    # what Ray's workers print is theirs; this process adds no traceback of its own
+    assert all("pid=" in line for line in err if "Traceback" in line), err
+    assert rc[3] == 0, (logs / "3.err").read_text()[-2000:]
+    out = (logs / "3.out").read_text()
+    assert "[prepare] complete for this config, skipped" in out and "[train_ddpm] done" in out
+    statuses = _statuses(logs / "mlflow.db")
+    assert "RUNNING" not in statuses.values()
+    assert "KILLED" in statuses.values() or "FAILED" in statuses.values()

@@ -60,15 +60,21 @@ def _read_rows(path: Path, reader: csv.DictReader, rows: list[dict], where: list
         where.append(loc)
 
 
-def load(labels: Path, images: Path, decode: bool = True) -> pd.DataFrame:
-    for folder, what in ((labels, "--labels"), (images, "--images")):
+# how the user named each input: the command line's flags, or the config's keys
+CLI_NAMES = {"labels": "--labels", "images": "--images"}
+CONFIG_NAMES = {"labels": "data.fairface.labels", "images": "data.fairface.images"}
+
+
+def load(labels: Path, images: Path, decode: bool = True,
+         names: dict[str, str] = CLI_NAMES) -> pd.DataFrame:
+    for folder, what in ((labels, names["labels"]), (images, names["images"])):
         if not folder.is_dir():
-            raise UserError(f"{what} folder {folder} does not exist.")
+            raise UserError(f"{what}: folder {folder} does not exist.")
     frames, where = [], []
     for name, split in LABEL_FILES.items():
         path = labels / name
         if not path.is_file():
-            raise UserError(f"{labels} holds no {name}.")
+            raise UserError(f"{names['labels']}: {labels} holds no {name}.")
         rows, locs = _read_csv(path)
         frame = pd.DataFrame(rows, columns=["path", *registry.FAIRFACE_BINNING, "service_test"])
         frame["split"] = split
@@ -83,6 +89,7 @@ def load(labels: Path, images: Path, decode: bool = True) -> pd.DataFrame:
     return df
 
 
-def prepare(labels: Path, images: Path, out_dir: Path, decode: bool = True) -> pd.DataFrame:
-    df = load(labels, images, decode)
+def prepare(labels: Path, images: Path, out_dir: Path, decode: bool = True,
+            names: dict[str, str] = CLI_NAMES) -> pd.DataFrame:
+    df = load(labels, images, decode, names)
     return manifest.write(df, Store(out_dir), manifest.image_root_for(out_dir, images))

@@ -77,21 +77,30 @@ def parse_faces(faces: Any, where: str) -> dict[str, str | None]:
         raise UserError(f"{where}: {exc}.") from None
 
 
+# how the user named each input: the command line's flags, or the config's keys
+CLI_NAMES = {"images": "--images", "features": "--features", "variant": "--variant"}
+CONFIG_NAMES = {"images": "data.ffhq.images", "features": "data.ffhq.features",
+                "variant": "data.ffhq.variant"}
+
+
 def load(images: Path, features: Path, variant: str = "thumbnails128x128",
-         decode: bool = True) -> pd.DataFrame:
-    """The manifest rows; raises UserError naming the file for any bad input."""
+         decode: bool = True, names: dict[str, str] = CLI_NAMES) -> pd.DataFrame:
+    """The manifest rows; raises UserError naming the file (and the flag or config key that
+    named its folder, `names`) for any bad input."""
     if variant not in VARIANTS:
-        raise UserError(f"FFHQ variant {variant!r} is not one of {', '.join(VARIANTS)}.")
-    for folder, what in ((images, "--images"), (features, "--features")):
+        raise UserError(f"{names['variant']}: FFHQ variant {variant!r} is not one of "
+                        f"{', '.join(VARIANTS)}.")
+    for folder, what in ((images, names["images"]), (features, names["features"])):
         if not folder.is_dir():
-            raise UserError(f"{what} folder {folder} does not exist.")
+            raise UserError(f"{what}: folder {folder} does not exist.")
     images = image_root(images, variant)
     if not (images / variant).is_dir():
-        raise UserError(f"{images} holds no {variant}/ folder (choose it with --variant).")
+        raise UserError(f"{names['images']}: {images} holds no {variant}/ folder (choose the "
+                        f"variant with {names['variant']}).")
     json_dir = _json_dir(features)
     files = sorted(p for p in json_dir.iterdir() if _JSON_NAME.match(p.name))
     if not files:
-        raise UserError(f"{json_dir} holds no NNNNN.json attribute files.")
+        raise UserError(f"{names['features']}: {json_dir} holds no NNNNN.json attribute files.")
     rows, where = [], []
     for f in files:
         index = int(f.stem)
@@ -119,7 +128,7 @@ def image_root(images: Path, variant: str) -> Path:
 
 
 def prepare(images: Path, features: Path, out_dir: Path, variant: str = "thumbnails128x128",
-            decode: bool = True) -> pd.DataFrame:
-    df = load(images, features, variant, decode)
+            decode: bool = True, names: dict[str, str] = CLI_NAMES) -> pd.DataFrame:
+    df = load(images, features, variant, decode, names)
     return manifest.write(df, Store(out_dir),
                           manifest.image_root_for(out_dir, image_root(images, variant)))

@@ -34,9 +34,10 @@ def run(cfg: Config, workdir: Store) -> StageResult:
                               balanced_test=s.balanced_test, use_ray=True, progress=True)
     elif d.dataset == "ffhq":
         df = ffhq.prepare(Path(d.ffhq.images), Path(d.ffhq.features), Path(out.path()),
-                          variant=d.ffhq.variant)
+                          variant=d.ffhq.variant, names=ffhq.CONFIG_NAMES)
     else:
-        df = fairface.prepare(Path(d.fairface.labels), Path(d.fairface.images), Path(out.path()))
+        df = fairface.prepare(Path(d.fairface.labels), Path(d.fairface.images), Path(out.path()),
+                              names=fairface.CONFIG_NAMES)
     text = manifest.summary(df)
     print(text)
     _log(df, text, out)

@@ -16,6 +16,8 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from gammaface.errors import UserError
+
 MODEL_FILE = "model.safetensors"
 EMA_FILE = "ema.safetensors"
 OPTIMIZER_FILE = "optimizer.pt"
@@ -24,7 +26,7 @@ FILES = (MODEL_FILE, EMA_FILE, OPTIMIZER_FILE, STATE_FILE)
 FILES_WITHOUT_EMA = (MODEL_FILE, OPTIMIZER_FILE, STATE_FILE)
 
 
-class CheckpointError(Exception):
+class CheckpointError(UserError):
     """A checkpoint folder that cannot be trusted: corrupt, incomplete or from another config."""
 
 

@@ -10,16 +10,26 @@ import numpy as np
 import torch
 from PIL import Image
 
+from gammaface.errors import UserError
+
 
 def load_resized(root: str, paths: Sequence[str], size: int, workers: int = 4) -> np.ndarray:
     """(N, size, size, 3) uint8; images of another size are resized with a box filter."""
 
     def one(rel: str) -> np.ndarray:
-        with Image.open(Path(root) / rel) as im:
-            im = im.convert("RGB")
-            if im.size != (size, size):
-                im = im.resize((size, size), Image.BOX if im.width > size else Image.BICUBIC)
-            return np.asarray(im, dtype=np.uint8)
+        path = Path(root) / rel
+        try:
+            with Image.open(path) as im:
+                im = im.convert("RGB")
+                if im.size != (size, size):
+                    im = im.resize((size, size), Image.BOX if im.width > size else Image.BICUBIC)
+                return np.asarray(im, dtype=np.uint8)
+        except FileNotFoundError:
+            raise UserError(f"image {path} is missing; it was there when its manifest was "
+                            "written.") from None
+        except (OSError, SyntaxError, ValueError) as exc:  # PIL's ways of saying "broken file"
+            raise UserError(f"image {path} does not decode ({exc}); restore it, or rerun the "
+                            "stage that wrote it.") from None
 
     if not paths:
         return np.zeros((0, size, size, 3), np.uint8)

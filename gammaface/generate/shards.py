@@ -2,12 +2,13 @@
 folder named `shard-XXXXX` is either complete or is checked, found wanting, and redone.
 
 `shard.json` records the shard's plan entry (with the method's config hash) and every file with
-its size and seed; a folder whose record differs from the plan, or whose files are missing or
-of another size, is not counted.
+its size, seed and sha256; a folder whose record differs from the plan, or whose files are
+missing or differ from their record, is not counted (and is redone).
 """
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import os
@@ -20,9 +21,10 @@ import numpy as np
 import pandas as pd
 
 from gammaface.generate.plan import Shard, image_seed
+from gammaface.storage import TMP_MARK
 
 SHARD_FILE = "shard.json"
-TMP_PREFIX = ".tmp-"
+TMP_PREFIX = TMP_MARK
 MANIFEST_COLUMNS = ("path", "method", "component", "shard", "seed")
 
 
@@ -44,7 +46,7 @@ def write(method_dir: Path, shard: Shard, images: np.ndarray, method_key: str) -
         name = f"{i:05d}.png"
         data = png(image)
         (tmp / name).write_bytes(data)
-        files.append([name, len(data), image_seed(shard.seed, i)])
+        files.append([name, len(data), image_seed(shard.seed, i), hashlib.sha256(data).hexdigest()])
     record = {"plan": {**shard.record(), "method_key": method_key}, "files": files}
     (tmp / SHARD_FILE).write_text(json.dumps(record))
     if final.exists():
@@ -63,9 +65,14 @@ def is_complete(method_dir: Path, shard: Shard, method_key: str) -> bool:
     files = record.get("files", [])
     if len(files) != shard.count:
         return False
-    for name, size, _ in files:
+    for entry in files:
+        if not (isinstance(entry, list) and len(entry) == 4):
+            return False  # a record without digests cannot vouch for its files
+        name, size, _, sha = entry
         try:
             if (folder / name).stat().st_size != size:
+                return False
+            if hashlib.sha256((folder / name).read_bytes()).hexdigest() != sha:
                 return False
         except OSError:
             return False
@@ -94,7 +101,7 @@ def manifest_rows(method_dir: Path, plan: list[Shard]) -> pd.DataFrame:
     parts: dict[str, list[Any]] = {c: [] for c in MANIFEST_COLUMNS}
     for shard in plan:
         record = json.loads((method_dir / shard.name / SHARD_FILE).read_text())
-        for name, _, seed in record["files"]:
+        for name, _, seed, _ in record["files"]:
             parts["path"].append(f"{shard.name}/{name}")
             parts["method"].append(shard.method)
             parts["component"].append(shard.component)

@@ -4,9 +4,11 @@
 from __future__ import annotations
 
 import io
+
 import numpy as np
 import pandas as pd
 
+from gammaface.errors import UserError
 from gammaface.storage import Store
 
 SHARD_DIR = "shards"
@@ -39,8 +41,13 @@ def load_rows(folder: Store, index: pd.DataFrame | None = None) -> np.ndarray:
         return np.zeros((0, 0), np.float32)
     parts = []
     for shard, group in index.groupby("shard", sort=False):
-        data = np.load(io.BytesIO(folder.read_bytes(str(shard))), allow_pickle=False)
-        parts.append((group["row"].to_numpy(), data[group["offset"].to_numpy()]))
+        try:
+            data = np.load(io.BytesIO(folder.read_bytes(str(shard))), allow_pickle=False)
+            picked = data[group["offset"].to_numpy()]
+        except (ValueError, EOFError, IndexError) as exc:  # what numpy raises for a cut file
+            raise UserError(f"latents shard {folder.uri(str(shard))} is damaged ({exc}); "
+                            "rerun harvest to write it again.") from None
+        parts.append((group["row"].to_numpy(), picked))
     rows = np.concatenate([r for r, _ in parts])
     data = np.concatenate([d for _, d in parts])
     return data[np.argsort(rows)]
