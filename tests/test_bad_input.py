@@ -354,38 +354,34 @@ def test_a_stopped_run_ends_its_mlflow_runs_as_killed(tmp_path):
 
 @pytest.mark.e2e
 def test_a_full_disk_ends_in_one_sentence_and_the_run_resumes_when_space_is_back(tmp_path):
-    """On a tmpfs of 8 MiB: prepare completes; a ballast file leaves 300 KiB, so train_ddpm's
-    writes fail; once the ballast is gone the same command resumes, prepare skipped."""
+    """The workdir on a tmpfs of 4 MiB, a ballast file leaving 300 KiB: prepare's Ray tasks run
+    out of space while they write images. Once the ballast is gone the same command resumes and
+    completes. (The MLflow store lies outside, so its record of the failure can be read.)"""
     mount, logs = tmp_path / "mnt", tmp_path / "logs"
     mount.mkdir()
     logs.mkdir()
     why = _mount_rights(mount)
     if why:
         pytest.skip(why)
-    sets = " ".join(f"--set {s}" for s in TOY_SETS)
+    sets = " ".join(f"--set {s}" for s in [*TOY_SETS, f"mlflow.tracking_uri=sqlite:///{logs}/mlflow.db"])
     run = (f"{sys.executable} -m gammaface run {REPO / 'jobs' / 'smoke.yaml'} --workdir {mount}/w "
-           f"{sets} --stages")
+           f"{sets} --stages prepare")
     script = f"""
-mount -t tmpfs -o size=8m tmpfs {mount}
-{run} prepare > {logs}/1.out 2> {logs}/1.err; echo $? > {logs}/1.rc
+mount -t tmpfs -o size=4m tmpfs {mount}
 avail=$(df -k --output=avail {mount} | tail -1)
 fallocate -l $(( (avail - 300) * 1024 )) {mount}/ballast
-{run} prepare,train_ddpm > {logs}/2.out 2> {logs}/2.err; echo $? > {logs}/2.rc
+{run} > {logs}/1.out 2> {logs}/1.err; echo $? > {logs}/1.rc
 rm {mount}/ballast
-{run} prepare,train_ddpm > {logs}/3.out 2> {logs}/3.err; echo $? > {logs}/3.rc
-cp {mount}/w/mlflow.db {logs}/mlflow.db
+{run} > {logs}/2.out 2> {logs}/2.err; echo $? > {logs}/2.rc
 """
-    subprocess.run([*_UNSHARE, "bash", "-c", script], cwd=REPO, check=True, timeout=900)
-    rc = {i: int((logs / f"{i}.rc").read_text()) for i in (1, 2, 3)}
-    assert rc[1] == 0, (logs / "1.err").read_text()[-2000:]
-    err = (logs / "2.err").read_text().strip().splitlines()
-    assert rc[2] == 2, err[-30:]
+    subprocess.run([*_UNSHARE, "bash", "-c", script], cwd=REPO, check=True, timeout=600)
+    rc = {i: int((logs / f"{i}.rc").read_text()) for i in (1, 2)}
+    err = (logs / "1.err").read_text().strip().splitlines()
+    assert rc[1] == 2, err[-30:]
     _one_sentence(err[-1], f"{mount}/w", "the disk is full; free space and rerun")
     # what Ray's workers print is theirs; this process adds no traceback of its own
     assert all("pid=" in line for line in err if "Traceback" in line), err
-    assert rc[3] == 0, (logs / "3.err").read_text()[-2000:]
-    out = (logs / "3.out").read_text()
-    assert "[prepare] complete for this config, skipped" in out and "[train_ddpm] done" in out
-    statuses = _statuses(logs / "mlflow.db")
-    assert "RUNNING" not in statuses.values()
-    assert "KILLED" in statuses.values() or "FAILED" in statuses.values()
+    assert rc[2] == 0, (logs / "2.err").read_text()[-2000:]
+    assert "[prepare] done" in (logs / "2.out").read_text()
+    statuses = sorted(_statuses(logs / "mlflow.db").values())
+    assert statuses == ["FAILED", "FAILED", "FINISHED", "FINISHED"]  # pipeline and stage, twice

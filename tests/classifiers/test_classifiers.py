@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 import torchvision.transforms.v2.functional as TF
 
-from gammaface import config, pipeline
+from gammaface import config, pipeline, stage
 from gammaface.classifiers.augment import blur, degrade
 from gammaface.classifiers.labeller import Labeller
 from gammaface.classifiers.labels import MISSING, decode, encode
@@ -118,6 +118,10 @@ def test_two_workers_train_every_head_when_most_rows_lack_race_and_some_lack_hai
     df.loc[train[3:], "race"] = None       # three labelled rows: nearly every batch has none
     df.loc[train[::4], "hair"] = None      # hidden hair, as in FFHQ
     manifest.write(df, Store(str(folder)), ".")
+    # the edit stands in for a dataset with these nulls: record it as prepare's own output
+    record = json.loads((folder / "stage.json").read_text())
+    record["files"] = stage.digests(Store(str(folder)))
+    (folder / "stage.json").write_text(json.dumps(record))
     results = pipeline.run(cfg, ["train_classifiers"], echo=lambda s: None)
     assert not results[0].skipped
     metrics = json.loads((tmp_path / "work" / "classifiers" / "metrics.json").read_text())

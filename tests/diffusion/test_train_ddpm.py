@@ -62,8 +62,9 @@ def test_two_worker_ddp_training_writes_a_plain_diffusers_model(tmp_path, ray_lo
     assert {"samples", "samples.png"} <= artifacts
 
 
-RESUME = {"ddpm.train_steps": 200, "ddpm.checkpoint_every": 40, "ddpm.num_workers": 1,
-          "ddpm.sample_every": 0, "ddpm.log_every": 50}
+# long enough after the first checkpoint (about 10 s) for the kill to land inside training
+RESUME = {"ddpm.train_steps": 80, "ddpm.checkpoint_every": 20, "ddpm.num_workers": 1,
+          "ddpm.sample_every": 0, "ddpm.log_every": 20}
 
 
 def _kill_after_first_checkpoint(work: Path) -> None:
