@@ -132,6 +132,18 @@ def test_a_run_killed_mid_generation_resumes_to_the_same_bytes(upstream, tmp_pat
     assert result.returncode == 0, result.stderr[-2000:]
     assert "images already complete" in result.stdout
     assert _files(killed) == _files(clean)
+
+    # an image damaged in place after the stage completed: named, and only its shard redone
+    png = sorted((killed / "generated" / "gmm").glob("shard-*/*.png"))[5]
+    data = bytearray(png.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    png.write_bytes(bytes(data))
+    result = subprocess.run(_generate_cmd(killed), env=env, capture_output=True, text=True,
+                            timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert f"{png} (content differs from its recorded sha256)" in result.stdout
+    assert "1 of 24 shards to render" in result.stdout
+    assert _files(killed) == _files(clean)
     for method in ("gmm", "unconditional"):
         df = pd.read_parquet(killed / "generated" / method / manifest.MANIFEST_FILE)
         assert len(df) == 96 and df["path"].is_unique
