@@ -5,11 +5,29 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import socket
 import threading
+from typing import Any
 
 from gammaface.config import RayConfig
 
 log = logging.getLogger(__name__)
+
+
+def local_state_api() -> dict[str, Any]:
+    """`ray.init` arguments that give a local head a state API its workers can reach.
+
+    Ray Train's placement-group cleaner polls the state API while a run lasts; without a
+    dashboard (or when the API server cannot be found from the bootstrap address, as on a
+    host whose node address is not loopback) each poll retries for 40 s and every `fit` then
+    waits about 14 s for the cleaner to stop. A dashboard on a free loopback port, named to
+    the workers through RAY_API_SERVER_ADDRESS in the job's runtime environment only (never
+    this process's: `submit` reads that variable), answers in milliseconds."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    return {"include_dashboard": True, "dashboard_host": "127.0.0.1", "dashboard_port": port,
+            "runtime_env": {"env_vars": {"RAY_API_SERVER_ADDRESS": f"http://127.0.0.1:{port}"}}}
 
 
 def connect(cfg: RayConfig) -> None:
@@ -31,8 +49,8 @@ def connect(cfg: RayConfig) -> None:
     else:
         # address="local": a new Ray of our own, never a head some other process left running
         ray.init(address="local", num_cpus=cfg.num_cpus,
-                 object_store_memory=cfg.object_store_memory, include_dashboard=False,
-                 log_to_driver=True, configure_logging=False)
+                 object_store_memory=cfg.object_store_memory, log_to_driver=True,
+                 configure_logging=False, **local_state_api())
     if callable(on_sigterm) and threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, on_sigterm)
     if address:

@@ -16,9 +16,10 @@ def ray_local():
     import ray
 
     if not ray.is_initialized():
+        from gammaface.ray_runtime import local_state_api
+
         ray.init(address="local", num_cpus=2, object_store_memory=OBJECT_STORE_BYTES,
-                 include_dashboard=False,
-                 configure_logging=False)
+                 configure_logging=False, **local_state_api())
         ray.data.DataContext.get_current().enable_progress_bars = False
     yield ray
     ray.shutdown()
