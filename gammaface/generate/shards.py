@@ -70,11 +70,10 @@ def is_complete(method_dir: Path, shard: Shard, method_key: str) -> bool:
             return False  # a record without digests cannot vouch for its files
         name, size, _, sha = entry
         try:
-            if (folder / name).stat().st_size != size:
-                return False
-            if hashlib.sha256((folder / name).read_bytes()).hexdigest() != sha:
-                return False
+            data = (folder / name).read_bytes()  # one read for both checks
         except OSError:
+            return False
+        if len(data) != size or hashlib.sha256(data).hexdigest() != sha:
             return False
     return True
 
