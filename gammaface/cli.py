@@ -93,7 +93,8 @@ def _int_list(text: str, flag: str) -> list[int]:
 
 
 def cmd_gmm_sweep(args: argparse.Namespace) -> int:
-    from gammaface.gmm.sweep import sweep, to_markdown
+    from gammaface import pipeline, tables
+    from gammaface.sweep import sweep
 
     cfg = _load_config(args)
     sources = [s.strip() for s in args.source.split(",") if s.strip()]
@@ -105,8 +106,8 @@ def cmd_gmm_sweep(args: argparse.Namespace) -> int:
 
     with workdir_lock.hold(Store(cfg.workdir), "gammaface gmm sweep"):
         table = sweep(cfg, _int_list(args.t_star, "--t-star"), _int_list(args.pca, "--pca"),
-                      sources)
-    print(to_markdown(table), end="")
+                      sources, hash_of=lambda name: pipeline.stage_hash(name, cfg))
+    print(tables.markdown(table), end="")
     print(f"written to {Path(cfg.workdir) / 'sweep'}")
     return 0
 
@@ -132,7 +133,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     if not uri:
         raise UserError("compare needs a config, --tracking-uri or MLFLOW_TRACKING_URI to find "
                         "the MLflow store.")
-    df = compare.load_runs(experiment, args.run, uri)
+    df = tracking.downstream_runs(experiment, args.run, uri)
     summary = compare.summarise(df)
     key, _ = compare.protected_columns(df)
     table = compare.markdown(summary, df["target"].iloc[0], key)

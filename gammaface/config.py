@@ -424,6 +424,12 @@ class Config(Section):
             return self.data.synthfaces.size
         return default_resolution(self.ddpm.preset)
 
+    @property
+    def classifier_image_size(self) -> int:
+        """The side the attribute and downstream classifiers see: classifiers.image_size, else
+        the DDPM's, so the labeller sees images at the size they are generated."""
+        return self.classifiers.image_size or self.ddpm_resolution
+
     def section_hash(self, *sections: str) -> str:
         """Stable hash of the named sections (dotted paths), for deciding what must rerun."""
         payload = {s: _lookup(self.model_dump(mode="json"), s) for s in sections}

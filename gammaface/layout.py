@@ -1,4 +1,5 @@
-"""Where each stage's artifacts live inside the workdir: the one place that spells these paths."""
+"""Where each stage's artifacts live inside the workdir: the one place that spells the folders,
+and the names of every file that a stage other than its writer reads."""
 
 from __future__ import annotations
 
@@ -9,6 +10,28 @@ STAGE_FILE = "stage.json"
 MLFLOW_DB = "mlflow.db"
 MLFLOW_ARTIFACTS = "mlartifacts"
 COMPARE_DIR = "compare"  # `gammaface compare`'s tables: outside every stage's folder
+
+
+# train_ddpm: the diffusers folders `unet/` and `scheduler/`, and a sample sheet
+DDPM_SAMPLES = "samples.png"
+# gmm_search
+GMM_SELECTED = "selected.json"  # the chosen K and the space the mixture lives in
+GMM_BIC_PLOT = "bic.png"
+GMM_PCA = "pca.npz"
+GMM_FEATURES = "features.npy"  # the classifier's embedding of the latents' source images
+# generate: per method `<method>/manifest.parquet` and its component grid; across methods the
+# components' weights and compositions
+GENERATED_GRID = "components.png"
+GENERATED_COMPOSITIONS = "compositions.csv"
+# pseudo_label: per method `<method>/manifest.parquet`; the balance of every set
+BALANCE_CSV = "balance.csv"
+BALANCE_PLOT = "balance.png"
+# downstream: per target `<target>/results.csv`, one row per job
+DOWNSTREAM_RESULTS = "results.csv"
+
+
+def gmm_mixture(k: int) -> str:
+    return f"gmm_k{k}.npz"
 
 
 def dataset_dir(cfg: Config) -> str:

@@ -17,7 +17,7 @@ from typing import Callable
 from gammaface import layout, stage, tracking, workdir_lock
 from gammaface.config import Config, uses_labeller
 from gammaface.errors import UserError, explain
-from gammaface.stage import StageResult
+from gammaface.stage import StageContext, StageResult
 from gammaface.storage import Store
 
 
@@ -26,7 +26,7 @@ class StageSpec:
     name: str
     needs: Callable[[Config], tuple[str, ...]]  # the stages whose outputs it reads, for this config
     config_keys: Callable[[Config], tuple[str, ...]]
-    module: str | None  # the module whose run(cfg, workdir) does the work; None: not built yet
+    module: str | None  # the module whose run(ctx) does the work; None: not built yet
 
 
 def _keys(*keys: str) -> Callable[[Config], tuple[str, ...]]:
@@ -55,29 +55,29 @@ def _section_except(section: str, *operational: str) -> tuple[str, ...]:
 
 STAGES: tuple[StageSpec, ...] = (
     StageSpec("prepare", _needs(), lambda c: ("data.dataset", f"data.{c.data.dataset}"),
-              "gammaface.data.prepare"),
+              "gammaface.stages.prepare"),
     StageSpec("train_ddpm", _needs("prepare"),
               _keys(*_section_except("ddpm", "max_failures", "log_every", "cpus_per_worker"), "seed"),
-              "gammaface.diffusion.train_ddpm"),
+              "gammaface.stages.train_ddpm"),
     StageSpec("train_classifiers", _needs("prepare"),
               _keys(*_section_except("classifiers", "max_failures", "use_gpu"), "seed",
                     "ddpm.preset", "ddpm.resolution"),
-              "gammaface.classifiers.train"),
+              "gammaface.stages.train_classifiers"),
     StageSpec("harvest", _needs("train_ddpm"),
               _keys(*_section_except("harvest", "batch_size", "concurrency", "num_gpus"), "seed"),
-              "gammaface.latents.harvest"),
+              "gammaface.stages.harvest"),
     StageSpec("gmm_search", _gmm_needs, _keys(*_section_except("gmm", "backend"), "seed"),
-              "gammaface.gmm.stage"),
+              "gammaface.stages.gmm_search"),
     StageSpec("generate", _generate_needs,
               _keys(*_section_except("generate", "batch_size", "concurrency", "num_gpus")),
-              "gammaface.generate.stage"),
+              "gammaface.stages.generate"),
     StageSpec("pseudo_label", _needs("generate", "train_classifiers"),
-              _keys("generate.protected", "label.bootstrap"), "gammaface.classifiers.pseudo_label"),
+              _keys("generate.protected", "label.bootstrap"), "gammaface.stages.pseudo_label"),
     StageSpec("downstream", _needs("pseudo_label"),
               _keys(*_section_except("downstream", "num_workers", "use_gpu", "max_failures"),
                     "label.min_confidence", "classifiers.image_size"),
-              "gammaface.downstream.stage"),
-    StageSpec("report", _needs("downstream"), _keys("downstream"), "gammaface.report.stage"),
+              "gammaface.stages.downstream"),
+    StageSpec("report", _needs("downstream"), _keys("downstream"), "gammaface.stages.report"),
 )
 BY_NAME = {s.name: s for s in STAGES}
 STAGE_NAMES = tuple(BY_NAME)
@@ -158,7 +158,7 @@ def adopt(cfg: Config, source: Store, workdir: Store, echo: Callable[[str], None
 
 
 def run(cfg: Config, stages: list[str] | None = None,
-        echo: Callable[[str], None] = print, start_from: str | None = None) -> list[StageResult]:
+        echo: Callable[[str], None] = stage.say, start_from: str | None = None) -> list[StageResult]:
     selected = select(stages)
     workdir = Store(cfg.workdir)
     for note in cfg.notes:
@@ -200,7 +200,8 @@ def _run_one(name: str, cfg: Config, workdir: Store, echo: Callable[[str], None]
     started = time.time()
     module = importlib.import_module(BY_NAME[name].module)  # type: ignore[arg-type]
     with tracking.stage_run(name, h):
-        result = module.run(cfg, workdir)
+        ctx = StageContext(cfg, workdir, name, lambda n: stage_hash(n, cfg), echo=echo)
+        result = module.run(ctx)
         result.seconds = time.time() - started
         tracking.log_metrics({"stage_seconds": result.seconds})
     stage.mark_complete(folder, h, result, started)

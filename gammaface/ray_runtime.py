@@ -10,6 +10,7 @@ import threading
 from typing import Any
 
 from gammaface.config import RayConfig
+from gammaface.ray_train import node_cpus
 
 log = logging.getLogger(__name__)
 
@@ -59,14 +60,6 @@ def connect(cfg: RayConfig) -> None:
     ctx.enable_progress_bars = False  # the stages print their own progress
     for name in ("ray.data", "ray.train"):
         logging.getLogger(name).setLevel(logging.WARNING)
-
-
-def node_cpus() -> list[float]:
-    """The CPUs of every alive node of the cluster (one entry on a local Ray)."""
-    import ray
-
-    cpus = [float(n.get("Resources", {}).get("CPU", 0.0)) for n in ray.nodes() if n.get("Alive")]
-    return [c for c in cpus if c > 0] or [1.0]
 
 
 def actor_resources(concurrency: int, num_gpus: float,

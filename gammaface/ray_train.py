@@ -1,17 +1,109 @@
-"""What every Ray Train stage shares: running (or resuming) a TorchTrainer, turning a worker's
-failure the user can act on into one sentence, and rank 0's direct line to the stage's MLflow run (Ray
-Train V2 has no MLflow callback, so the driver hands the run id to the workers)."""
+"""What every Ray Train loop shares: running (or resuming) a TorchTrainer, turning a worker's
+failure the user can act on into one sentence, sharing out CPUs, and the checkpoint files.
+
+Checkpoints: weights in safetensors, optimiser state loaded with weights_only, and a JSON record
+that ties the folder to the config that wrote it. Nothing here unpickles arbitrary objects:
+model files are safetensors only, and the optimiser state goes through
+torch.load(weights_only=True), which refuses anything but tensors and plain containers.
+"""
 
 from __future__ import annotations
 
+import json
 import tempfile
-import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Protocol
 
-import numpy as np
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
 
 from gammaface.errors import UserError, explain
+
+MODEL_FILE = "model.safetensors"
+EMA_FILE = "ema.safetensors"
+OPTIMIZER_FILE = "optimizer.pt"
+STATE_FILE = "trainer_state.json"
+FILES = (MODEL_FILE, EMA_FILE, OPTIMIZER_FILE, STATE_FILE)
+FILES_WITHOUT_EMA = (MODEL_FILE, OPTIMIZER_FILE, STATE_FILE)
+
+
+class CheckpointError(UserError):
+    """A checkpoint folder that cannot be trusted: corrupt, incomplete or from another config."""
+
+
+def save_checkpoint(folder: Path, model_state: dict[str, torch.Tensor], ema_state: dict[str, torch.Tensor] | None,
+         optimizer_state: dict[str, Any], state: dict[str, Any]) -> None:
+    """Write a checkpoint; a model trained without EMA passes ema_state=None."""
+    folder.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.detach().cpu().contiguous() for k, v in model_state.items()},
+              str(folder / MODEL_FILE))
+    if ema_state is not None:
+        save_file({k: v.detach().cpu().contiguous() for k, v in ema_state.items()},
+                  str(folder / EMA_FILE))
+    torch.save(optimizer_state, folder / OPTIMIZER_FILE)
+    (folder / STATE_FILE).write_text(json.dumps(state, indent=2, sort_keys=True))
+
+
+def checkpoint_state(folder: Path, config_hash: str, files: tuple[str, ...] = FILES) -> dict[str, Any]:
+    """The JSON record, after checking that every file is there and the config matches."""
+    for name in files:
+        if not (folder / name).is_file():
+            raise CheckpointError(f"checkpoint {folder} is incomplete: {name} is missing.")
+    try:
+        state = json.loads((folder / STATE_FILE).read_text())
+    except json.JSONDecodeError:
+        raise CheckpointError(f"checkpoint {folder} is corrupt: {STATE_FILE} is not valid JSON.") from None
+    found = state.get("config_hash")
+    if found != config_hash:
+        raise CheckpointError(f"checkpoint {folder} was written for config {found}, not the current "
+                              f"{config_hash}; remove it or point the run elsewhere.")
+    return state
+
+
+def load_weights(folder: Path, name: str) -> dict[str, torch.Tensor]:
+    try:
+        return load_file(str(folder / name))
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise CheckpointError(f"checkpoint {folder} is corrupt: {name} does not load ({exc}).") from None
+
+
+def load_optimizer(folder: Path) -> dict[str, Any]:
+    try:
+        return torch.load(folder / OPTIMIZER_FILE, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises several types for a damaged or unsafe file
+        raise CheckpointError(f"checkpoint {folder} is corrupt: {OPTIMIZER_FILE} does not load "
+                              f"({type(exc).__name__}).") from None
+
+
+class Log(Protocol):
+    """Where rank 0 of a training loop logs (the stage hands one in the loop's config as
+    `log`; `tracking.WorkerRun` logs to MLflow)."""
+
+    def metrics(self, values: dict[str, float], step: int) -> None: ...
+
+    def image(self, array: Any, name: str) -> None: ...
+
+    def for_run(self, run_id: str | None) -> Log: ...
+
+
+class NoLog:
+    """A `Log` that drops everything: the other ranks', and a loop run without a store."""
+
+    def metrics(self, values: dict[str, float], step: int) -> None:
+        pass
+
+    def image(self, array: Any, name: str) -> None:
+        pass
+
+    def for_run(self, run_id: str | None) -> NoLog:
+        return self
+
+
+def rank_log(cfg: dict[str, Any], rank: int) -> Log:
+    """Rank 0 logs to the loop's `log`; every other rank to nothing."""
+    log = cfg.get("log")
+    return log if rank == 0 and log is not None else NoLog()
 
 
 def fit(loop: Callable[[dict[str, Any]], None], loop_cfg: dict[str, Any], *, num_workers: int,
@@ -59,44 +151,14 @@ def cpus_per_worker(explicit: int | None, use_gpu: bool, num_workers: int,
         return 1
     import ray
 
-    from gammaface.ray_runtime import node_cpus
-
     largest = int(max(nodes or node_cpus()))
     total = int(ray.available_resources().get("CPU", 1) if available is None else available)
     return max(1, min(largest, total // num_workers))
 
 
-def seed_of(*parts: int) -> int:
-    """A 63-bit seed derived from integers (stable across processes and platforms)."""
-    return int(np.random.SeedSequence([int(p) for p in parts]).generate_state(1, np.uint64)[0] >> 1)
+def node_cpus() -> list[float]:
+    """The CPUs of every alive node of the cluster (one entry on a local Ray)."""
+    import ray
 
-
-class WorkerMlflow:
-    """Logs metrics and images into an existing MLflow run from inside a Ray Train worker."""
-
-    def __init__(self, uri: str | None, run_id: str | None) -> None:
-        self.run_id = run_id
-        self.client = None
-        if uri and run_id:
-            from mlflow.tracking import MlflowClient
-
-            self.client = MlflowClient(uri)
-
-    def metrics(self, values: dict[str, float], step: int) -> None:
-        if self.client is None:
-            return
-        from mlflow.entities import Metric
-
-        now = int(time.time() * 1000)
-        self.client.log_batch(self.run_id, metrics=[Metric(k, float(v), now, step)
-                                                    for k, v in values.items()])
-
-    def image(self, array: np.ndarray, name: str) -> None:
-        if self.client is None:
-            return
-        from PIL import Image
-
-        with tempfile.TemporaryDirectory() as d:
-            path = Path(d) / name
-            Image.fromarray(array).save(path)
-            self.client.log_artifact(self.run_id, str(path), artifact_path="samples")
+    cpus = [float(n.get("Resources", {}).get("CPU", 0.0)) for n in ray.nodes() if n.get("Alive")]
+    return [c for c in cpus if c > 0] or [1.0]

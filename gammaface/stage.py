@@ -1,4 +1,5 @@
-"""What every stage shares: its result, its `stage.json`, and the rule for skipping it.
+"""What every stage shares: what the pipeline hands it (`StageContext`), what it hands back
+(`StageResult`), its `stage.json`, and the rule for skipping it.
 
 A folder whose `stage.json` carries the current config hash is complete and skipped; a folder
 without it (or with another hash) is incomplete and redone, never trusted. `stage.json` also
@@ -8,12 +9,17 @@ completed is found before anything reads it.
 
 from __future__ import annotations
 
+import os
 import platform
 import time
 from dataclasses import dataclass, field
 from importlib import metadata
-from typing import Any
+from typing import Any, Callable
 
+from gammaface import layout
+from gammaface.config import Config
+from gammaface.data.manifest import MANIFEST_FILE
+from gammaface.errors import UserError
 from gammaface.layout import STAGE_FILE
 from gammaface.storage import TMP_MARK, Store
 
@@ -29,6 +35,55 @@ class StageResult:
     outputs: dict[str, str] = field(default_factory=dict)
     skipped: bool = False
     seconds: float = 0.0
+
+
+def say(line: str) -> None:
+    """A stage's progress line, flushed at once: logs of a long stage are read as it runs."""
+    print(line, flush=True)
+
+
+@dataclass
+class StageContext:
+    """Everything a stage's `run(ctx)` needs: the config, the workdir, its own config hash and
+    the hash of any stage (the pipeline's, so no stage recomputes it), and where each stage's
+    folder is. `folders` moves a stage's folder (relative to the workdir, or absolute), as
+    `gammaface gmm sweep` does to harvest and search beside the pipeline's own folders."""
+
+    cfg: Config
+    workdir: Store
+    stage: str
+    hash_of: Callable[[str], str]
+    echo: Callable[[str], None] = say
+    folders: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def hash(self) -> str:
+        return self.hash_of(self.stage)
+
+    def folder(self, stage: str | None = None) -> Store:
+        """The folder of `stage` (default: this stage's own, the only one it writes)."""
+        name = stage or self.stage
+        moved = self.folders.get(name)
+        if moved and os.path.isabs(moved):
+            return Store(moved)
+        return self.workdir.sub(moved or layout.stage_dir(name, self.cfg))
+
+    @property
+    def out(self) -> Store:
+        return self.folder()
+
+    def local_out(self, why: str) -> Store:
+        """This stage's folder, refused with one sentence where the workdir is remote and the
+        stage writes through local files."""
+        if not self.out.is_local:
+            raise UserError(f"{self.stage} {why}; workdir {self.workdir.root} is remote, which "
+                            "this stage does not support yet.")
+        return self.out
+
+    @property
+    def manifest_path(self) -> str:
+        """The dataset's manifest (prepare's output), as a local path."""
+        return self.folder("prepare").path(MANIFEST_FILE)
 
 
 def package_versions() -> dict[str, str]:

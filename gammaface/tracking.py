@@ -18,6 +18,9 @@ from gammaface.storage import Store
 
 _MAX_PARAM_LEN = 500
 WORKDIR_TAG = "workdir"  # on a pipeline run: the workdir it ran in
+KIND_TAG = "gammaface.kind"  # pipeline, stage or downstream
+PIPELINE_TAG = "gammaface.pipeline_run"  # on a downstream job: the pipeline run it belongs to
+DOWNSTREAM_FILTER = f"tags.`{KIND_TAG}` = 'downstream'"
 
 
 def tracking_uri(cfg: Config, workdir: Store) -> str:
@@ -89,7 +92,7 @@ def pipeline_run(cfg: Config, workdir: Store, stages: list[str]) -> Iterator[str
     exp_id = _experiment_id(cfg, workdir, uri)
     end_orphans(exp_id, workdir.root)
     with mlflow.start_run(experiment_id=exp_id, run_name=f"{cfg.name}",
-                          tags={"gammaface.kind": "pipeline", "stages": ",".join(stages),
+                          tags={KIND_TAG: "pipeline", "stages": ",".join(stages),
                                 WORKDIR_TAG: workdir.root}) as run, _ended_on_failure():
         log_params(cfg.flat())
         mlflow.log_text(dump_yaml(cfg), "config.yaml")
@@ -169,14 +172,24 @@ def stage_run(stage: str, config_hash: str) -> Iterator[str]:
     parent = mlflow.active_run()
     experiment_id = parent.info.experiment_id if parent else None
     with mlflow.start_run(run_name=stage, nested=True, experiment_id=experiment_id,
-                          tags={"gammaface.kind": "stage", "stage": stage,
+                          tags={KIND_TAG: "stage", "stage": stage,
                                 "config_hash": config_hash}) as run, _ended_on_failure():
         yield run.info.run_id
+
+
+def _active() -> bool:
+    """Whether a run is active: logging outside one (`gammaface gmm sweep` runs stages without
+    a pipeline run) is skipped rather than starting a stray run, as mlflow's own calls would."""
+    import mlflow
+
+    return mlflow.active_run() is not None
 
 
 def log_params(params: dict[str, Any]) -> None:
     import mlflow
 
+    if not _active():
+        return
     clean = {k: (str(v)[:_MAX_PARAM_LEN] if v is not None else "None") for k, v in params.items()}
     mlflow.log_params(clean)
 
@@ -184,4 +197,140 @@ def log_params(params: dict[str, Any]) -> None:
 def log_metrics(metrics: dict[str, float], step: int | None = None) -> None:
     import mlflow
 
+    if not _active():
+        return
     mlflow.log_metrics({k: float(v) for k, v in metrics.items()}, step=step)
+
+
+def log_artifact(path: str, artifact_path: str | None = None) -> None:
+    import mlflow
+
+    if _active():
+        mlflow.log_artifact(path, artifact_path=artifact_path)
+
+
+def log_artifacts(folder: str, artifact_path: str | None = None) -> None:
+    import mlflow
+
+    if _active():
+        mlflow.log_artifacts(folder, artifact_path=artifact_path)
+
+
+def log_text(text: str, name: str) -> None:
+    import mlflow
+
+    if _active():
+        mlflow.log_text(text, name)
+
+
+def active_run_id() -> str | None:
+    import mlflow
+
+    run = mlflow.active_run()
+    return run.info.run_id if run else None
+
+
+class WorkerRun:
+    """An existing MLflow run, logged to from inside a Ray Train worker: Ray Train V2 has no
+    MLflow callback, so the driver hands each training loop one of these in its config. It
+    pickles as its URI and run id; the client is made in the worker on first use. Without a
+    run id every call does nothing."""
+
+    def __init__(self, uri: str | None = None, run_id: str | None = None) -> None:
+        self.uri, self.run_id = uri, run_id
+        self._client: Any = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"uri": self.uri, "run_id": self.run_id, "_client": None}
+
+    def for_run(self, run_id: str | None) -> WorkerRun:
+        """The same store, another run (a downstream job's own)."""
+        return WorkerRun(self.uri, run_id)
+
+    def _ready(self) -> bool:
+        if not (self.uri and self.run_id):
+            return False
+        if self._client is None:
+            from mlflow.tracking import MlflowClient
+
+            self._client = MlflowClient(self.uri)
+        return True
+
+    def metrics(self, values: dict[str, float], step: int) -> None:
+        if not self._ready():
+            return
+        import time
+
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        self._client.log_batch(self.run_id, metrics=[Metric(k, float(v), now, step)
+                                                     for k, v in values.items()])
+
+    def image(self, array: Any, name: str) -> None:
+        if not self._ready():
+            return
+        import tempfile
+        from pathlib import Path
+
+        from gammaface.images import encode_png
+
+        with tempfile.TemporaryDirectory() as d:
+            path = Path(d) / name
+            path.write_bytes(encode_png(array))
+            self._client.log_artifact(self.run_id, str(path), artifact_path="samples")
+
+
+def worker_run() -> WorkerRun:
+    """The active run (the stage's), for its training workers."""
+    import mlflow
+
+    return WorkerRun(mlflow.get_tracking_uri(), active_run_id())
+
+
+def downstream_runs(experiment: str | None = None, run_id: str | None = None,
+              tracking_uri: str | None = None) -> Any:
+    """One row per downstream job: its tags as columns and its metrics by their names. With a
+    run id, the jobs of that pipeline run (or that downstream stage run); else the jobs of the
+    experiment's most recent pipeline run that has any."""
+    import mlflow
+    import pandas as pd
+
+    client = mlflow.MlflowClient(tracking_uri)
+    if run_id:
+        try:
+            exp_ids = [client.get_run(run_id).info.experiment_id]
+        except mlflow.exceptions.MlflowException:
+            raise UserError(f"MLflow has no run {run_id}.") from None
+    else:
+        exp = client.get_experiment_by_name(experiment or "gammaface")
+        if exp is None:
+            raise UserError(f"MLflow has no experiment {experiment!r}.")
+        exp_ids = [exp.experiment_id]
+    runs = []
+    token = None
+    while True:
+        page = client.search_runs(exp_ids, DOWNSTREAM_FILTER, max_results=1000, page_token=token)
+        runs += list(page)
+        token = page.token
+        if not token:
+            break
+    if run_id:
+        runs = [r for r in runs if run_id in (r.data.tags.get(PIPELINE_TAG),
+                                              r.data.tags.get("mlflow.parentRunId"))]
+    elif runs:
+        latest = max(runs, key=lambda r: r.info.start_time)
+        runs = [r for r in runs if r.data.tags.get(PIPELINE_TAG)
+                == latest.data.tags.get(PIPELINE_TAG)]
+    if not runs:
+        raise UserError("no downstream runs found" + (f" under run {run_id}" if run_id else
+                                                       f" in experiment {experiment!r}") + ".")
+    rows = []
+    for r in runs:
+        t = r.data.tags
+        rows.append({"run_id": r.info.run_id, "method": t["method"], "ratio": float(t["ratio"]),
+                     "seed": int(t["seed"]), "n_per_class": int(t["n_per_class"]),
+                     "target": t["target"], "protected": t["protected"], **r.data.metrics})
+    return pd.DataFrame(rows)
+
+

@@ -21,7 +21,7 @@ from gammaface import config, pipeline, stage
 from gammaface.data import fairface, ffhq
 from gammaface.data import registry
 from gammaface.data.synthfaces_spec import Spec
-from gammaface.diffusion.images import load_resized
+from gammaface.images import load_resized
 from gammaface.errors import UserError, explain
 from gammaface.latents import store as latent_store
 from gammaface.storage import Store

@@ -1,6 +1,7 @@
 """Actors and trainer workers never ask for more than one node holds."""
 
-from gammaface.ray_runtime import actor_resources, node_cpus
+from gammaface.ray_runtime import actor_resources
+from gammaface.ray_train import node_cpus
 from gammaface.ray_train import cpus_per_worker
 
 

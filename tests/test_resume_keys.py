@@ -3,9 +3,17 @@
 import pytest
 
 from gammaface import config, pipeline
+from gammaface.downstream import mixing
 from gammaface.downstream.mixing import Job
-from gammaface.downstream.stage import job_key
-from gammaface.generate.stage import method_key
+from gammaface.generate import plan
+
+
+def method_key(cfg, method):
+    return plan.method_key(cfg, method, lambda stage: pipeline.stage_hash(stage, cfg))
+
+
+def job_key(cfg, job):
+    return mixing.job_key(cfg, job, lambda stage: pipeline.stage_hash(stage, cfg))
 
 
 def _cfg(**sections):

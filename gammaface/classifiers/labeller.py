@@ -17,7 +17,7 @@ from safetensors.torch import load_file, save_file
 
 from gammaface.classifiers.model import AttributeNet
 from gammaface.data import registry
-from gammaface.diffusion.images import to_model_space
+from gammaface.images import load_resized, to_model_space
 from gammaface.errors import UserError
 
 WEIGHTS_FILE = "model.safetensors"
@@ -100,3 +100,23 @@ class Labeller:
     def embed(self, images: np.ndarray | torch.Tensor, batch_size: int = 256) -> np.ndarray:
         chunks = [self.model.embed(x).float().cpu() for x in self._batches(images, batch_size)]
         return torch.cat(chunks).numpy() if chunks else np.zeros((0, self.model.embed_dim), np.float32)
+
+
+class LabelBatch:
+    """Ray Data actor: the classifier loaded once; adds class and confidence per attribute."""
+
+    def __init__(self, classifier_dir: str, image_root: str, threads: int, use_gpu: bool) -> None:
+        torch.set_num_threads(threads)
+        device = torch.device("cuda" if use_gpu and torch.cuda.is_available() else "cpu")
+        self.labeller = Labeller.load(classifier_dir, device)
+        self.image_root = image_root
+
+    def __call__(self, batch: pd.DataFrame) -> pd.DataFrame:
+        images = load_resized(self.image_root, list(batch["path"]), self.labeller.image_size)
+        return label_frame(self.labeller, images, batch)
+
+
+def label_frame(labeller: Labeller, images: np.ndarray, rows: pd.DataFrame) -> pd.DataFrame:
+    labels = labeller.frame(images)
+    labels.index = rows.index
+    return pd.concat([rows, labels], axis=1)

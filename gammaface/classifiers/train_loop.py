@@ -22,10 +22,9 @@ import torch.nn.functional as F
 from gammaface.classifiers.augment import degrade
 from gammaface.classifiers.labels import MISSING
 from gammaface.classifiers.model import AttributeNet
-from gammaface.diffusion import checkpoint
-from gammaface.diffusion.images import load_resized, to_model_space
-from gammaface.diffusion.train_loop import batch_indices
-from gammaface.ray_train import WorkerMlflow, seed_of
+from gammaface import ray_train
+from gammaface.images import load_resized, to_model_space
+from gammaface.seeds import batch_indices, seed_of
 
 
 def masked_loss(logits: dict[str, torch.Tensor], targets: torch.Tensor, attributes: list[str]
@@ -69,15 +68,14 @@ def train_loop_per_worker(cfg: dict[str, Any]) -> None:
     if resumed is not None:
         with resumed.as_directory() as d:
             folder = Path(d)
-            state = checkpoint.read_state(folder, cfg["config_hash"], checkpoint.FILES_WITHOUT_EMA)
-            model.load_state_dict(checkpoint.load_weights(folder, checkpoint.MODEL_FILE))
-            optimizer.load_state_dict(checkpoint.load_optimizer(folder)["optimizer"])
+            state = ray_train.checkpoint_state(folder, cfg["config_hash"], ray_train.FILES_WITHOUT_EMA)
+            model.load_state_dict(ray_train.load_weights(folder, ray_train.MODEL_FILE))
+            optimizer.load_state_dict(ray_train.load_optimizer(folder)["optimizer"])
             epoch = int(state["epoch"])
     model.to(device)
     ddp = ray.train.torch.prepare_model(model) if cfg["use_gpu"] or world > 1 else model
     core = ddp.module if hasattr(ddp, "module") else ddp
-    log = WorkerMlflow(cfg.get("mlflow_uri"), cfg.get("mlflow_run_id")) if rank == 0 \
-        else WorkerMlflow(None, None)
+    log = ray_train.rank_log(cfg, rank)
 
     while epoch < cfg["epochs"]:
         ddp.train()
@@ -123,7 +121,7 @@ def _report(cfg: dict[str, Any], rank: int, world: int, epoch: int, model: torch
     with tempfile.TemporaryDirectory() as d:
         ckpt = None
         if rank == 0:
-            checkpoint.save(Path(d), model.state_dict(), None, {"optimizer": optimizer.state_dict()},
+            ray_train.save_checkpoint(Path(d), model.state_dict(), None, {"optimizer": optimizer.state_dict()},
                             {"epoch": epoch, "config_hash": cfg["config_hash"], "world_size": world})
             ckpt = ray.train.Checkpoint.from_directory(d)
         ray.train.report(metrics, checkpoint=ckpt)

@@ -12,7 +12,7 @@ from pathlib import Path, PurePosixPath
 import pandas as pd
 
 from gammaface.data import manifest, registry
-from gammaface.data.images import check_images
+from gammaface.images import check_images
 from gammaface.errors import UserError
 from gammaface.storage import Store
 

@@ -16,7 +16,7 @@ from typing import Any
 import pandas as pd
 
 from gammaface.data import manifest, registry
-from gammaface.data.images import check_images
+from gammaface.images import check_images
 from gammaface.errors import UserError
 from gammaface.storage import Store
 

@@ -12,6 +12,7 @@ import posixpath
 from pathlib import Path
 
 import pandas as pd
+from typing import Sequence
 
 from gammaface.data import registry
 from gammaface.errors import UserError
@@ -102,3 +103,9 @@ def image_root_for(out_dir: Path, images: Path) -> str:
         return str(rel) if str(rel) != "." else "."
     except ValueError:
         return str(images)
+
+
+def labels_at(df: pd.DataFrame, paths: Sequence[str]) -> pd.DataFrame:
+    """The manifest rows of `paths`, in that order (a path may repeat): the labels of the
+    images that latents were harvested from."""
+    return df.set_index("path").loc[list(paths)].reset_index(drop=True)

@@ -7,16 +7,15 @@ how rendering is split across processes.
 
 from __future__ import annotations
 
-import io
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from PIL import Image
 
 from gammaface.data import manifest, registry
 from gammaface.data.synthfaces_render import render_face
 from gammaface.data.synthfaces_spec import DEFAULT_SPEC, UNIFORM_SPEC, Spec
+from gammaface.images import encode_png
 from gammaface.storage import Store
 
 IMAGE_DIR = "images"
@@ -52,9 +51,7 @@ def sample_labels(n: int, seed: int, spec: Spec | None = None, train: float = 0.
 def render_row(row: dict, size: int, seed: int, index: int) -> bytes:
     labels = {name: row[name] for name in registry.ATTRIBUTE_NAMES}
     arr = render_face(labels, size, np.random.default_rng([seed, _RENDER_STREAM, index]))
-    buf = io.BytesIO()
-    Image.fromarray(arr).save(buf, format="PNG")
-    return buf.getvalue()
+    return encode_png(arr)
 
 
 def render_batch(batch: pd.DataFrame, out_uri: str, size: int, seed: int) -> pd.DataFrame:

@@ -9,7 +9,6 @@ from a checkpoint takes exactly the steps an uninterrupted run would have taken.
 
 from __future__ import annotations
 
-import io
 import math
 import tempfile
 import time
@@ -20,27 +19,14 @@ import numpy as np
 import torch
 from diffusers import DDPMScheduler, UNet2DModel
 
-from gammaface.diffusion import checkpoint
-from gammaface.ray_train import WorkerMlflow, seed_of
+from gammaface import ray_train
 from gammaface.diffusion.ema import Ema
-from gammaface.diffusion.images import load_resized, to_model_space, to_uint8
 from gammaface.diffusion.sampler import make_scheduler, reverse, row_generators
+from gammaface.images import load_resized, square_grid, to_model_space, to_uint8
+from gammaface.ray_train import CheckpointError
+from gammaface.seeds import batch_indices, seed_of
 
 GRID_SAMPLES = 16
-
-
-def batch_indices(step: int, n: int, batch: int, seed: int, rank: int) -> np.ndarray:
-    """Rows of step `step`: consecutive slices of one permutation per epoch, epochs chained."""
-    out: list[np.ndarray] = []
-    start, needed = step * batch, batch
-    while needed:
-        epoch, offset = divmod(start, n)
-        perm = np.random.default_rng([seed, rank, epoch]).permutation(n)
-        take = perm[offset:offset + needed]
-        out.append(take)
-        start += len(take)
-        needed -= len(take)
-    return np.concatenate(out)
 
 
 def train_step(model: torch.nn.Module, noise_scheduler: DDPMScheduler, batch: np.ndarray,
@@ -75,14 +61,14 @@ def sample_images(unet_config: dict[str, Any], weights: dict[str, torch.Tensor],
 
 def _restore(folder: Path, cfg: dict[str, Any], model: torch.nn.Module, ema: Ema
              ) -> tuple[int, dict[str, Any]]:
-    state = checkpoint.read_state(folder, cfg["config_hash"])
+    state = ray_train.checkpoint_state(folder, cfg["config_hash"])
     try:
-        model.load_state_dict(checkpoint.load_weights(folder, checkpoint.MODEL_FILE))
-        ema.load_state_dict(checkpoint.load_weights(folder, checkpoint.EMA_FILE))
+        model.load_state_dict(ray_train.load_weights(folder, ray_train.MODEL_FILE))
+        ema.load_state_dict(ray_train.load_weights(folder, ray_train.EMA_FILE))
     except (RuntimeError, KeyError) as exc:
-        raise checkpoint.CheckpointError(
+        raise CheckpointError(
             f"checkpoint {folder} does not fit the configured UNet ({str(exc).splitlines()[0]}).") from None
-    return int(state["step"]), checkpoint.load_optimizer(folder)
+    return int(state["step"]), ray_train.load_optimizer(folder)
 
 
 def train_loop_per_worker(cfg: dict[str, Any]) -> None:
@@ -117,7 +103,7 @@ def train_loop_per_worker(cfg: dict[str, Any]) -> None:
     if optimizer_state is not None:
         optimizer.load_state_dict(optimizer_state["optimizer"])
         lr_schedule.load_state_dict(optimizer_state["lr_schedule"])
-    log = WorkerMlflow(cfg.get("mlflow_uri"), cfg.get("mlflow_run_id")) if rank == 0 else WorkerMlflow(None, None)
+    log = ray_train.rank_log(cfg, rank)
     if rank == 0 and step:
         print(f"resuming DDPM training from step {step}", flush=True)
 
@@ -150,7 +136,7 @@ def train_loop_per_worker(cfg: dict[str, Any]) -> None:
             _report(cfg, rank, world, step, core, ema, optimizer, lr_schedule, throughput)
         if rank == 0 and cfg["sample_every"] and step % cfg["sample_every"] == 0 \
                 and step < cfg["train_steps"]:
-            grid_img = sample_sheet(sample_images(cfg["unet"], ema.state_dict(), cfg["scheduler"],
+            grid_img = square_grid(sample_images(cfg["unet"], ema.state_dict(), cfg["scheduler"],
                                            GRID_SAMPLES, cfg["sample_steps"], cfg["seed"], device))
             log.image(grid_img, f"step_{step:07d}.png")
 
@@ -163,25 +149,9 @@ def _report(cfg: dict[str, Any], rank: int, world: int, step: int, model: torch.
     with tempfile.TemporaryDirectory() as d:
         ckpt = None
         if rank == 0:
-            checkpoint.save(Path(d), model.state_dict(), ema.state_dict(),
+            ray_train.save_checkpoint(Path(d), model.state_dict(), ema.state_dict(),
                             {"optimizer": optimizer.state_dict(),
                              "lr_schedule": lr_schedule.state_dict()},
                             {"step": step, "config_hash": cfg["config_hash"], "world_size": world})
             ckpt = ray.train.Checkpoint.from_directory(d)
         ray.train.report({"step": step, **extra}, checkpoint=ckpt)
-
-
-def sample_sheet(images: np.ndarray) -> np.ndarray:
-    """A square grid of samples, upscaled to about 64 px a face."""
-    from gammaface.viz import grid
-
-    side = int(math.ceil(math.sqrt(len(images))))
-    return grid(list(images), ncol=side, upscale=max(1, 64 // images.shape[1]))
-
-
-def png_bytes(array: np.ndarray) -> bytes:
-    from PIL import Image
-
-    buf = io.BytesIO()
-    Image.fromarray(array).save(buf, format="PNG")
-    return buf.getvalue()

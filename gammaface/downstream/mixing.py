@@ -11,16 +11,20 @@ comes from swapping real for generated images and nothing else.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import pandas as pd
 
 from gammaface.classifiers.labels import conf_column
+from gammaface.config import Config
 from gammaface.data import registry
 from gammaface.errors import UserError
-from gammaface.ray_train import seed_of
+from gammaface.generate.plan import method_key
+from gammaface.seeds import seed_of
 
 BASELINE = "baseline"
 SOURCES = ("real", "generated")
@@ -99,3 +103,22 @@ def mix(job: Job, target: str, real: pd.DataFrame, real_root: str,
             counts[f"generated/{cls}"] = n_gen
             counts[f"generated_distinct/{cls}"] = distinct
     return pd.concat(parts, ignore_index=True), counts
+
+
+# what a job's classifier depends on besides its own (size, method, ratio, seed) and its data
+_TRAINING_KEYS = ("downstream.target", "downstream.backbone", "downstream.epochs",
+                  "downstream.batch_size", "downstream.learning_rate")
+
+
+def job_key(cfg: Config, job: Job, hash_of: Callable[[str], str]) -> str:
+    """The hash of exactly what one job's classifier depends on: the real data, the generated
+    set it draws from (that method's images and their pseudo-labels), its size, ratio and seed,
+    and the training settings. Other jobs, seeds, ratios or methods of the grid are not in it,
+    so adding a seed trains only the new seed's jobs. `hash_of` gives the config hash of
+    the stages it reads."""
+    parts = [hash_of("prepare"), cfg.section_hash(*_TRAINING_KEYS), str(cfg.classifier_image_size),
+             job.folder]
+    if job.method != BASELINE:
+        parts += [method_key(cfg, job.method, hash_of), hash_of("train_classifiers"),
+                  cfg.section_hash("label.min_confidence")]
+    return hashlib.sha256("|".join(parts).encode()).hexdigest()[:16]

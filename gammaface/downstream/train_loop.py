@@ -14,8 +14,9 @@ import torch
 import torch.nn.functional as F
 
 from gammaface.classifiers.model import AttributeNet
-from gammaface.diffusion.images import load_resized, to_model_space
-from gammaface.ray_train import WorkerMlflow, seed_of
+from gammaface.images import load_resized, to_model_space
+from gammaface.ray_train import Log, NoLog
+from gammaface.seeds import seed_of
 from gammaface.storage import Store
 
 PREDICTIONS = "predictions.parquet"
@@ -23,7 +24,7 @@ TRAIN_TABLE = "train.parquet"
 
 
 def train_one(cfg: dict[str, Any], job: dict[str, Any], images: np.ndarray, labels: np.ndarray,
-              device: torch.device, log: WorkerMlflow) -> AttributeNet:
+              device: torch.device, log: Log) -> AttributeNet:
     target = cfg["target"]
     torch.manual_seed(seed_of(job["seed"], 5))
     model = AttributeNet(cfg["backbone"], [target], cfg["image_size"]).to(device)
@@ -78,7 +79,7 @@ def train_loop_per_worker(cfg: dict[str, Any]) -> None:
         table, _ = folder.read_parquet(TRAIN_TABLE)
         # files are relative to the workdir, or absolute for a dataset kept elsewhere
         images = load_resized(cfg["workdir"], list(table["file"]), cfg["image_size"])
-        log = WorkerMlflow(cfg.get("mlflow_uri"), job.get("run_id"))
+        log = (cfg.get("log") or NoLog()).for_run(job.get("run_id"))  # the job's own run
         model = train_one(cfg, job, images, table["label"].to_numpy(), device, log)
         probs = predict(model, cfg["target"], test_images, device)
         pred = test[["path", "label"] + cfg["protected"]].rename(columns={"label": "y_true"})

@@ -20,11 +20,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from gammaface.diffusion.images import load_resized, to_model_space, to_uint8
 from gammaface.diffusion.model_io import load_ddpm
 from gammaface.diffusion.sampler import forward_noise, make_scheduler, reverse, row_generators
-from gammaface.generate.plan import image_seed
+from gammaface.generate import shards as shard_io
+from gammaface.generate.plan import Shard, image_seed
 from gammaface.gmm.projection import Projection
+from gammaface.images import load_resized, to_model_space, to_uint8
+
+SAMPLING_FILE = "sampling.npz"  # per method: what its draws start from
 
 KINDS = ("gaussian", "resample", "images", "noise")
 
@@ -125,3 +128,24 @@ class Renderer:
                            self.eta)
             out.append(to_uint8(done))
         return np.concatenate(out)
+
+
+class RenderShards:
+    """Ray Data actor: the DDPM loaded once; maps one shard row to a written shard folder."""
+
+    def __init__(self, renderer_kwargs: dict[str, Any], out_root: str, keys: dict[str, str]) -> None:
+        self.renderer = Renderer(**renderer_kwargs)
+        self.out_root = Path(out_root)
+        self.keys = keys
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        done = []
+        for i in range(len(batch["shard"])):
+            shard = Shard(str(batch["method"][i]), int(batch["shard"][i]),
+                          int(batch["component"][i]), int(batch["count"][i]), int(batch["seed"][i]))
+            method_dir = self.out_root / shard.method
+            spec = self.renderer.sampling(str(method_dir / SAMPLING_FILE))
+            images = self.renderer.render(spec, shard.component, shard.count, shard.seed)
+            shard_io.write(method_dir, shard, images, self.keys[shard.method])
+            done.append(shard.count)
+        return {"method": batch["method"], "shard": batch["shard"], "images": np.array(done)}

@@ -7,11 +7,14 @@ shard id) alone.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import asdict, dataclass
+from typing import Callable
 
 import numpy as np
 
-from gammaface.ray_train import seed_of
+from gammaface.config import Config, uses_labeller
+from gammaface.seeds import seed_of
 
 NO_COMPONENT = -1  # unconditional samples belong to no component
 
@@ -69,3 +72,30 @@ def make_plan(method: str, method_index: int, counts: np.ndarray, components: li
 
 def image_seed(shard_seed: int, i: int) -> int:
     return seed_of(shard_seed, i)
+
+
+def method_key(cfg: Config, method: str, hash_of: Callable[[str], str]) -> str:
+    """The hash of exactly what one method's images depend on, so that a setting another
+    method reads (alpha, protected, pilot), or one that changes no image (grid), redoes none
+    of this method's shards. `hash_of` gives the config hash of the stages it reads."""
+    g = cfg.generate
+    keys = ["generate.n", "generate.steps", "generate.eta", "generate.shard_size", "generate.seed"]
+    if method == "unconditional":  # pure DDPM samples from T: no latents, no mixture
+        upstream = ["train_ddpm"]
+    elif method == "stratified":  # train images noised to the harvest's t*
+        upstream = ["train_ddpm"]
+        keys += ["harvest.t_star", "generate.protected"]
+    else:
+        upstream = ["gmm_search"]
+        keys.append("generate.draw")
+        if g.draw == "gaussian":
+            keys.append("generate.temperature")
+        if method == "gmm_tempered":
+            keys.append("generate.alpha")
+        if method == "gmm_attr":
+            keys.append("generate.protected")
+            if uses_labeller(cfg):
+                keys.append("generate.pilot")
+                upstream.append("train_classifiers")
+    parts = [method, cfg.section_hash(*keys), *(hash_of(n) for n in upstream)]
+    return hashlib.sha256("|".join(parts).encode()).hexdigest()[:16]

@@ -9,7 +9,6 @@ missing or differ from their record, is not counted (and is redone).
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import os
 import shutil
@@ -21,19 +20,12 @@ import numpy as np
 import pandas as pd
 
 from gammaface.generate.plan import Shard, image_seed
+from gammaface.images import encode_png, grid, load_rgb
 from gammaface.storage import TMP_MARK
 
 SHARD_FILE = "shard.json"
 TMP_PREFIX = TMP_MARK
 MANIFEST_COLUMNS = ("path", "method", "component", "shard", "seed")
-
-
-def png(image: np.ndarray) -> bytes:
-    from PIL import Image
-
-    buf = io.BytesIO()
-    Image.fromarray(image).save(buf, format="PNG")
-    return buf.getvalue()
 
 
 def write(method_dir: Path, shard: Shard, images: np.ndarray, method_key: str) -> None:
@@ -44,7 +36,7 @@ def write(method_dir: Path, shard: Shard, images: np.ndarray, method_key: str) -
     files = []
     for i, image in enumerate(images):
         name = f"{i:05d}.png"
-        data = png(image)
+        data = encode_png(image)
         (tmp / name).write_bytes(data)
         files.append([name, len(data), image_seed(shard.seed, i), hashlib.sha256(data).hexdigest()])
     record = {"plan": {**shard.record(), "method_key": method_key}, "files": files}
@@ -110,10 +102,17 @@ def manifest_rows(method_dir: Path, plan: list[Shard]) -> pd.DataFrame:
 
 
 def first_images(method_dir: Path, shard: Shard, n: int) -> list[np.ndarray]:
-    from PIL import Image
+    return [load_rgb(method_dir / shard.name / f"{i:05d}.png") for i in range(min(n, shard.count))]
 
-    out = []
-    for i in range(min(n, shard.count)):
-        with Image.open(method_dir / shard.name / f"{i:05d}.png") as im:
-            out.append(np.asarray(im.convert("RGB")))
-    return out
+
+def component_grid(method_dir: Path, plan: list[Shard], per_row: int) -> np.ndarray:
+    """One row per component (or cell): the first images of its first shard."""
+    firsts: dict[int, Shard] = {}
+    for s in plan:
+        firsts.setdefault(s.component, s)
+    rows = []
+    for comp in sorted(firsts):
+        images = first_images(method_dir, firsts[comp], per_row)
+        blank = np.zeros_like(images[0])
+        rows += images + [blank] * (per_row - len(images))
+    return grid(rows, ncol=per_row, upscale=max(1, 48 // rows[0].shape[0]))

@@ -10,33 +10,18 @@ and the sum-to-one constraint as a heavily weighted extra row.
 
 from __future__ import annotations
 
-import itertools
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
 from scipy.optimize import nnls
 
 from gammaface.data import registry
+from gammaface.data.cells import cell_codes, cells
+from gammaface.metrics.generation import fairness_discrepancy, fairness_discrepancy_bootstrap
 
 SIMPLEX_PENALTY = 1e3
-
-
-def cells(protected: list[str]) -> list[tuple[str, ...]]:
-    """Every cell of the protected intersection, in mixed-radix order (the last varies fastest)."""
-    return list(itertools.product(*(registry.get(a).classes for a in protected)))
-
-
-def cell_codes(df: pd.DataFrame, protected: list[str]) -> np.ndarray:
-    """Cell index per row, -1 where any protected attribute is unknown."""
-    codes = np.zeros(len(df), dtype=np.int64)
-    known = np.ones(len(df), dtype=bool)
-    for name in protected:
-        classes = registry.get(name).classes
-        c = pd.Categorical(df[name], categories=classes).codes.astype(np.int64)
-        known &= c >= 0
-        codes = codes * len(classes) + np.clip(c, 0, None)
-    return np.where(known, codes, -1)
 
 
 def compositions(resp: np.ndarray, codes: np.ndarray, n_cells: int
@@ -154,3 +139,25 @@ def equal_weight_warnings(table: pd.DataFrame, protected: list[str]) -> list[str
             out.append(f"equal weights per component are predicted to move {name} further from "
                        f"uniform than the mixture's own weights (discrepancy {eq:.3f} vs {own:.3f}).")
     return out
+
+
+def set_balance(name: str, labels: pd.DataFrame, protected: list[str], seed: int, repeat: int
+                 ) -> dict[str, Any]:
+    """Discrepancy (point, bootstrap median and std) per protected attribute and intersection,
+    and the class shares, over the rows where every protected attribute is known."""
+    codes = cell_codes(labels, protected)
+    known = labels[codes >= 0]
+    row: dict[str, Any] = {"set": name, "n": int(len(known))}
+    keys = [(a, [a]) for a in protected] + [(":".join(protected), protected)]
+    for key, attrs in keys:
+        c = cell_codes(known, attrs)
+        n_cells = len(cells(attrs))
+        row[f"discrepancy/{key}"] = fairness_discrepancy(c, n_cells)
+        median, std = fairness_discrepancy_bootstrap(c, n_cells, seed=seed, repeat=repeat)
+        row[f"discrepancy_median/{key}"] = median
+        row[f"discrepancy_std/{key}"] = std
+    for a in protected:
+        shares = known[a].value_counts(normalize=True)
+        for cls in registry.get(a).classes:
+            row[f"share/{a}/{cls}"] = float(shares.get(cls, 0.0))
+    return row

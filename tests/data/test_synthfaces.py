@@ -6,7 +6,7 @@ from scipy import stats
 from gammaface.data import manifest, registry, synthfaces
 from gammaface.data.synthfaces_spec import DEFAULT_SPEC, UNIFORM_SPEC, Spec
 from gammaface.errors import UserError
-from gammaface.viz import load_rgb
+from gammaface.images import load_rgb
 
 
 def _joint_counts(df):

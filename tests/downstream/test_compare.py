@@ -4,7 +4,7 @@ import pytest
 
 from gammaface.downstream import compare
 from gammaface.metrics.frechet import frechet_between, frechet_distance
-from gammaface.report.stage import verdict
+from gammaface.downstream.compare import verdict
 
 
 def _results():
@@ -34,7 +34,12 @@ def test_summary_is_the_mean_and_sample_std_over_seeds():
         assert s.loc[(method, ratio), "seeds"] == 3
     assert list(compare.summarise(df)["method"][:1]) == ["baseline"]
     text = compare.markdown(compare.summarise(df), "smile", "age:gender")
-    assert "| 50 | gmm | 0.5 |" in text and "KL_age" in text
+    rows = [[c.strip() for c in line.strip("|").split("|")] for line in text.splitlines()
+            if line.startswith("|")]
+    assert rows[0][:4] == ["n/class", "method", "ratio", "B ↓"] and "KL_age ↓" in rows[0]
+    gmm = next(r for r in rows if r[1:3] == ["gmm", "0.5"])
+    mean = df[(df["method"] == "gmm") & (df["ratio"] == 0.5)]["bias/age:gender"]
+    assert gmm[0] == "50" and gmm[3] == f"{mean.mean():.4f} ± {mean.std(ddof=1):.4f}"
 
 
 def test_the_verdict_says_whether_the_paper_rule_helps_and_against_which_controls():
@@ -64,7 +69,7 @@ def test_frechet_between_samples_approaches_the_population_value():
 
 
 def test_inception_fid_says_why_it_is_skipped_instead_of_downloading(tmp_path, monkeypatch):
-    from gammaface.metrics import inception
+    from gammaface.classifiers import inception
 
     monkeypatch.setenv(inception.WEIGHTS_ENV, str(tmp_path / "missing.pth"))
     reason = inception.unavailable()

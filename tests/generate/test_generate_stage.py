@@ -16,7 +16,7 @@ import pytest
 from gammaface import config, pipeline
 from gammaface.data import manifest
 from gammaface.generate import shards
-from gammaface.generate.stage import GRID_FILE
+from gammaface.layout import GENERATED_GRID as GRID_FILE
 from gammaface.metrics.generation import fairness_discrepancy
 from tests import mlflow_helpers
 

@@ -3,6 +3,8 @@ import pandas as pd
 import pytest
 from scipy.optimize import minimize
 
+from gammaface.data.cells import cell_codes
+from gammaface.data.cells import cells as cells_of
 from gammaface.generate import weights as balance
 from gammaface.metrics.generation import fairness_discrepancy
 
@@ -52,7 +54,7 @@ def test_identical_compositions_fall_back_to_equal_weights_and_say_why():
 def test_components_without_labelled_images_fall_back_to_equal_weights():
     # the FFHQ case: no source image has race, so every composition is unknown (all uniform)
     df = pd.DataFrame({"gender": ["female", "male"] * 50, "race": [None] * 100})
-    codes = balance.cell_codes(df, ["gender", "race"])
+    codes = cell_codes(df, ["gender", "race"])
     comp, mass = balance.compositions(np.eye(3)[np.arange(100) % 3], codes, 6)
     assert (mass == 0).all()
     result = balance.balance_components(comp, mass)
@@ -79,13 +81,13 @@ def test_compositions_with_hard_assignments_are_the_cell_shares_per_component():
     comp_of_row = rng.integers(0, 3, 300)
     df = pd.DataFrame({"gender": rng.choice(["female", "male"], 300),
                        "race": rng.choice(["white", "black", "other", None], 300)})
-    codes = balance.cell_codes(df, ["gender", "race"])
+    codes = cell_codes(df, ["gender", "race"])
     assert (codes[df["race"].isna().to_numpy()] == -1).all()
     resp = np.eye(3)[comp_of_row]
     comp, mass = balance.compositions(resp, codes, 6)
     np.testing.assert_allclose(mass, np.bincount(comp_of_row[df['race'].notna().to_numpy()], minlength=3))
     known = df[df["race"].notna()].assign(k=comp_of_row[df["race"].notna().to_numpy()])
-    cells = balance.cells(["gender", "race"])
+    cells = cells_of(["gender", "race"])
     for k in range(3):
         mine = known[known["k"] == k]
         for j, (g, r) in enumerate(cells):

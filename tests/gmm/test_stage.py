@@ -39,11 +39,14 @@ def test_harvest_and_search_stages_write_every_artifact(tmp_path, ray_local):
     assert {"bic.csv", "bic.png", "selected.json", "components.csv", "gmm_k3.npz"} <= logged
 
     # the sweep reuses the trained DDPM: one table row per (source, t*, space), merged over runs
-    from gammaface.gmm.sweep import sweep
+    from gammaface.sweep import sweep
 
-    table = sweep(cfg, [100, 300], [0, 8], ["forward"], echo=lambda s: None)
+    def hash_of(stage):
+        return pipeline.stage_hash(stage, cfg)
+
+    table = sweep(cfg, [100, 300], [0, 8], ["forward"], hash_of, echo=lambda s: None)
     assert len(table) == 4 and set(table["space"]) == {"pixels", "pca8"}
     assert set(table["t_star"]) == {100, 300}
-    again = sweep(cfg, [300], [0], ["forward"], echo=lambda s: None)
+    again = sweep(cfg, [300], [0], ["forward"], hash_of, echo=lambda s: None)
     assert len(again) == 4
     assert (work / "sweep" / "sweep.md").read_text().count("\n") == 6

@@ -5,13 +5,15 @@ from diffusers import DDPMScheduler, UNet2DModel
 
 from gammaface import config
 from gammaface.data import manifest, synthfaces
-from gammaface.diffusion.images import load_resized, to_model_space
+from gammaface.images import load_resized, to_model_space
 from gammaface.diffusion.model_io import save_ddpm
 from gammaface.diffusion.presets import unet_config
 from gammaface.diffusion.sampler import forward_noise, make_scheduler, reverse, row_generators
 from gammaface.errors import UserError
 from gammaface.latents import store
-from gammaface.latents.harvest import harvest_latents, row_seed, source_images
+from gammaface.latents.harvest import row_seed, source_images
+from gammaface.stage import StageContext
+from gammaface.stages import harvest as harvest_stage
 from gammaface.storage import Store
 
 
@@ -31,9 +33,10 @@ def _cfg(**harvest):
 
 def _harvest(assets, tmp_path, name, **harvest):
     out = Store(tmp_path / name)
-    meta = harvest_latents(_cfg(**harvest), str(assets / "ddpm"),
-                           str(assets / "data" / manifest.MANIFEST_FILE), out, echo=lambda s: None)
-    return meta, store.read_index(out), store.load_rows(out)
+    ctx = StageContext(_cfg(**harvest), Store(assets), "harvest", lambda stage: "unused",
+                       echo=lambda s: None, folders={"prepare": "data", "harvest": out.root})
+    harvest_stage.run(ctx)
+    return out.read_json(store.META_FILE), store.read_index(out), store.load_rows(out)
 
 
 @pytest.mark.parametrize("source", ["forward", "reverse"])
@@ -72,7 +75,6 @@ def test_reverse_latents_are_the_sampler_stopped_at_t_star(assets, tmp_path, ray
     assert (index["source_path"] == "").all()
 
 
-def test_t_star_outside_the_schedule_is_refused(assets, tmp_path):
+def test_t_star_outside_the_schedule_is_refused(assets, tmp_path, ray_local):
     with pytest.raises(UserError, match="harvest.t_star = 1000"):
-        harvest_latents(_cfg(t_star=1000), str(assets / "ddpm"),
-                        str(assets / "data" / manifest.MANIFEST_FILE), Store(tmp_path / "x"))
+        _harvest(assets, tmp_path, "x", t_star=1000)

@@ -14,17 +14,23 @@ from typing import Callable, Sequence
 
 import pandas as pd
 
-from gammaface import layout, stage
+from gammaface import layout, stage, tables
 from gammaface.config import Config
-from gammaface.data import manifest, registry
+from gammaface.data import registry
 from gammaface.errors import UserError
-from gammaface.gmm.stage import search_latents
-from gammaface.latents.harvest import harvest_latents
-from gammaface.ray_runtime import connect
+from gammaface.latents import store as latent_store
+from gammaface.stage import StageContext
+from gammaface.stages import gmm_search, harvest
 from gammaface.storage import Store
 
 SWEEP_DIR = "sweep"
 SWEEP_TABLE = "sweep.csv"
+
+
+def _with_latents(cfg: Config, t_star: int, source: str) -> Config:
+    c = cfg.model_copy(deep=True)
+    c.harvest.t_star, c.harvest.source = t_star, source
+    return c
 
 
 def _with_space(cfg: Config, pca: int) -> Config:
@@ -40,28 +46,32 @@ def _with_space(cfg: Config, pca: int) -> Config:
 
 
 def sweep(cfg: Config, t_stars: Sequence[int], pcas: Sequence[int], sources: Sequence[str],
-          echo: Callable[[str], None] = print) -> pd.DataFrame:
-    from gammaface.pipeline import stage_hash
-
+          hash_of: Callable[[str], str], echo: Callable[[str], None] = print) -> pd.DataFrame:
+    """`hash_of` gives the pipeline's config hash of a stage: the sweep reads the DDPM that
+    train_ddpm completed for this config, and runs the harvest and gmm_search stages into its
+    own folders (outside any MLflow run)."""
     workdir = Store(cfg.workdir)
     ddpm = workdir.sub(layout.stage_dir("train_ddpm", cfg))
-    if stage.completed_hash(ddpm) != stage_hash("train_ddpm", cfg):
+    if stage.completed_hash(ddpm) != hash_of("train_ddpm"):
         raise UserError(f"the sweep needs a trained DDPM for this config in {workdir.root}; run "
                         "`gammaface run CONFIG --stages prepare,train_ddpm` first.")
-    connect(cfg.ray)
-    manifest_path = workdir.path(layout.manifest_path(cfg))
     rows = []
     for source in sources:
         for t in t_stars:
-            folder = workdir.sub(SWEEP_DIR, f"{source}-t{t}")
+            folder = f"{SWEEP_DIR}/{source}-t{t}"
             echo(f"harvesting {cfg.harvest.n} {source} latents at t*={t}")
-            meta = harvest_latents(cfg, ddpm.path(), manifest_path, folder.sub("latents"),
-                                   t_star=t, source=source, echo=lambda s: None)
+            at = _with_latents(cfg, t, source)
+            latents = {"harvest": f"{folder}/latents"}
+            harvest.run(StageContext(at, workdir, "harvest", hash_of, echo=lambda s: None,
+                                     folders=latents))
+            meta = workdir.sub(latents["harvest"]).read_json(latent_store.META_FILE)
             for pca in pcas:
-                c = _with_space(cfg, pca)
                 space = f"pca{pca}" if pca else "pixels"
-                record, _ = search_latents(c, folder.sub("latents"), folder.sub(f"gmm-{space}"),
-                                           manifest_path)
+                ctx = StageContext(_with_space(at, pca), workdir, "gmm_search", hash_of,
+                                   echo=lambda s: None,
+                                   folders={**latents, "gmm_search": f"{folder}/gmm-{space}"})
+                gmm_search.run(ctx)
+                record = ctx.out.read_json(layout.GMM_SELECTED)
                 row = {"source": source, "t_star": meta["t_star"], "space": space,
                        "chosen_k": record["k"], "bic_gain_over_k1": record["bic_gain_over_k1"]}
                 for attr in registry.ATTRIBUTE_NAMES:
@@ -71,7 +81,7 @@ def sweep(cfg: Config, t_stars: Sequence[int], pcas: Sequence[int], sources: Seq
     table = _merge(workdir.sub(SWEEP_DIR), pd.DataFrame(rows))
     out = workdir.sub(SWEEP_DIR)
     out.write_bytes(SWEEP_TABLE, table.to_csv(index=False).encode())
-    out.write_bytes("sweep.md", to_markdown(table).encode())
+    out.write_bytes("sweep.md", tables.markdown(table).encode())
     return table
 
 
@@ -85,17 +95,3 @@ def _merge(out: Store, new: pd.DataFrame) -> pd.DataFrame:
     kept = kept[kept["_merge"] == "left_only"].drop(columns="_merge")
     table = pd.concat([kept, new], ignore_index=True)
     return table.sort_values(["source", "t_star", "space"], ignore_index=True)
-
-
-def to_markdown(table: pd.DataFrame) -> str:
-    cols = list(table.columns)
-    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    for row in table.itertuples(index=False):
-        cells = []
-        for v in row:
-            if isinstance(v, float):
-                cells.append("" if v != v else f"{v:.3f}")
-            else:
-                cells.append("" if v is None else str(v))
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"

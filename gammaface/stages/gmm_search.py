@@ -14,52 +14,45 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from gammaface import layout, tracking
+from gammaface import figures, layout, tracking
 from gammaface.config import Config
 from gammaface.data import manifest
 from gammaface.errors import UserError
 from gammaface.gmm.components import composition, nmi_table
 from gammaface.gmm.mixture import resolve_backend
 from gammaface.gmm.projection import Projection
-from gammaface.gmm.search import SearchResult, bic_search
+from gammaface.gmm.search import bic_search
+from gammaface.images import load_resized
 from gammaface.latents import store as latent_store
 from gammaface.ray_runtime import connect
-from gammaface.stage import StageResult
+from gammaface.stage import StageContext, StageResult
 from gammaface.storage import Store
-from gammaface.viz import figure_png, pyplot
 
 BIC_TABLE = "bic.csv"
-BIC_PLOT = "bic.png"
-SELECTED = "selected.json"
 COMPONENTS = "components.csv"
-PCA_FILE = "pca.npz"
-FEATURES_FILE = "features.npy"
 
 
-def mixture_file(k: int) -> str:
-    return f"gmm_k{k}.npz"
-
-
-def gmm_kwargs(cfg: Config) -> dict[str, Any]:
+def _gmm_kwargs(cfg: Config) -> dict[str, Any]:
     g = cfg.gmm
     return {"tol": g.tol, "reg_covar": g.reg_covar, "max_iter": g.max_iter, "n_init": g.n_init,
             "random_state": cfg.seed, "backend": g.backend}
 
 
-def search_latents(cfg: Config, latents: Store, out: Store, manifest_path: str,
-                   classifier_dir: str | None = None) -> tuple[dict[str, Any], pd.DataFrame]:
-    """BIC search over the latents in `latents`; writes everything into `out`, returns the
-    selection record and the BIC table. `manifest_path` is the dataset the latents came from;
-    `classifier_dir` is read for gmm.space = 'features'."""
+def _search(ctx: StageContext) -> tuple[dict[str, Any], pd.DataFrame]:
+    """BIC search over the harvested latents; writes everything into the stage's folder,
+    returns the selection record and the BIC table."""
     import ray
 
+    cfg, out = ctx.cfg, ctx.out
+    latents, manifest_path = ctx.folder("harvest"), ctx.manifest_path
     g = cfg.gmm
     out.makedirs()
     meta = latents.read_json(latent_store.META_FILE)
     index = latent_store.read_index(latents)
     if g.space == "features":
-        space_X = source_features(meta, index, manifest_path, classifier_dir)
-        np.save(_local(out, FEATURES_FILE), space_X)
+        space_X = _source_features(meta, index, manifest_path,
+                                   ctx.folder("train_classifiers").path())
+        np.save(_local(out, layout.GMM_FEATURES), space_X)
         X = space_X
     else:
         X = latent_store.load_rows(latents, index)
@@ -71,7 +64,7 @@ def search_latents(cfg: Config, latents: Store, out: Store, manifest_path: str,
             proj = Projection.fit(X, g.pca_dim, cfg.seed)
         except ValueError as exc:
             raise UserError(str(exc)) from None
-        proj.save(_local(out, PCA_FILE))
+        proj.save(_local(out, layout.GMM_PCA))
         space_X = proj.to_space(X).astype(np.float32)
     ks = list(range(g.k_min, g.k_max + 1))
     if g.k is not None and g.k not in ks:
@@ -81,13 +74,13 @@ def search_latents(cfg: Config, latents: Store, out: Store, manifest_path: str,
         raise UserError(f"{key} = {max(ks)} is more than the {len(X)} harvested latents.")
     backend = resolve_backend(g.backend)
     gpus = 1.0 if backend == "cuml" else 0.0
-    result = bic_search(space_X, ks, {**gmm_kwargs(cfg), "backend": backend},
+    result = bic_search(space_X, ks, {**_gmm_kwargs(cfg), "backend": backend},
                         use_ray=ray.is_initialized(), gpus_per_task=gpus)
     chosen = g.k if g.k is not None else result.chosen_k
     for k, gm in result.mixtures.items():
-        gm.save(_local(out, mixture_file(k)))
+        gm.save(_local(out, layout.gmm_mixture(k)))
     out.write_bytes(BIC_TABLE, result.table.to_csv(index=False).encode())
-    out.write_bytes(BIC_PLOT, _bic_plot(result, chosen))
+    out.write_bytes(layout.GMM_BIC_PLOT, figures.bic_curve(result.table, chosen))
     record = {
         "k": int(chosen), "chosen_by": "forced" if g.k is not None else "bic",
         "bic_choice": int(result.chosen_k), "space": g.space, "pca_dim": g.pca_dim,
@@ -102,17 +95,16 @@ def search_latents(cfg: Config, latents: Store, out: Store, manifest_path: str,
         table = composition(comp, labels, gm.weights_)
         out.write_bytes(COMPONENTS, table.to_csv(index=False).encode())
         record["nmi"] = {k: (None if np.isnan(v) else v) for k, v in nmi_table(comp, labels).items()}
-    out.write_json(SELECTED, record)
+    out.write_json(layout.GMM_SELECTED, record)
     return record, result.table
 
 
-def source_features(meta: dict[str, Any], index: pd.DataFrame, manifest_path: str,
-                    classifier_dir: str | None) -> np.ndarray:
+def _source_features(meta: dict[str, Any], index: pd.DataFrame, manifest_path: str,
+                     classifier_dir: str) -> np.ndarray:
     """The attribute classifier's penultimate embedding of each latent's source image."""
     from gammaface.classifiers.labeller import Labeller
-    from gammaface.diffusion.images import load_resized
 
-    if meta["source"] != "forward" or classifier_dir is None:
+    if meta["source"] != "forward":
         raise UserError("gmm.space = 'features' needs forward latents and trained classifiers.")
     labeller = Labeller.load(classifier_dir)
     _, root = manifest.read(manifest_path)
@@ -142,33 +134,13 @@ def _source_labels(meta: dict[str, Any], index: pd.DataFrame, manifest_path: str
     if meta["source"] != "forward":
         return None
     df, _ = manifest.read(manifest_path)
-    labels = df.set_index("path")
-    return labels.loc[index["source_path"]].reset_index(drop=True)
+    return manifest.labels_at(df, index["source_path"])
 
 
-def _bic_plot(result: SearchResult, chosen: int) -> bytes:
-    plt = pyplot()
-
-    t = result.table
-    fig, ax = plt.subplots(figsize=(5, 3.2), dpi=120)
-    ax.plot(t["k"], t["bic"], "o-", label="BIC")
-    ax.plot(t["k"], t["aic"], "s--", label="AIC", alpha=0.7)
-    row = t[t["k"] == chosen]
-    ax.plot(row["k"], row["bic"], "r*", markersize=14, label=f"chosen K = {chosen}")
-    ax.set_xlabel("K (components)")
-    ax.set_ylabel("criterion (lower is better)")
-    ax.legend()
-    return figure_png(fig)
-
-
-def run(cfg: Config, workdir: Store) -> StageResult:
-    import mlflow
-
-    connect(cfg.ray)
-    latents = workdir.sub(layout.stage_dir("harvest", cfg))
-    out = workdir.sub(layout.stage_dir("gmm_search", cfg))
-    record, table = search_latents(cfg, latents, out, workdir.path(layout.manifest_path(cfg)),
-                                   workdir.path(layout.stage_dir("train_classifiers", cfg)))
+def run(ctx: StageContext) -> StageResult:
+    connect(ctx.cfg.ray)
+    out = ctx.out
+    record, table = _search(ctx)
     for row in table.itertuples():
         tracking.log_metrics({"bic": row.bic, "aic": row.aic, "lower_bound": row.lower_bound},
                              step=int(row.k))
@@ -176,10 +148,11 @@ def run(cfg: Config, workdir: Store) -> StageResult:
     for attr, value in (record.get("nmi") or {}).items():
         if value is not None:
             tracking.log_metrics({f"nmi_{attr}": value})
-    for name in (BIC_TABLE, BIC_PLOT, SELECTED, COMPONENTS, mixture_file(record["k"]), PCA_FILE):
+    for name in (BIC_TABLE, layout.GMM_BIC_PLOT, layout.GMM_SELECTED, COMPONENTS,
+                 layout.gmm_mixture(record["k"]), layout.GMM_PCA):
         if out.exists(name) and out.is_local:
-            mlflow.log_artifact(out.path(name))
-    print(f"chosen K = {record['k']} ({record['chosen_by']}); BIC table in {out.uri(BIC_TABLE)}")
+            tracking.log_artifact(out.path(name))
+    ctx.echo(f"chosen K = {record['k']} ({record['chosen_by']}); BIC table in {out.uri(BIC_TABLE)}")
     return StageResult("gmm_search", rows={"latents": record["n"], "k": record["k"]},
-                       outputs={"selected": out.uri(SELECTED)},
+                       outputs={"selected": out.uri(layout.GMM_SELECTED)},
                        metrics={"chosen_k": float(record["k"])})

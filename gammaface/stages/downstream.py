@@ -11,40 +11,29 @@ jobs; evaluation runs in the driver once every job has its predictions.
 
 from __future__ import annotations
 
-import hashlib
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import pandas as pd
 
 from gammaface import layout, ray_train, tracking
-from gammaface.classifiers.train import image_size
 from gammaface.config import Config
 from gammaface.data import manifest, registry
-from gammaface.downstream.mixing import BASELINE, Job, jobs, mix
+from gammaface.downstream.mixing import BASELINE, Job, job_key, jobs, mix
 from gammaface.downstream.train_loop import PREDICTIONS, TRAIN_TABLE, train_loop_per_worker
 from gammaface.errors import UserError
 from gammaface.metrics.evaluate import INTERSECTION_SEP, evaluate
 from gammaface.ray_runtime import connect
-from gammaface.stage import StageResult
+from gammaface.stage import StageContext, StageResult
 from gammaface.storage import Store
 
 JOB_FILE = "job.json"
 METRICS_FILE = "metrics.json"
-RESULTS = "results.csv"
-KIND_TAG = "gammaface.kind"
 KIND = "downstream"
-PIPELINE_TAG = "gammaface.pipeline_run"
 RAY_TRAIN_DIR = "ray_train"
 
 
-def protected_key(cfg: Config) -> str:
-    """The metric key of the protected attributes together (their intersection when several)."""
-    return INTERSECTION_SEP.join(cfg.downstream.protected)
-
-
-def _labelled_sets(cfg: Config, workdir: Store) -> dict[str, tuple[pd.DataFrame, str]]:
-    labels = workdir.sub(layout.stage_dir("pseudo_label", cfg))
+def _labelled_sets(cfg: Config, labels: Store) -> dict[str, tuple[pd.DataFrame, str]]:
     out = {}
     for method in cfg.downstream.methods:
         if method == BASELINE:
@@ -54,27 +43,6 @@ def _labelled_sets(cfg: Config, workdir: Store) -> dict[str, tuple[pd.DataFrame,
                             "not make; add it there or drop it here.")
         out[method] = manifest.read(labels.path(method, manifest.MANIFEST_FILE))
     return out
-
-
-# what a job's classifier depends on besides its own (size, method, ratio, seed) and its data
-_TRAINING_KEYS = ("downstream.target", "downstream.backbone", "downstream.epochs",
-                  "downstream.batch_size", "downstream.learning_rate")
-
-
-def job_key(cfg: Config, job: Job) -> str:
-    """The hash of exactly what one job's classifier depends on: the real data, the generated
-    set it draws from (that method's images and their pseudo-labels), its size, ratio and seed,
-    and the training settings. Other jobs, seeds, ratios or methods of the grid are not in it,
-    so adding a seed trains only the new seed's jobs."""
-    from gammaface.generate.stage import method_key
-    from gammaface.pipeline import stage_hash
-
-    parts = [stage_hash("prepare", cfg), cfg.section_hash(*_TRAINING_KEYS), str(image_size(cfg)),
-             job.folder]
-    if job.method != BASELINE:
-        parts += [method_key(cfg, job.method), stage_hash("train_classifiers", cfg),
-                  cfg.section_hash("label.min_confidence")]
-    return hashlib.sha256("|".join(parts).encode()).hexdigest()[:16]
 
 
 def _job_record(job: Job, key: str) -> dict[str, Any]:
@@ -91,19 +59,20 @@ def _relative_files(table: pd.DataFrame, workdir: Store) -> pd.DataFrame:
     return table.assign(file=np.where(inside, files.str.slice(len(root)), files))
 
 
-def prepare_jobs(cfg: Config, workdir: Store, out: Store
-                 ) -> tuple[list[Job], dict[Job, dict[str, int]]]:
+def _prepare_jobs(ctx: StageContext, out: Store, key: Callable[[Job], str]
+                  ) -> tuple[list[Job], dict[Job, dict[str, int]]]:
     """Write every job's training table (and job.json); a job folder written for another config
     is cleared first. Returns the jobs and the counts each actually uses."""
+    cfg, workdir = ctx.cfg, ctx.workdir
     d = cfg.downstream
-    df, real_root = manifest.read(workdir.path(layout.dataset_dir(cfg), manifest.MANIFEST_FILE))
+    df, real_root = manifest.read(ctx.manifest_path)
     real = df[(df["split"] == "train") & df[d.target].notna()].reset_index(drop=True)
-    generated = _labelled_sets(cfg, workdir)
+    generated = _labelled_sets(cfg, ctx.folder("pseudo_label"))
     all_jobs = jobs(d.n_per_class, d.methods, d.ratios, d.seeds)
     counts = {}
     for job in all_jobs:
         folder = out.sub(job.folder)
-        record = _job_record(job, job_key(cfg, job))
+        record = _job_record(job, key(job))
         stored = folder.read_json(JOB_FILE) if folder.exists(JOB_FILE) else {}
         if any(stored.get(k) != v for k, v in record.items()):
             folder.delete("")  # written for another config (or never finished writing)
@@ -139,11 +108,12 @@ def _child_runs(cfg: Config, all_jobs: list[Job], out: Store) -> dict[Job, str]:
         if run_id:
             # a resumed stage adopts the job's run, with its training curve, as its own child
             client.set_tag(run_id, "mlflow.parentRunId", parent.info.run_id)
-            client.set_tag(run_id, PIPELINE_TAG, pipeline_run)
+            client.set_tag(run_id, tracking.PIPELINE_TAG, pipeline_run)
             ids[job] = run_id
             continue
         run = client.create_run(parent.info.experiment_id, run_name=job.name, tags={
-            "mlflow.parentRunId": parent.info.run_id, KIND_TAG: KIND, PIPELINE_TAG: pipeline_run,
+            "mlflow.parentRunId": parent.info.run_id, tracking.KIND_TAG: KIND,
+            tracking.PIPELINE_TAG: pipeline_run,
             "method": job.method, "ratio": f"{job.ratio:g}", "seed": str(job.seed),
             "n_per_class": str(job.n_per_class), "target": cfg.downstream.target,
             "protected": ",".join(cfg.downstream.protected)})
@@ -158,9 +128,9 @@ def _child_runs(cfg: Config, all_jobs: list[Job], out: Store) -> dict[Job, str]:
     return ids
 
 
-def _test_table(cfg: Config, workdir: Store) -> pd.DataFrame:
+def _test_table(cfg: Config, manifest_path: str) -> pd.DataFrame:
     d = cfg.downstream
-    df, root = manifest.read(workdir.path(layout.dataset_dir(cfg), manifest.MANIFEST_FILE))
+    df, root = manifest.read(manifest_path)
     cols = [d.target, *d.protected]
     test = df[(df["split"] == "test") & df[cols].notna().all(axis=1)].reset_index(drop=True)
     if test.empty:
@@ -172,7 +142,7 @@ def _test_table(cfg: Config, workdir: Store) -> pd.DataFrame:
                          **{a: test[a].astype(str) for a in d.protected}})
 
 
-def evaluate_job(cfg: Config, pred: pd.DataFrame, baseline: dict[str, float] | None
+def _evaluate_job(cfg: Config, pred: pd.DataFrame, baseline: dict[str, float] | None
                  ) -> dict[str, float]:
     d = cfg.downstream
     binary = registry.get(d.target).n_classes == 2
@@ -181,34 +151,34 @@ def evaluate_job(cfg: Config, pred: pd.DataFrame, baseline: dict[str, float] | N
                     {a: pred[a].to_numpy() for a in d.protected}, baseline)
 
 
-def run(cfg: Config, workdir: Store) -> StageResult:
+def run(ctx: StageContext) -> StageResult:
     import mlflow
 
-    from gammaface.pipeline import stage_hash
-
+    cfg, workdir = ctx.cfg, ctx.workdir
     d = cfg.downstream
     connect(cfg.ray)
-    out = workdir.sub(layout.stage_dir("downstream", cfg), d.target)
-    if not out.is_local:
-        raise UserError(f"downstream trains from local files; workdir {workdir.root} is remote, "
-                        "which this stage does not support yet.")
-    key = stage_hash("downstream", cfg)
-    all_jobs, counts = prepare_jobs(cfg, workdir, out)
+    out = ctx.local_out("trains from local files").sub(d.target)
+    key = ctx.hash
+
+    def keyed(job: Job) -> str:
+        return job_key(cfg, job, ctx.hash_of)
+
+    all_jobs, counts = _prepare_jobs(ctx, out, keyed)
     run_ids = _child_runs(cfg, all_jobs, out)
     pending = [j for j in all_jobs if not out.sub(j.folder).exists(PREDICTIONS)]
-    print(f"  {len(all_jobs)} downstream jobs ({len(pending)} to train): target {d.target}, "
+    ctx.echo(f"  {len(all_jobs)} downstream jobs ({len(pending)} to train): target {d.target}, "
           f"protected {', '.join(d.protected)}; counts per class of the first: "
-          + ", ".join(f"{k} {v}" for k, v in counts[all_jobs[0]].items()), flush=True)
-    test = _test_table(cfg, workdir)
+          + ", ".join(f"{k} {v}" for k, v in counts[all_jobs[0]].items()))
+    test = _test_table(cfg, ctx.manifest_path)
     if pending:
         workers = max(1, min(d.num_workers, len(pending)))
         threads = ray_train.cpus_per_worker(None, d.use_gpu, workers)
         loop_cfg = {
             "target": d.target, "protected": list(d.protected), "backbone": d.backbone,
-            "image_size": image_size(cfg), "epochs": d.epochs, "batch_size": d.batch_size,
+            "image_size": cfg.classifier_image_size, "epochs": d.epochs, "batch_size": d.batch_size,
             "learning_rate": d.learning_rate, "use_gpu": d.use_gpu, "threads": threads,
             "out": out.path(), "workdir": workdir.path(), "test": test.to_dict(orient="list"),
-            "mlflow_uri": mlflow.get_tracking_uri(),
+            "log": tracking.worker_run(),
             "jobs": [{"folder": j.folder, "seed": j.seed, "name": j.name,
                       "run_id": run_ids.get(j)} for j in pending],
         }
@@ -222,10 +192,10 @@ def run(cfg: Config, workdir: Store) -> StageResult:
         folder = out.sub(job.folder)
         pred, _ = folder.read_parquet(PREDICTIONS)
         base = baselines.get((job.n_per_class, job.seed)) if job.method != BASELINE else None
-        metrics = evaluate_job(cfg, pred, base)
+        metrics = _evaluate_job(cfg, pred, base)
         if job.method == BASELINE:
             baselines[(job.n_per_class, job.seed)] = metrics
-        folder.write_json(METRICS_FILE, {"job": _job_record(job, job_key(cfg, job)),
+        folder.write_json(METRICS_FILE, {"job": _job_record(job, keyed(job)),
                                          "counts": counts[job],
                                          "metrics": metrics})
         if job in run_ids:
@@ -240,11 +210,11 @@ def run(cfg: Config, workdir: Store) -> StageResult:
                      "seed": job.seed, **{f"count/{k}": v for k, v in counts[job].items()},
                      **metrics})
     results = pd.DataFrame(rows)
-    out.write_bytes(RESULTS, results.to_csv(index=False).encode())
-    mlflow.log_artifact(out.path(RESULTS))
-    pk = protected_key(cfg)
+    out.write_bytes(layout.DOWNSTREAM_RESULTS, results.to_csv(index=False).encode())
+    tracking.log_artifact(out.path(layout.DOWNSTREAM_RESULTS))
+    pk = INTERSECTION_SEP.join(d.protected)
     summary = results.groupby(["n_per_class", "method", "ratio"])[["accuracy", f"bias/{pk}"]].mean()
-    print("  mean over seeds (accuracy, bias/" + pk + "):\n" + summary.round(4).to_string(), flush=True)
+    ctx.echo("  mean over seeds (accuracy, bias/" + pk + "):\n" + summary.round(4).to_string())
     tracking.log_metrics({"jobs": float(len(all_jobs))})
     return StageResult("downstream", rows={"jobs": len(all_jobs), "trained": len(pending)},
-                       outputs={"results": out.uri(RESULTS)})
+                       outputs={"results": out.uri(layout.DOWNSTREAM_RESULTS)})

@@ -25,33 +25,30 @@ import numpy as np
 import pandas as pd
 
 from gammaface import layout, tracking
-from gammaface.config import GENERATION_METHODS, MIXTURE_METHODS, Config, uses_labeller
+from gammaface.config import GENERATION_METHODS, MIXTURE_METHODS, Config
 from gammaface.data import manifest
+from gammaface.data.cells import cell_codes, cell_members, cells
 from gammaface.diffusion.model_io import load_scheduler
 from gammaface.diffusion.sampler import effective_t, make_scheduler
 from gammaface.errors import UserError
 from gammaface.generate import shards as shard_io
 from gammaface.generate import weights as balance
-from gammaface.generate.draws import Renderer, write_sampling
-from gammaface.generate.plan import NO_COMPONENT, Shard, counts_from_weights, make_plan, tempered
-from gammaface.gmm import stage as gmm_stage
+from gammaface.generate.draws import SAMPLING_FILE, Renderer, RenderShards, write_sampling
+from gammaface.generate.plan import (NO_COMPONENT, Shard, counts_from_weights, make_plan, method_key,
+                                     tempered)
 from gammaface.gmm.mixture import GaussianMixture
 from gammaface.gmm.projection import Projection
+from gammaface.images import encode_png
 from gammaface.latents import store as latent_store
 from gammaface.ray_runtime import actor_resources, connect
-from gammaface.stage import StageResult
-from gammaface.storage import Store
-from gammaface.viz import save_png
+from gammaface.stage import StageContext, StageResult
 
 PLAN_FILE = "plan.json"
-SAMPLING_FILE = "sampling.npz"
-GRID_FILE = "components.png"
-COMPOSITIONS = "compositions.csv"
 PREDICTED = "predicted_balance.csv"
 
 
 @dataclass
-class Inputs:
+class _Inputs:
     """What the mixture side hands to generation: the chosen mixture in its space, the
     latents in that space, and (forward harvest) each latent's source image and labels."""
 
@@ -66,30 +63,29 @@ class Inputs:
     image_root: str
 
 
-def load_inputs(cfg: Config, workdir: Store) -> Inputs:
-    gmm_dir = workdir.sub(layout.stage_dir("gmm_search", cfg))
-    latents = workdir.sub(layout.stage_dir("harvest", cfg))
-    selected = gmm_dir.read_json(gmm_stage.SELECTED)
+def _load_inputs(ctx: StageContext) -> _Inputs:
+    gmm_dir, latents = ctx.folder("gmm_search"), ctx.folder("harvest")
+    selected = gmm_dir.read_json(layout.GMM_SELECTED)
     meta = latents.read_json(latent_store.META_FILE)
     index = latent_store.read_index(latents)
-    mixture = GaussianMixture.load(gmm_dir.path(gmm_stage.mixture_file(selected["k"])))
+    mixture = GaussianMixture.load(gmm_dir.path(layout.gmm_mixture(selected["k"])))
     projection = None
     if selected["space"] == "features":
-        space_X = np.load(gmm_dir.path(gmm_stage.FEATURES_FILE))
+        space_X = np.load(gmm_dir.path(layout.GMM_FEATURES))
     else:
         space_X = latent_store.load_rows(latents, index)
         if selected["space"] == "pca":
-            projection = Projection.load(gmm_dir.path(gmm_stage.PCA_FILE))
+            projection = Projection.load(gmm_dir.path(layout.GMM_PCA))
             space_X = projection.to_space(space_X).astype(np.float32)
-    df, image_root = manifest.read(workdir.path(layout.manifest_path(cfg)))
+    df, image_root = manifest.read(ctx.manifest_path)
     labels = None
     if meta["source"] == "forward":
-        labels = df.set_index("path").loc[index["source_path"]].reset_index(drop=True)
-    return Inputs(selected, meta, mixture, projection, space_X, list(index["source_path"]),
+        labels = manifest.labels_at(df, index["source_path"])
+    return _Inputs(selected, meta, mixture, projection, space_X, list(index["source_path"]),
                   labels, df[df["split"] == "train"].reset_index(drop=True), image_root)
 
 
-def _mixture_spec(inputs: Inputs, means: np.ndarray, variances: np.ndarray, resp: np.ndarray,
+def _mixture_spec(inputs: _Inputs, means: np.ndarray, variances: np.ndarray, resp: np.ndarray,
                   draw: str) -> dict[str, Any]:
     if draw == "gaussian":
         spec: dict[str, Any] = {"kind": "gaussian", "means": means, "variances": variances}
@@ -102,71 +98,44 @@ def _mixture_spec(inputs: Inputs, means: np.ndarray, variances: np.ndarray, resp
             "source": inputs.meta["source"], "source_paths": inputs.source_paths}
 
 
-def _single_gaussian(inputs: Inputs, reg_covar: float) -> tuple[np.ndarray, np.ndarray]:
+def _single_gaussian(inputs: _Inputs, reg_covar: float) -> tuple[np.ndarray, np.ndarray]:
     """K = 1 in closed form: the latents' mean and variance (what EM converges to at once)."""
     X = inputs.space_X.astype(np.float64)
     return X.mean(axis=0, keepdims=True), X.var(axis=0, keepdims=True) + reg_covar
 
 
-def strata(train: pd.DataFrame, protected: list[str]) -> dict[str, list[str]]:
-    """Cell index -> the train images of that protected cell (cells without images left out)."""
-    codes = balance.cell_codes(train, protected)
-    paths = train["path"].to_numpy()
-    return {str(c): list(paths[codes == c]) for c in np.unique(codes[codes >= 0])}
-
-
-def component_compositions(cfg: Config, inputs: Inputs, resp: np.ndarray, spec: dict[str, Any],
-                           renderer: Callable[[], Renderer], workdir: Store
-                           ) -> tuple[np.ndarray, np.ndarray, str]:
+def _component_compositions(ctx: StageContext, inputs: _Inputs, resp: np.ndarray,
+                            spec: dict[str, Any], renderer: Callable[[], Renderer]
+                            ) -> tuple[np.ndarray, np.ndarray, str]:
     """(K, cells) protected-cell distribution per component, (K,) the labelled mass behind
     each (0: unknown), and where they came from."""
+    cfg = ctx.cfg
     protected = cfg.generate.protected
-    n_cells = len(balance.cells(protected))
+    n_cells = len(cells(protected))
     if inputs.source_labels is not None:
-        codes = balance.cell_codes(inputs.source_labels, protected)
+        codes = cell_codes(inputs.source_labels, protected)
         comp, mass = balance.compositions(resp, codes, n_cells)
         return comp, mass, "source labels"
     from gammaface.classifiers.labeller import Labeller
 
-    labeller = Labeller.load(workdir.path(layout.stage_dir("train_classifiers", cfg)))
+    labeller = Labeller.load(ctx.folder("train_classifiers").path())
     r = renderer()
     comp = np.zeros((inputs.mixture.n_components, n_cells))
     for k in range(inputs.mixture.n_components):
         images = r.render(spec, k, cfg.generate.pilot, seed=cfg.generate.seed * 1000 + k)
-        codes = balance.cell_codes(labeller.frame(images), protected)
+        codes = cell_codes(labeller.frame(images), protected)
         comp[k] = np.bincount(codes, minlength=n_cells) / len(codes)
     mass = np.full(inputs.mixture.n_components, float(cfg.generate.pilot))
     return comp, mass, f"labeller on {cfg.generate.pilot} pilot images per component"
 
 
-def method_weights(cfg: Config, pi: np.ndarray, attr: balance.Balancing) -> dict[str, np.ndarray]:
+def _method_weights(cfg: Config, pi: np.ndarray, attr: balance.Balancing) -> dict[str, np.ndarray]:
     k = len(pi)
     return {"gmm": np.full(k, 1.0 / k), "gmm_weighted": np.asarray(pi, dtype=np.float64),
             "gmm_tempered": tempered(pi, cfg.generate.alpha), "gmm_attr": attr.weights}
 
 
-class RenderShards:
-    """Ray Data actor: the DDPM loaded once; maps one shard row to a written shard folder."""
-
-    def __init__(self, renderer_kwargs: dict[str, Any], out_root: str, keys: dict[str, str]) -> None:
-        self.renderer = Renderer(**renderer_kwargs)
-        self.out_root = Path(out_root)
-        self.keys = keys
-
-    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        done = []
-        for i in range(len(batch["shard"])):
-            shard = Shard(str(batch["method"][i]), int(batch["shard"][i]),
-                          int(batch["component"][i]), int(batch["count"][i]), int(batch["seed"][i]))
-            method_dir = self.out_root / shard.method
-            spec = self.renderer.sampling(str(method_dir / SAMPLING_FILE))
-            images = self.renderer.render(spec, shard.component, shard.count, shard.seed)
-            shard_io.write(method_dir, shard, images, self.keys[shard.method])
-            done.append(shard.count)
-        return {"method": batch["method"], "shard": batch["shard"], "images": np.array(done)}
-
-
-def render_pending(cfg: Config, pending: list[Shard], renderer_kwargs: dict[str, Any],
+def _render_pending(cfg: Config, pending: list[Shard], renderer_kwargs: dict[str, Any],
                    out: Path, keys: dict[str, str], total_images: int, done_images: int,
                    echo: Callable[[str], None]) -> None:
     """Render the pending shards on an actor pool, printing progress as shards complete."""
@@ -196,67 +165,17 @@ def render_pending(cfg: Config, pending: list[Shard], renderer_kwargs: dict[str,
             last = now
 
 
-def component_grid(method_dir: Path, plan: list[Shard], per_row: int) -> np.ndarray:
-    """One row per component (or cell): the first images of its first shard."""
-    from gammaface.viz import grid
-
-    firsts: dict[int, Shard] = {}
-    for s in plan:
-        firsts.setdefault(s.component, s)
-    rows = []
-    for comp in sorted(firsts):
-        images = shard_io.first_images(method_dir, firsts[comp], per_row)
-        blank = np.zeros_like(images[0])
-        rows += images + [blank] * (per_row - len(images))
-    return grid(rows, ncol=per_row, upscale=max(1, 48 // rows[0].shape[0]))
-
-
-def method_key(cfg: Config, method: str) -> str:
-    """The hash of exactly what one method's images depend on, so that a setting another
-    method reads (alpha, protected, pilot), or one that changes no image (grid), redoes none
-    of this method's shards."""
-    import hashlib
-
-    from gammaface.pipeline import stage_hash
-
-    g = cfg.generate
-    keys = ["generate.n", "generate.steps", "generate.eta", "generate.shard_size", "generate.seed"]
-    if method == "unconditional":  # pure DDPM samples from T: no latents, no mixture
-        upstream = ["train_ddpm"]
-    elif method == "stratified":  # train images noised to the harvest's t*
-        upstream = ["train_ddpm"]
-        keys += ["harvest.t_star", "generate.protected"]
-    else:
-        upstream = ["gmm_search"]
-        keys.append("generate.draw")
-        if g.draw == "gaussian":
-            keys.append("generate.temperature")
-        if method == "gmm_tempered":
-            keys.append("generate.alpha")
-        if method == "gmm_attr":
-            keys.append("generate.protected")
-            if uses_labeller(cfg):
-                keys.append("generate.pilot")
-                upstream.append("train_classifiers")
-    parts = [method, cfg.section_hash(*keys), *(stage_hash(n, cfg) for n in upstream)]
-    return hashlib.sha256("|".join(parts).encode()).hexdigest()[:16]
-
-
-def run(cfg: Config, workdir: Store, echo: Callable[[str], None] = print) -> StageResult:
-    import mlflow
-
+def run(ctx: StageContext) -> StageResult:
+    cfg, echo = ctx.cfg, ctx.echo
     g = cfg.generate
     connect(cfg.ray)
-    out_store = workdir.sub(layout.stage_dir("generate", cfg))
-    if not out_store.is_local:
-        raise UserError(f"generate writes shard folders locally; workdir {workdir.root} is remote, "
-                        "which this stage does not support yet.")
+    out_store = ctx.local_out("writes shard folders locally")
     out = Path(out_store.path())
     out.mkdir(parents=True, exist_ok=True)
-    inputs = load_inputs(cfg, workdir)
+    inputs = _load_inputs(ctx)
     t_star = int(inputs.meta["t_star"])
-    ddpm_dir = workdir.path(layout.stage_dir("train_ddpm", cfg))
-    latent_dir = workdir.path(layout.stage_dir("harvest", cfg))
+    ddpm_dir = ctx.folder("train_ddpm").path()
+    latent_dir = ctx.folder("harvest").path()
     t_used = effective_t(make_scheduler(load_scheduler(ddpm_dir), "ddim"), g.steps, t_star)
     if t_used != t_star:
         echo(f"  t* = {t_star} of the harvest lies off the {g.steps}-step grid; starting from {t_used}")
@@ -274,9 +193,9 @@ def run(cfg: Config, workdir: Store, echo: Callable[[str], None] = print) -> Sta
     if needs_comp:
         import torch
 
-        comp, mass, comp_source = component_compositions(
-            cfg, inputs, resp, chosen_spec,
-            lambda: Renderer(**renderer_kwargs, threads=torch.get_num_threads()), workdir)
+        comp, mass, comp_source = _component_compositions(
+            ctx, inputs, resp, chosen_spec,
+            lambda: Renderer(**renderer_kwargs, threads=torch.get_num_threads()))
         unknown = [int(k) for k in np.flatnonzero(mass <= 0)]
         if unknown and len(unknown) < len(mass):
             echo(f"  warning: component(s) {', '.join(map(str, unknown))} hold no image with "
@@ -286,14 +205,14 @@ def run(cfg: Config, workdir: Store, echo: Callable[[str], None] = print) -> Sta
         if "gmm_attr" in g.methods and not attr.solved:
             echo(f"  warning: gmm_attr falls back to equal weights: {attr.fallback}.")
             tracking.log_params({"generate.gmm_attr_fallback": attr.fallback})
-        weights = method_weights(cfg, gm.weights_, attr)
+        weights = _method_weights(cfg, gm.weights_, attr)
         table = balance.predicted_balance(weights, comp, protected)
         out_store.write_bytes(PREDICTED, table.to_csv(index=False).encode())
-        comp_table = pd.DataFrame(comp, columns=[":".join(c) for c in balance.cells(protected)])
+        comp_table = pd.DataFrame(comp, columns=[":".join(c) for c in cells(protected)])
         comp_table.insert(0, "component", np.arange(gm.n_components))
         for m in MIXTURE_METHODS:
             comp_table.insert(1 + MIXTURE_METHODS.index(m), f"weight/{m}", weights[m])
-        out_store.write_bytes(COMPOSITIONS, comp_table.to_csv(index=False).encode())
+        out_store.write_bytes(layout.GENERATED_COMPOSITIONS, comp_table.to_csv(index=False).encode())
         echo(f"  component compositions from {comp_source}; predicted balance "
              f"(intersection discrepancy): " + ", ".join(
                  f"{r['method']} {r['discrepancy/' + ':'.join(protected)]:.3f}"
@@ -303,7 +222,7 @@ def run(cfg: Config, workdir: Store, echo: Callable[[str], None] = print) -> Sta
         tracking.log_metrics({f"predicted/{r['method']}/{k}": v for _, r in table.iterrows()
                               for k, v in r.items() if k.startswith("discrepancy/")})
 
-    keys = {m: method_key(cfg, m) for m in g.methods}
+    keys = {m: method_key(cfg, m, ctx.hash_of) for m in g.methods}
     for method in g.methods:
         method_dir = out / method
         method_dir.mkdir(parents=True, exist_ok=True)
@@ -317,11 +236,11 @@ def run(cfg: Config, workdir: Store, echo: Callable[[str], None] = print) -> Sta
         elif method == "unconditional":
             spec, counts, comps = {"kind": "noise"}, np.array([g.n]), [NO_COMPONENT]
         else:  # stratified
-            cell_paths = strata(inputs.train, protected)
+            cell_paths = cell_members(inputs.train, protected)
             if not cell_paths:
                 raise UserError(f"no train image has every protected attribute "
                                 f"({', '.join(protected)}) labelled; stratified has nothing to draw.")
-            missing = len(balance.cells(protected)) - len(cell_paths)
+            missing = len(cells(protected)) - len(cell_paths)
             if missing:
                 echo(f"  stratified: {missing} protected cell(s) have no train image and are left out")
             spec = {"kind": "images", "cell_paths": cell_paths}
@@ -340,7 +259,7 @@ def run(cfg: Config, workdir: Store, echo: Callable[[str], None] = print) -> Sta
     echo(f"  {len(todo)} of {sum(len(p) for p in plans.values())} shards to render "
          f"({done_before} images already complete)")
     started = time.perf_counter()
-    render_pending(cfg, todo, renderer_kwargs, out, keys, total, done_before, echo)
+    _render_pending(cfg, todo, renderer_kwargs, out, keys, total, done_before, echo)
     seconds = time.perf_counter() - started
 
     for method, plan in plans.items():
@@ -348,11 +267,12 @@ def run(cfg: Config, workdir: Store, echo: Callable[[str], None] = print) -> Sta
         df = shard_io.manifest_rows(method_dir, plan)
         out_store.write_parquet(f"{method}/{manifest.MANIFEST_FILE}", df, metadata={"image_root": "."})
         rows[method] = len(df)
-        save_png(component_grid(method_dir, plan, g.grid), method_dir / GRID_FILE)
-        mlflow.log_artifact(str(method_dir / GRID_FILE), artifact_path=f"grids/{method}")
-    for name in (COMPOSITIONS, PREDICTED):
+        grid = shard_io.component_grid(method_dir, plan, g.grid)
+        (method_dir / layout.GENERATED_GRID).write_bytes(encode_png(grid))
+        tracking.log_artifact(str(method_dir / layout.GENERATED_GRID), artifact_path=f"grids/{method}")
+    for name in (layout.GENERATED_COMPOSITIONS, PREDICTED):
         if out_store.exists(name):
-            mlflow.log_artifact(out_store.path(name))
+            tracking.log_artifact(out_store.path(name))
     made = total - done_before
     tracking.log_metrics({"images": float(total), "images_rendered": float(made),
                           "images_per_s": made / max(seconds, 1e-9)})

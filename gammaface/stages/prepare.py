@@ -2,27 +2,24 @@
 
 from __future__ import annotations
 
-import io
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
-from gammaface import layout, tracking
-from gammaface.config import Config
+from gammaface import tracking
 from gammaface.data import fairface, ffhq, manifest, registry, synthfaces
 from gammaface.data.synthfaces_spec import DEFAULT_SPEC, Spec
+from gammaface.images import encode_png, grid, load_rgb
 from gammaface.ray_runtime import connect
-from gammaface.stage import StageResult
+from gammaface.stage import StageContext, StageResult
 from gammaface.storage import Store
-from gammaface.viz import grid, load_rgb
 
 SAMPLE_GRID = "samples.png"
 _GRID_SIDE = 8
 
 
-def run(cfg: Config, workdir: Store) -> StageResult:
-    out = workdir.sub(layout.dataset_dir(cfg))
+def run(ctx: StageContext) -> StageResult:
+    cfg, out = ctx.cfg, ctx.out
     out.makedirs()
     d = cfg.data
     if d.dataset == "synthfaces":
@@ -39,31 +36,25 @@ def run(cfg: Config, workdir: Store) -> StageResult:
         df = fairface.prepare(Path(d.fairface.labels), Path(d.fairface.images), Path(out.path()),
                               names=fairface.CONFIG_NAMES)
     text = manifest.summary(df)
-    print(text)
+    ctx.echo(text)
     _log(df, text, out)
     return StageResult("prepare", rows={s: int((df["split"] == s).sum()) for s in registry.SPLITS},
                        outputs={"manifest": out.uri(manifest.MANIFEST_FILE)})
 
 
 def _log(df: pd.DataFrame, text: str, out: Store) -> None:
-    import mlflow
-
     metrics = {f"rows_{s}": int((df["split"] == s).sum()) for s in registry.SPLITS}
     for name in registry.ATTRIBUTE_NAMES:
         known = df[name].dropna()
         for cls in registry.get(name).classes:
             metrics[f"share_{name}_{cls}"] = float((known == cls).mean()) if len(known) else float("nan")
     tracking.log_metrics(metrics)
-    mlflow.log_text(text, "dataset_summary.txt")
+    tracking.log_text(text, "dataset_summary.txt")
     if out.is_local:
         _, root = manifest.read(out.path(manifest.MANIFEST_FILE))
         first = df.head(_GRID_SIDE * _GRID_SIDE)
         images = [load_rgb(Path(root) / p) for p in first["path"]]
         images = [im for im in images if im.shape == images[0].shape]
         sheet = grid(images, ncol=_GRID_SIDE, upscale=max(1, 64 // images[0].shape[0]))
-        buf = io.BytesIO()
-        from PIL import Image
-
-        Image.fromarray(np.asarray(sheet)).save(buf, format="PNG")
-        out.write_bytes(SAMPLE_GRID, buf.getvalue())
-        mlflow.log_artifact(out.path(SAMPLE_GRID))
+        out.write_bytes(SAMPLE_GRID, encode_png(sheet))
+        tracking.log_artifact(out.path(SAMPLE_GRID))

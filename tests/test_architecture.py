@@ -1,0 +1,61 @@
+"""The package's layering, as executable rules: import-linter's contracts in pyproject.toml, and
+what a contract cannot say (who may import the pipeline, one public entry per stage)."""
+
+import ast
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import grimp
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+STAGES = REPO / "gammaface" / "stages"
+
+
+def test_the_import_contracts_hold():
+    lint = shutil.which("lint-imports") or str(Path(sys.executable).with_name("lint-imports"))
+    done = subprocess.run([lint, "--no-cache"], cwd=REPO, capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
+    assert "0 broken" in done.stdout
+
+
+def test_a_broken_layer_is_caught(tmp_path):
+    """The contracts bite: a library that imports the pipeline breaks them."""
+    copy = tmp_path / "repo"
+    shutil.copytree(REPO / "gammaface", copy / "gammaface",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(REPO / "pyproject.toml", copy / "pyproject.toml")
+    seeds = copy / "gammaface" / "seeds.py"
+    seeds.write_text(seeds.read_text() + "\n\ndef _late():\n    from gammaface import pipeline\n")
+    lint = shutil.which("lint-imports") or str(Path(sys.executable).with_name("lint-imports"))
+    done = subprocess.run([lint, "--no-cache"], cwd=copy, capture_output=True, text=True,
+                          env={"PYTHONPATH": str(copy), "PATH": "/usr/bin:/bin"})
+    assert done.returncode != 0
+    assert "gammaface.seeds -> gammaface.pipeline" in done.stdout
+
+
+def test_only_the_cli_imports_the_pipeline():
+    graph = grimp.build_graph("gammaface")
+    importers = {m for m in graph.find_modules_that_directly_import("gammaface.pipeline")}
+    assert importers == {"gammaface.cli"}
+
+
+@pytest.mark.parametrize("path", sorted(p for p in STAGES.glob("*.py") if p.name != "__init__.py"),
+                         ids=lambda p: p.stem)
+def test_every_stage_is_one_module_with_one_public_run(path):
+    tree = ast.parse(path.read_text())
+    public = [n.name for n in tree.body
+              if isinstance(n, (ast.FunctionDef, ast.ClassDef)) and not n.name.startswith("_")]
+    assert public == ["run"], f"{path.name} exposes {public}"
+    run = next(n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == "run")
+    assert [a.arg for a in run.args.args] == ["ctx"]
+
+
+def test_every_pipeline_stage_lives_in_the_stages_folder():
+    from gammaface import pipeline
+
+    modules = {s.name: s.module for s in pipeline.STAGES}
+    assert modules == {name: f"gammaface.stages.{name}" for name in modules}
+    assert {p.stem for p in STAGES.glob("*.py")} - {"__init__"} == set(modules)
