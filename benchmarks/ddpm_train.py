@@ -26,7 +26,8 @@ from gammaface import config
 from gammaface.data import synthfaces
 from gammaface.diffusion.presets import unet_config
 from gammaface.diffusion.sampler import make_scheduler, reverse
-from gammaface.diffusion.train_ddpm import fit, loop_config
+from gammaface import ray_train
+from gammaface.diffusion.train_loop import loop_config, train_loop_per_worker
 
 
 def train_throughput(args: argparse.Namespace, workers: int, data_dir: Path, paths: list[str]) -> float:
@@ -36,10 +37,12 @@ def train_throughput(args: argparse.Namespace, workers: int, data_dir: Path, pat
                                      "sample_every": 0, "log_every": args.steps // 2,
                                      "max_failures": 0}})
     threads = max(1, (os.cpu_count() or 1) // workers)
-    loop = loop_config(cfg, f"bench{workers}", paths, str(data_dir), threads)
-    loop["mlflow_uri"] = loop["mlflow_run_id"] = None
+    loop = loop_config(cfg.ddpm, unet_config(args.preset, args.resolution), cfg.seed,
+                       f"bench{workers}", paths, str(data_dir), threads)
     with tempfile.TemporaryDirectory() as storage:
-        _, metrics = fit(cfg, loop, storage, f"bench-{workers}")
+        _, metrics = ray_train.fit(train_loop_per_worker, loop, num_workers=workers, use_gpu=False,
+                                   cpus_per_worker=threads, storage_path=storage,
+                                   name=f"bench-{workers}", max_failures=0, what="ddpm")
     return float(metrics["images_per_s"])
 
 

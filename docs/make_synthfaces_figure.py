@@ -12,7 +12,7 @@ import numpy as np
 from PIL import Image
 
 from gammaface.data import synthfaces
-from gammaface.viz import grid, save_png
+from gammaface.images import encode_png, grid
 
 HERE = Path(__file__).resolve().parent
 
@@ -22,7 +22,7 @@ def main() -> None:
     for size, upscale in ((64, 1), (16, 4)):
         faces = [np.asarray(Image.open(io.BytesIO(synthfaces.render_row(r, size, 0, i))))
                  for i, r in enumerate(rows)]
-        save_png(grid(faces, ncol=16, pad=2, upscale=upscale), HERE / f"synthfaces_{size}px.png")
+        (HERE / f"synthfaces_{size}px.png").write_bytes(encode_png(grid(faces, ncol=16, pad=2, upscale=upscale)))
 
 
 if __name__ == "__main__":

@@ -53,13 +53,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     if report and report[0].skipped:  # a finished run still ends with its table
         from gammaface import layout
         from gammaface.downstream.compare import TABLE_FILE
-        from gammaface.report.stage import REPORT
         from gammaface.storage import Store
 
         folder = Store(cfg.workdir).sub(layout.stage_dir("report", cfg))
         if folder.exists(TABLE_FILE):
             print(folder.read_bytes(TABLE_FILE).decode(), end="")
-            print(f"report: {folder.uri(REPORT)}")
+            print(f"report: {folder.uri(layout.REPORT)}")
     return 0
 
 

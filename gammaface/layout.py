@@ -28,6 +28,8 @@ BALANCE_CSV = "balance.csv"
 BALANCE_PLOT = "balance.png"
 # downstream: per target `<target>/results.csv`, one row per job
 DOWNSTREAM_RESULTS = "results.csv"
+# report: the page (read back by `gammaface run` when the stage is skipped)
+REPORT = "report.md"
 
 
 def gmm_mixture(k: int) -> str:

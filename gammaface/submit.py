@@ -89,16 +89,27 @@ def submit(address: str, config: str, *, stages: str | None = None, workdir: str
 
 
 def follow(address: str, job_id: str, echo: Callable[[str], None] = print,
-           poll_s: float = 2.0, timeout_s: float | None = None) -> str:
-    """Print the job's logs as they grow until it ends; returns its final status."""
+           poll_s: float = 1.0, timeout_s: float | None = None) -> str:
+    """Stream the job's logs as Ray's job server pushes them (`tail_job_logs`) until the job
+    ends; returns its final status. A stream that ends before the job does (the server closed
+    it) is followed by polling the status, so the outcome is always the job's last word."""
+    import asyncio
+
     c = client(address)
-    shown, start = 0, time.time()
+
+    async def stream() -> None:
+        async for chunk in c.tail_job_logs(job_id):
+            if chunk.strip():
+                echo(chunk.rstrip("\n"))
+
+    start = time.time()
+    try:
+        asyncio.run(asyncio.wait_for(stream(), timeout_s))
+    except asyncio.TimeoutError:
+        raise TimeoutError(f"job {job_id} still {c.get_job_status(job_id).value} after "
+                           f"{timeout_s:.0f} s.") from None
     while True:
         status = str(c.get_job_status(job_id).value)
-        logs = c.get_job_logs(job_id)
-        if len(logs) > shown:
-            echo(logs[shown:].rstrip("\n"))
-            shown = len(logs)
         if status in TERMINAL:
             return status
         if timeout_s is not None and time.time() - start > timeout_s:

@@ -71,6 +71,23 @@ def _restore(folder: Path, cfg: dict[str, Any], model: torch.nn.Module, ema: Ema
     return int(state["step"]), ray_train.load_optimizer(folder)
 
 
+def loop_config(ddpm: Any, unet: dict[str, Any], seed: int, config_hash: str, paths: list[str],
+                image_root: str, threads: int, log: ray_train.Log | None = None) -> dict[str, Any]:
+    """What `train_loop_per_worker` reads: the settings of the config's `ddpm` section, the
+    UNet's config, the images (paths under `image_root`) and where rank 0 logs."""
+    d = ddpm
+    return {
+        "unet": unet,
+        "scheduler": {"num_train_timesteps": d.num_train_timesteps, "beta_schedule": d.beta_schedule},
+        "train_steps": d.train_steps, "batch_size": d.batch_size, "learning_rate": d.learning_rate,
+        "warmup_steps": d.warmup_steps, "grad_clip": d.grad_clip, "ema_decay": d.ema_decay,
+        "checkpoint_every": d.checkpoint_every, "sample_every": d.sample_every,
+        "sample_steps": d.sample_steps, "log_every": d.log_every, "use_gpu": d.use_gpu,
+        "seed": seed, "config_hash": config_hash, "paths": paths, "image_root": image_root,
+        "threads": threads, "log": log,
+    }
+
+
 def train_loop_per_worker(cfg: dict[str, Any]) -> None:
     import ray.train
     import ray.train.torch

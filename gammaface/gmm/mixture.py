@@ -24,6 +24,8 @@ from typing import Any
 
 import numpy as np
 import torch
+from sklearn.base import BaseEstimator, DensityMixin
+from sklearn.utils.validation import check_array, check_is_fitted
 
 log = logging.getLogger(__name__)
 
@@ -63,11 +65,10 @@ def check_data(X: Any, n_components: int | None = None) -> np.ndarray | torch.Te
         bad = ~torch.isfinite(X).all(dim=1)
         first = int(bad.nonzero()[0, 0]) if bool(bad.any()) else None
     else:
-        X = np.asarray(X)
-        if X.ndim != 2:
-            raise ValueError(f"expected a 2-D array of rows, got shape {X.shape}.")
-        if not np.issubdtype(X.dtype, np.floating):
-            X = X.astype(np.float64)
+        # scikit-learn's own door (1-D, sparse, complex, object input refused as it refuses
+        # them); non-finite rows are named below
+        X = check_array(X, dtype=[np.float64, np.float32], ensure_all_finite=False,
+                        ensure_min_samples=1)
         bad = ~np.isfinite(X).all(axis=1)
         first = int(bad.argmax()) if bad.any() else None
     if first is not None:
@@ -87,22 +88,18 @@ def _as_tensor(X: Any) -> torch.Tensor:
         return torch.from_numpy(np.ascontiguousarray(X))
 
 
-class GaussianMixture:
-    """Diagonal-covariance Gaussian mixture; attributes and methods as in scikit-learn."""
+class GaussianMixture(DensityMixin, BaseEstimator):
+    """Diagonal-covariance Gaussian mixture; a scikit-learn estimator (settings in `__init__`,
+    checked in `fit`; `clone`, `Pipeline` and `GridSearchCV` take it), with the attributes and
+    methods of `sklearn.mixture.GaussianMixture(covariance_type="diag")`."""
 
     def __init__(self, n_components: int = 1, covariance_type: str = "diag", tol: float = 1e-3,
                  reg_covar: float = 1e-6, max_iter: int = 100, n_init: int = 1,
                  init_params: str = "k-means++", random_state: int | None = None,
-                 backend: str = "auto", dtype: torch.dtype | str = torch.float32,
+                 backend: str = "auto", dtype: torch.dtype | str = "float32",
                  device: str | torch.device | None = None, chunk_size: int = 4096,
                  weights_init: np.ndarray | None = None, means_init: np.ndarray | None = None,
                  variances_init: np.ndarray | None = None) -> None:
-        if covariance_type != "diag":
-            raise ValueError("only covariance_type='diag' is implemented.")
-        if init_params not in INIT_PARAMS:
-            raise ValueError(f"init_params must be one of {', '.join(INIT_PARAMS)}.")
-        if n_components < 1 or max_iter < 1 or n_init < 1 or chunk_size < 1:
-            raise ValueError("n_components, max_iter, n_init and chunk_size must be positive.")
         self.n_components = n_components
         self.covariance_type = covariance_type
         self.tol = tol
@@ -112,24 +109,42 @@ class GaussianMixture:
         self.init_params = init_params
         self.random_state = random_state
         self.backend = backend
-        self.dtype = getattr(torch, dtype) if isinstance(dtype, str) else dtype
+        self.dtype = dtype
         self.device = device
         self.chunk_size = chunk_size
         self.weights_init = weights_init
         self.means_init = means_init
         self.variances_init = variances_init
 
+    def _check_settings(self) -> None:
+        if self.covariance_type != "diag":
+            raise ValueError("only covariance_type='diag' is implemented.")
+        if self.init_params not in INIT_PARAMS:
+            raise ValueError(f"init_params must be one of {', '.join(INIT_PARAMS)}.")
+        for name in ("n_components", "max_iter", "n_init", "chunk_size"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, np.integer)) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}.")
+        if not self.tol >= 0 or not self.reg_covar >= 0:
+            raise ValueError("tol and reg_covar must be non-negative.")
+
+    @property
+    def _torch_dtype(self) -> torch.dtype:
+        return getattr(torch, self.dtype) if isinstance(self.dtype, str) else self.dtype
+
     # --- fitting -------------------------------------------------------------------------------
 
     def fit(self, X: Any, y: None = None) -> GaussianMixture:
+        self._check_settings()
         X = check_data(X, self.n_components)
+        self.n_features_in_ = int(X.shape[1])
         backend = resolve_backend(self.backend)
         self.backend_ = backend
         if backend == "sklearn":
             return self._fit_sklearn(X)
         device = torch.device(self.device) if self.device else \
             torch.device("cuda" if backend == "cuml" else "cpu")
-        data = _as_tensor(X).to(device=device, dtype=self.dtype)
+        data = _as_tensor(X).to(device=device, dtype=self._torch_dtype)
         rng = np.random.RandomState(self.random_state)
         best: tuple[float, dict[str, Any]] | None = None
         for _ in range(self.n_init):
@@ -144,6 +159,7 @@ class GaussianMixture:
         self.covariances_ = r["variances"].cpu().double().numpy()
         self.converged_, self.n_iter_, self.lower_bound_ = r["converged"], r["n_iter"], r["lower_bound"]
         self.n_reseeded_ = r["reseeded"]
+        self._set_precisions()
         if not self.converged_:
             log.warning("EM with K=%d did not converge in %d iterations", self.n_components,
                         self.max_iter)
@@ -167,7 +183,18 @@ class GaussianMixture:
         self.weights_, self.means_, self.covariances_ = sk.weights_, sk.means_, sk.covariances_
         self.converged_, self.n_iter_, self.lower_bound_ = sk.converged_, sk.n_iter_, sk.lower_bound_
         self.n_reseeded_ = 0
+        self._set_precisions()
         return self
+
+    def fit_predict(self, X: Any, y: None = None) -> np.ndarray:
+        """Fit, then the most likely component of every row (scikit-learn's fit_predict, which
+        labels with the fitted parameters after the last M-step)."""
+        return self.fit(X).predict(X)
+
+    def _set_precisions(self) -> None:
+        """For diagonal covariances the precisions and their Cholesky factors are elementwise."""
+        self.precisions_ = 1.0 / np.asarray(self.covariances_, dtype=np.float64)
+        self.precisions_cholesky_ = np.sqrt(self.precisions_)
 
     def _initial_parameters(self, X: Any, data: torch.Tensor, rng: np.random.RandomState,
                             backend: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -175,10 +202,10 @@ class GaussianMixture:
         n, k = data.shape[0], self.n_components
         if self.means_init is not None and self.weights_init is not None \
                 and self.variances_init is not None:
-            return tuple(torch.as_tensor(np.asarray(a), dtype=self.dtype, device=data.device)
+            return tuple(torch.as_tensor(np.asarray(a), dtype=self._torch_dtype, device=data.device)
                          for a in (self.weights_init, self.means_init, self.variances_init))  # type: ignore[return-value]
         per_row, picks = self._initial_labels(X, data, rng, backend)
-        resp = torch.zeros((n, k), dtype=self.dtype, device=data.device)
+        resp = torch.zeros((n, k), dtype=self._torch_dtype, device=data.device)
         picks_t = torch.as_tensor(picks, device=data.device)
         if per_row:  # a component label for every row
             resp[torch.arange(n, device=data.device), picks_t] = 1
@@ -186,11 +213,11 @@ class GaussianMixture:
             resp[picks_t, torch.arange(k, device=data.device)] = 1
         weights, means, variances = self._m_step_from_resp(data, resp)
         if self.weights_init is not None:
-            weights = torch.as_tensor(self.weights_init, dtype=self.dtype, device=data.device)
+            weights = torch.as_tensor(self.weights_init, dtype=self._torch_dtype, device=data.device)
         if self.means_init is not None:
-            means = torch.as_tensor(self.means_init, dtype=self.dtype, device=data.device)
+            means = torch.as_tensor(self.means_init, dtype=self._torch_dtype, device=data.device)
         if self.variances_init is not None:
-            variances = torch.as_tensor(self.variances_init, dtype=self.dtype, device=data.device)
+            variances = torch.as_tensor(self.variances_init, dtype=self._torch_dtype, device=data.device)
         return weights, means, variances
 
     def _initial_labels(self, X: Any, data: torch.Tensor, rng: np.random.RandomState,
@@ -238,10 +265,10 @@ class GaussianMixture:
             means = sx / nk[:, None]
             variances = sxx / nk[:, None] - means * means + self.reg_covar
             dead = (nk < 1.0 + _EPS).nonzero().flatten()
-            if len(dead):  # a component that lost its points starts again at a poorly fitted row
-                reseeded += len(dead)
-                for comp in dead.tolist():
-                    means[comp] = data[worst]
+            if len(dead):  # a component that lost its points starts again at a poorly fitted
+                reseeded += len(dead)  # row, each at its own, so reseeded ones do not coincide
+                for comp, row in zip(dead.tolist(), worst):
+                    means[comp] = data[row]
                     variances[comp] = data.var(dim=0) + self.reg_covar
                     weights[comp] = 1.0 / n
                 weights = weights / weights.sum()
@@ -254,15 +281,17 @@ class GaussianMixture:
                 "reseeded": reseeded}
 
     def _e_pass(self, data: torch.Tensor, weights: torch.Tensor, means: torch.Tensor,
-                variances: torch.Tensor) -> tuple[float, torch.Tensor, torch.Tensor, torch.Tensor, int]:
+                variances: torch.Tensor
+                ) -> tuple[float, torch.Tensor, torch.Tensor, torch.Tensor, list[int]]:
         """One pass over the rows: total log-likelihood, the M-step's sufficient statistics, and
-        the worst-fitted row (where a component that lost its points starts again)."""
+        the K worst-fitted rows, worst first (where components that lost their points start
+        again)."""
         k, d = means.shape
         nk = torch.zeros(k, dtype=data.dtype, device=data.device)
         sx = torch.zeros((k, d), dtype=data.dtype, device=data.device)
         sxx = torch.zeros((k, d), dtype=data.dtype, device=data.device)
         total = torch.zeros((), dtype=torch.float64, device=data.device)
-        lowest = (math.inf, 0)
+        lowest: list[tuple[float, int]] = []
         precision, mean_prec, bias = self._log_gaussian_consts(weights, means, variances)
         for start in range(0, data.shape[0], self.chunk_size):
             x = data[start:start + self.chunk_size]
@@ -274,10 +303,10 @@ class GaussianMixture:
             nk += resp.sum(0)
             sx += resp.T @ x
             sxx += resp.T @ x2
-            m = int(norm.argmin())
-            if float(norm[m]) < lowest[0]:
-                lowest = (float(norm[m]), start + m)
-        return float(total), nk, sx, sxx, lowest[1]
+            worst = torch.topk(norm, min(k, len(norm)), largest=False)
+            lowest += [(float(v), start + int(i)) for v, i in zip(worst.values, worst.indices)]
+            lowest = sorted(lowest)[:k]
+        return float(total), nk, sx, sxx, [row for _, row in lowest]
 
     @staticmethod
     def _log_gaussian_consts(weights: torch.Tensor, means: torch.Tensor, variances: torch.Tensor
@@ -297,15 +326,15 @@ class GaussianMixture:
     # --- using a fitted mixture -----------------------------------------------------------------
 
     def _check_fitted(self) -> None:
-        if not hasattr(self, "means_"):
-            raise RuntimeError("this GaussianMixture is not fitted yet; call fit first.")
+        check_is_fitted(self, "means_")
 
     def _weighted(self, X: Any) -> torch.Tensor:
         self._check_fitted()
         X = check_data(X)
         data = _as_tensor(X)
         if data.shape[1] != self.means_.shape[1]:
-            raise ValueError(f"X has {data.shape[1]} features, the mixture {self.means_.shape[1]}.")
+            raise ValueError(f"X has {data.shape[1]} features, but GaussianMixture is expecting "
+                             f"{self.means_.shape[1]} features as input.")
         consts = self._log_gaussian_consts(*(torch.from_numpy(np.array(a, dtype=np.float64))
                                              for a in (self.weights_, self.means_, self.covariances_)))
         return torch.cat([self._weighted_log_prob(data[i:i + self.chunk_size].cpu().double(), *consts)
@@ -371,4 +400,6 @@ class GaussianMixture:
         gm.converged_, gm.n_iter_, gm.lower_bound_ = meta["converged"], meta["n_iter"], meta["lower_bound"]
         gm.backend_ = meta["backend"]
         gm.n_reseeded_ = 0
+        gm.n_features_in_ = int(gm.means_.shape[1])
+        gm._set_precisions()
         return gm

@@ -23,7 +23,6 @@ from gammaface.metrics.frechet import frechet_between
 from gammaface.stage import StageContext, StageResult
 from gammaface.storage import Store
 
-REPORT = "report.md"
 QUALITY = "quality.csv"
 MAIN_RATIO = 0.5  # the paper's main setting
 FD_IMAGES = 2000  # images per set behind each Fréchet distance
@@ -137,9 +136,9 @@ def run(ctx: StageContext) -> StageResult:
         out.write_bytes("group_tpr.png", figures.group_tpr(tprs))
         md += [f"Per-group TPR for `{key}` (baseline, and the methods at ratio {ratio:g}):", "",
                "![group TPR](group_tpr.png)", ""]
-    out.write_bytes(REPORT, "\n".join(md).encode())
+    out.write_bytes(layout.REPORT, "\n".join(md).encode())
     if out.is_local:
         tracking.log_artifacts(out.path(), artifact_path="report")
-    ctx.echo(f"report: {out.uri(REPORT)}")
+    ctx.echo(f"report: {out.uri(layout.REPORT)}")
     ctx.echo(compare.markdown(summary, d.target, key).rstrip("\n"))
-    return StageResult("report", outputs={"report": out.uri(REPORT)})
+    return StageResult("report", outputs={"report": out.uri(layout.REPORT)})

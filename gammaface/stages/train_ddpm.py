@@ -9,7 +9,6 @@ config starts afresh.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import torch
 from diffusers import DDPMScheduler, UNet2DModel
@@ -19,7 +18,7 @@ from gammaface.config import Config
 from gammaface.data import manifest
 from gammaface.diffusion.model_io import save_ddpm
 from gammaface.diffusion.presets import unet_config
-from gammaface.diffusion.train_loop import sample_images, train_loop_per_worker
+from gammaface.diffusion.train_loop import loop_config, sample_images, train_loop_per_worker
 from gammaface.errors import UserError
 from gammaface.images import encode_png, square_grid
 from gammaface.ray_runtime import connect
@@ -33,22 +32,6 @@ def _cpus_per_worker(cfg: Config) -> int:
     return ray_train.cpus_per_worker(cfg.ddpm.cpus_per_worker, cfg.ddpm.use_gpu, cfg.ddpm.num_workers)
 
 
-def _loop_config(cfg: Config, config_hash: str, paths: list[str], image_root: str,
-                 threads: int) -> dict[str, Any]:
-    d = cfg.ddpm
-    unet = unet_config(d.preset, cfg.ddpm_resolution)  # checked when the config loaded
-    return {
-        "unet": unet,
-        "scheduler": {"num_train_timesteps": d.num_train_timesteps, "beta_schedule": d.beta_schedule},
-        "train_steps": d.train_steps, "batch_size": d.batch_size, "learning_rate": d.learning_rate,
-        "warmup_steps": d.warmup_steps, "grad_clip": d.grad_clip, "ema_decay": d.ema_decay,
-        "checkpoint_every": d.checkpoint_every, "sample_every": d.sample_every,
-        "sample_steps": d.sample_steps, "log_every": d.log_every, "use_gpu": d.use_gpu,
-        "seed": cfg.seed, "config_hash": config_hash, "paths": paths, "image_root": image_root,
-        "threads": threads, "log": tracking.worker_run(),
-    }
-
-
 def run(ctx: StageContext) -> StageResult:
     cfg = ctx.cfg
     connect(cfg.ray)
@@ -59,7 +42,8 @@ def run(ctx: StageContext) -> StageResult:
     if len(paths) < cfg.ddpm.num_workers:
         raise UserError(f"the train split has {len(paths)} images, fewer than ddpm.num_workers.")
     h = ctx.hash
-    loop_cfg = _loop_config(cfg, h, paths, image_root, _cpus_per_worker(cfg))
+    loop_cfg = loop_config(cfg.ddpm, unet_config(cfg.ddpm.preset, cfg.ddpm_resolution), cfg.seed,
+                           h, paths, image_root, _cpus_per_worker(cfg), tracking.worker_run())
     n_params = sum(p.numel() for p in UNet2DModel(**loop_cfg["unet"]).parameters())
     tracking.log_params({"ddpm.resolution_used": loop_cfg["unet"]["sample_size"],
                          "ddpm.parameters": n_params})

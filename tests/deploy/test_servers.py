@@ -30,6 +30,16 @@ def test_submit_runs_smoke_on_a_real_head_and_logs_to_mlflow(tmp_path):
         assert status.returncode == 0 and "SUCCEEDED" in status.stdout
         missing = _gammaface("submit", "--stop", "raysubmit_nosuchjob", "--address", url)
         assert missing.returncode == 2 and "has no job raysubmit_nosuchjob" in missing.stderr
+
+        # follow streams a job's lines as the job server pushes them and ends with its outcome
+        from gammaface import submit
+
+        script = "import time; print('first line', flush=True); time.sleep(2); print('second line'); raise SystemExit(3)"
+        job = submit.client(url).submit_job(entrypoint=f'{sys.executable} -c "{script}"')
+        lines = []
+        assert submit.follow(url, job, echo=lines.append, timeout_s=120) == "FAILED"
+        text = "\n".join(lines)
+        assert text.index("first line") < text.index("second line")
     runs = mlflow_helpers.runs(work, "gammaface-smoke")
     assert {r.data.tags.get("stage") for r in runs} >= {"prepare", "train_ddpm"}
     assert (work / "ddpm" / "stage.json").is_file()

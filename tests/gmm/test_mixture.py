@@ -90,6 +90,59 @@ def test_a_component_that_loses_its_points_is_reseeded():
     assert sorted(np.round(gm.means_[:, 0])) == [0.0, 8.0]
 
 
+def test_components_that_lose_their_points_together_restart_at_distinct_rows():
+    rng = np.random.default_rng(1)
+    X = rng.normal(0, 1, (300, 3))
+    far = np.array([[1e3, 1e3, 1e3], [-1e3, 1e3, -1e3]])  # two starts that win no point
+    gm = GaussianMixture(3, backend="torch", dtype=torch.float64, max_iter=1,
+                         weights_init=np.full(3, 1 / 3), means_init=np.vstack([X[:1], far]),
+                         variances_init=np.ones((3, 3))).fit(X)
+    assert gm.n_reseeded_ == 2
+    # each restarts at its own row: the two worst fitted by the mixture of that E-step, where
+    # only the unit-variance component at X[0] counts, so the two rows farthest from X[0]
+    worst = np.argsort(-((X - X[0]) ** 2).sum(1))[:2]
+    np.testing.assert_allclose(gm.means_[1:], X[worst])
+    assert not np.allclose(gm.means_[1], gm.means_[2])
+
+
+def test_it_is_a_scikit_learn_estimator():
+    from sklearn.base import clone
+    from sklearn.decomposition import PCA
+    from sklearn.model_selection import GridSearchCV
+    from sklearn.pipeline import Pipeline
+
+    gm = GaussianMixture(3, backend="torch", random_state=0, tol=1e-4)
+    twin = clone(gm)
+    assert twin is not gm and twin.get_params() == gm.get_params()
+    assert not hasattr(twin.set_params(n_components=2), "means_") and twin.n_components == 2
+    X, _, _ = _mixture_data(n=300, d=6)
+    pipe = Pipeline([("pca", PCA(4)), ("gmm", GaussianMixture(3, backend="torch", random_state=0))])
+    labels = pipe.fit_predict(X)
+    ref = SkGaussianMixture(3, covariance_type="diag", random_state=0).fit(PCA(4).fit_transform(X))
+    assert pipe[-1].n_features_in_ == 4 and pipe[-1].precisions_.shape == (3, 4)
+    np.testing.assert_allclose(pipe[-1].precisions_cholesky_ ** 2, pipe[-1].precisions_)
+    assert pipe.score(X) == pytest.approx(ref.score(PCA(4).fit_transform(X)), rel=1e-3)
+    assert len(set(zip(labels, ref.predict(PCA(4).fit_transform(X))))) == 3  # same partition
+    search = GridSearchCV(GaussianMixture(backend="torch", random_state=0),
+                          {"n_components": [1, 3]}, cv=3).fit(X)
+    assert search.best_params_ == {"n_components": 3}
+    with pytest.raises(ValueError, match="n_components must be a positive integer"):
+        GaussianMixture(0).fit(X)  # settings are checked in fit, as scikit-learn does
+
+
+def test_scikit_learns_estimator_checks_pass():
+    """check_estimator's whole suite; the one check it skips here is the array-API one, which
+    runs only with SCIPY_ARRAY_API set (the mixture computes in torch, not in array-API
+    namespaces)."""
+    from sklearn.utils.estimator_checks import check_estimator
+
+    results = check_estimator(GaussianMixture(backend="torch", random_state=0), on_fail=None)
+    failed = {r["check_name"]: str(r["exception"])[:200] for r in results if r["status"] == "failed"}
+    skipped = {r["check_name"] for r in results if r["status"] == "skipped"}
+    assert not failed
+    assert skipped <= {"check_array_api_input"}
+
+
 def test_save_load_roundtrip_without_pickle(tmp_path):
     X, _, _ = _mixture_data(n=300, d=8)
     gm = GaussianMixture(3, backend="torch", random_state=0).fit(X)

@@ -272,21 +272,27 @@ def test_kl_ref_is_median_of_four_and_sym_is_sum():
 
 # --- bootstraps against a plain loop --------------------------------------------------------------
 
-def _loop_bootstrap(fn, arrays, seed, repeat):
-    rng = np.random.RandomState(seed)
-    n = len(arrays[0])
-    vals = []
-    for _ in range(repeat):
-        idx = rng.randint(0, n, n)
-        out = fn(*(a[idx] for a in arrays))
-        vals.extend(out if isinstance(out, list) else [out])
-    return [np.median(vals), np.std(vals)]
+def _reference_resamples(n, seed, repeat):
+    """METRICS.md's resampling, from its definition: one RandomState seeded once, n indices in
+    [0, n) per repetition, in order (drawn here as one (repeat, n) block)."""
+    return np.random.RandomState(seed).randint(0, n, size=(repeat, n))
 
 
-def test_generic_bootstrap_is_the_plain_loop():
+def test_generic_bootstrap_resamples_as_the_definition_says():
     yt, yp, g = _random(n=200, seed=1)
+    idx = _reference_resamples(200, 3, 50)
+    # a metric with a closed form per resample: the share of positive predictions
+    shares = yp[idx].mean(axis=1)
+    assert F.bootstrap(lambda a: float(np.mean(a)), (yp,), seed=3, repeat=50) == pytest.approx(
+        [np.median(shares), np.std(shares)])
+    # a metric that returns a list pools its values over the repetitions
+    pooled = np.concatenate([yp[idx].mean(axis=1), yt[idx].mean(axis=1)])
+    both = F.bootstrap(lambda a, b: [float(np.mean(a)), float(np.mean(b))], (yp, yt), seed=3,
+                       repeat=50)
+    assert both == pytest.approx([np.median(pooled), np.std(pooled)])
+    biases = [F.bias(yt[i], yp[i], g[i]) for i in idx]
     assert F.bootstrap(F.bias, (yt, yp, g), seed=3, repeat=50) == pytest.approx(
-        _loop_bootstrap(F.bias, (yt, yp, g), 3, 50))
+        [np.median(biases), np.std(biases)])
 
 
 def test_bootstraps_match_a_plain_loop():

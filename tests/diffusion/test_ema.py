@@ -1,0 +1,60 @@
+import math
+
+import torch
+from diffusers.training_utils import EMAModel
+
+from gammaface.diffusion.ema import Ema
+
+
+class _Scalar(torch.nn.Module):
+    def __init__(self, value: float) -> None:
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.tensor([value], dtype=torch.float64))
+        self.register_buffer("seen", torch.tensor([0]))
+
+
+def test_ema_of_a_held_weight_closes_the_gap_by_the_product_of_the_decays():
+    model = _Scalar(1.0)
+    ema = Ema(model, decay=0.9)
+    model.w.data.fill_(3.0)  # from here on the weight stays put
+    model.seen.fill_(7)
+    for step in range(40):
+        ema.update(model, step)
+    decays = [min(0.9, (1 + s) / (10 + s)) for s in range(40)]
+    # s_t = d s_{t-1} + (1 - d) w: the gap to w shrinks by d each step
+    expected = 3.0 - 2.0 * math.prod(decays)
+    assert float(ema.state_dict()["w"]) == float(torch.tensor(expected, dtype=torch.float32))
+    assert int(ema.state_dict()["seen"]) == 7  # a non-float buffer is copied, not averaged
+
+
+def test_ema_agrees_with_diffusers_ema_model_to_float_rounding():
+    """diffusers' EMAModel uses the same warm-up, min(decay, (1 + t) / (10 + t)), but starts
+    one step later (its first step copies the weights) and updates as s - (1 - d)(s - w);
+    after the warm-up the two agree to float32 rounding."""
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.ReLU(), torch.nn.Linear(16, 2))
+    ours = Ema(model, decay=0.99)
+    theirs = EMAModel(model.parameters(), decay=0.99)
+    for step in range(200):
+        for p in model.parameters():
+            p.data.add_(torch.randn_like(p) * 0.01)
+        ours.update(model, step)
+        theirs.step(model.parameters())
+    shadow = ours.state_dict()
+    for (name, _), reference in zip(model.named_parameters(), theirs.shadow_params):
+        torch.testing.assert_close(shadow[name], reference, rtol=1e-5, atol=1e-6)
+
+
+def test_copy_to_and_load_state_dict_round_trip():
+    torch.manual_seed(1)
+    model = torch.nn.Linear(4, 3)
+    ema = Ema(model, decay=0.5)
+    with torch.no_grad():
+        model.weight.add_(1.0)
+    ema.update(model, 100)
+    target = torch.nn.Linear(4, 3)
+    ema.copy_to(target)
+    torch.testing.assert_close(target.state_dict()["weight"], ema.state_dict()["weight"])
+    other = Ema(target, decay=0.5)
+    other.load_state_dict(ema.state_dict())
+    assert all(torch.equal(other.state_dict()[k], v) for k, v in ema.state_dict().items())

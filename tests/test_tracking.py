@@ -1,0 +1,78 @@
+"""MLflow tracking on a real SQLite store: logging outside a run, the workers' run logger, and
+reading the downstream jobs back."""
+
+import pickle
+
+import mlflow
+import numpy as np
+import pytest
+from mlflow.tracking import MlflowClient
+
+from gammaface import tracking
+from gammaface.errors import UserError
+
+
+@pytest.fixture
+def store(tmp_path):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    tracking.use_tracking_uri(uri)
+    yield uri
+    while mlflow.active_run():
+        mlflow.end_run()
+
+
+def test_logging_outside_a_run_starts_no_run(store):
+    exp = mlflow.create_experiment("quiet")
+    tracking.log_metrics({"x": 1.0})
+    tracking.log_params({"a": 1})
+    tracking.log_text("hello", "note.txt")
+    assert mlflow.active_run() is None
+    assert MlflowClient(store).search_runs([exp]) == []
+
+
+def test_a_worker_run_pickles_without_its_client_and_logs_to_its_run(store, tmp_path):
+    exp = mlflow.create_experiment("workers", artifact_location=str(tmp_path / "art"))
+    with mlflow.start_run(experiment_id=exp) as run:
+        log = tracking.worker_run()
+    assert log.run_id == run.info.run_id and log.uri == store
+    log.metrics({"loss": 0.5}, step=1)  # makes its client
+    shipped = pickle.loads(pickle.dumps(log))  # as Ray sends it to a worker
+    assert shipped._client is None
+    shipped.metrics({"loss": 0.25}, step=2)
+    shipped.image(np.zeros((4, 4, 3), np.uint8), "step_2.png")
+    client = MlflowClient(store)
+    assert [(m.step, m.value) for m in client.get_metric_history(run.info.run_id, "loss")] == \
+        [(1, 0.5), (2, 0.25)]
+    assert [a.path for a in client.list_artifacts(run.info.run_id, "samples")] == ["samples/step_2.png"]
+    other = client.create_run(exp)
+    log.for_run(other.info.run_id).metrics({"acc": 0.9}, step=1)
+    assert client.get_run(other.info.run_id).data.metrics == {"acc": 0.9}
+    tracking.WorkerRun(store, None).metrics({"lost": 1.0}, step=1)  # no run: nothing, no error
+
+
+def _job(client, exp, pipeline_run, method, ratio, seed, bias):
+    run = client.create_run(exp, tags={tracking.KIND_TAG: "downstream",
+                                       tracking.PIPELINE_TAG: pipeline_run,
+                                       "mlflow.parentRunId": pipeline_run, "method": method,
+                                       "ratio": str(ratio), "seed": str(seed), "n_per_class": "50",
+                                       "target": "smile", "protected": "gender"})
+    client.log_metric(run.info.run_id, "bias/gender", bias)
+    return run.info.run_id
+
+
+def test_downstream_runs_are_read_back_per_pipeline_run(store):
+    client = MlflowClient(store)
+    exp = client.create_experiment("ablation")
+    old, new = client.create_run(exp).info.run_id, client.create_run(exp).info.run_id
+    _job(client, exp, old, "baseline", 0.0, 0, 0.3)
+    ids = {_job(client, exp, new, m, r, s, b) for m, r, s, b in
+           [("baseline", 0.0, 0, 0.2), ("gmm", 0.5, 0, 0.1), ("gmm", 0.5, 1, 0.15)]}
+    latest = tracking.downstream_runs("ablation", tracking_uri=store)
+    assert set(latest["run_id"]) == ids  # the most recent pipeline run's jobs only
+    assert sorted(latest["bias/gender"]) == [0.1, 0.15, 0.2]
+    assert latest.loc[latest["method"] == "gmm", "ratio"].tolist() == [0.5, 0.5]
+    assert len(tracking.downstream_runs(run_id=old, tracking_uri=store)) == 1
+    with pytest.raises(UserError, match="no experiment 'nothing'"):
+        tracking.downstream_runs("nothing", tracking_uri=store)
+    with pytest.raises(UserError, match="no run abc"):
+        tracking.downstream_runs(run_id="abc", tracking_uri=store)
