@@ -1,5 +1,8 @@
 """Images in memory and on disk: loading manifest images at a model's resolution, converting
-between uint8 NHWC and the models' float NCHW, the one PNG encoder, and sample grids."""
+between uint8 NHWC and the models' float NCHW, the one PNG encoder, and sample grids.
+
+torch is imported where it is used: the dataset loaders check images through this module, and
+a stage that only reads and writes PNGs (prepare) should not wait seconds for torch to load."""
 
 from __future__ import annotations
 
@@ -7,14 +10,15 @@ import io
 import os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
-import torch
 from PIL import Image
-from torchvision.utils import make_grid
 
 from gammaface.errors import UserError
+
+if TYPE_CHECKING:
+    import torch
 
 WHITE = 255
 
@@ -74,12 +78,16 @@ def check_images(root: Path, rel_paths: Sequence[str], where: Sequence[str], dec
 
 def to_model_space(batch: np.ndarray | torch.Tensor) -> torch.Tensor:
     """uint8 NHWC in [0, 255] -> float NCHW in [-1, 1]."""
+    import torch
+
     x = torch.as_tensor(batch)
     return x.permute(0, 3, 1, 2).float().div(127.5).sub(1.0)
 
 
 def to_uint8(x: torch.Tensor) -> np.ndarray:
     """float NCHW in [-1, 1] -> uint8 NHWC."""
+    import torch
+
     y = ((x.detach().float().cpu().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
     return y.permute(0, 2, 3, 1).numpy()
 
@@ -95,6 +103,9 @@ def encode_png(image: np.ndarray) -> bytes:
 def grid(images: Sequence[np.ndarray], ncol: int, pad: int = 1, upscale: int = 1) -> np.ndarray:
     """Tile equally sized HxWx3 uint8 images row by row, `pad` white pixels between and around,
     each pixel repeated `upscale` times so small faces stay visible."""
+    import torch
+    from torchvision.utils import make_grid
+
     if not len(images):
         raise ValueError("grid needs at least one image")
     batch = torch.as_tensor(np.stack(list(images))).permute(0, 3, 1, 2)

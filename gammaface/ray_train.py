@@ -12,13 +12,12 @@ from __future__ import annotations
 import json
 import tempfile
 from pathlib import Path
-from typing import Any, Callable, Protocol
-
-import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from typing import TYPE_CHECKING, Any, Callable, Protocol
 
 from gammaface.errors import UserError, explain
+
+if TYPE_CHECKING:  # imported where used: the CPU sharing below serves stages that need no torch
+    import torch
 
 MODEL_FILE = "model.safetensors"
 EMA_FILE = "ema.safetensors"
@@ -35,6 +34,9 @@ class CheckpointError(UserError):
 def save_checkpoint(folder: Path, model_state: dict[str, torch.Tensor], ema_state: dict[str, torch.Tensor] | None,
          optimizer_state: dict[str, Any], state: dict[str, Any]) -> None:
     """Write a checkpoint; a model trained without EMA passes ema_state=None."""
+    import torch
+    from safetensors.torch import save_file
+
     folder.mkdir(parents=True, exist_ok=True)
     save_file({k: v.detach().cpu().contiguous() for k, v in model_state.items()},
               str(folder / MODEL_FILE))
@@ -62,6 +64,9 @@ def checkpoint_state(folder: Path, config_hash: str, files: tuple[str, ...] = FI
 
 
 def load_weights(folder: Path, name: str) -> dict[str, torch.Tensor]:
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
     try:
         return load_file(str(folder / name))
     except (SafetensorError, OSError, ValueError) as exc:
@@ -69,6 +74,8 @@ def load_weights(folder: Path, name: str) -> dict[str, torch.Tensor]:
 
 
 def load_optimizer(folder: Path) -> dict[str, Any]:
+    import torch
+
     try:
         return torch.load(folder / OPTIMIZER_FILE, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises several types for a damaged or unsafe file
