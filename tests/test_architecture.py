@@ -37,7 +37,7 @@ def test_a_broken_layer_is_caught(tmp_path):
 
 
 def test_only_the_cli_imports_the_pipeline():
-    graph = grimp.build_graph("gammaface")
+    graph = grimp.build_graph("gammaface", cache_dir=None)
     importers = {m for m in graph.find_modules_that_directly_import("gammaface.pipeline")}
     assert importers == {"gammaface.cli"}
 
