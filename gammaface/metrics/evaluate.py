@@ -3,8 +3,8 @@
 Keys are `metric` for overall values and `metric/<protected>` per protected attribute, with
 `<protected>` one attribute name or the intersection of several joined by `:` (e.g.
 `age:gender`). Per-group values are `tpr/<protected>/<group>`, `accuracy/<protected>/<group>` and
-`n/<protected>/<group>` (an intersection group is named like `old:female`). Every key is a valid
-MLflow metric name.
+`n/<protected>/<group>` (an intersection group is named like `old:female`), and
+`worst_tpr/<protected>` is the lowest group TPR. Every key is a valid MLflow metric name.
 """
 
 from __future__ import annotations
@@ -59,8 +59,8 @@ def _views(protected: Mapping[str, object]) -> dict[str, tuple[np.ndarray, list[
 def evaluate(y_true: object, y_pred: object, scores: object | None,
              protected: Mapping[str, object], baseline: Mapping[str, float] | None = None
              ) -> dict[str, float]:
-    """Accuracy, TPR, Bias, BA (raw and x100), DEO, KL (reference and fixed range), per-group
-    TPR and accuracy, for each protected attribute and their intersection; BPC against
+    """Accuracy, TPR, Bias, worst-group TPR, BA (raw and x100), DEO, KL (reference and fixed
+    range), per-group TPR and accuracy, for each protected attribute and their intersection; BPC against
     `baseline` (another result of this function) when given.
 
     Binary targets use the binary TPR (recall of class 1); multi-class targets the macro TPR and
@@ -90,6 +90,11 @@ def evaluate(y_true: object, y_pred: object, scores: object | None,
                 out[f"kl_ref/{key}"] = F.kl_ref(s, yt, codes)
                 out[f"kl_fixed_range/{key}"] = F.kl_sym_fixed_range(s, yt, codes, target_class=1)
         tprs = F.group_tpr(yt, yp, codes, average=average)
+        finite = np.asarray(list(tprs.values()), dtype=float)
+        finite = finite[np.isfinite(finite)]
+        # the group the model serves worst, beside the gap (Bias) that a uniformly worse model
+        # can shrink
+        out[f"worst_tpr/{key}"] = float(finite.min()) if len(finite) else F.NAN
         for i, name in enumerate(names):
             in_group = codes == i
             out[f"tpr/{key}/{name}"] = tprs[i]

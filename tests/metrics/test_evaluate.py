@@ -73,3 +73,16 @@ def test_every_key_is_a_valid_mlflow_metric_name():
     yt, yp, s, prot = _data()
     for key in evaluate(yt, yp, s, prot):
         _validate_metric_name(key)
+
+
+def test_worst_group_tpr_is_the_lowest_recall_of_any_group():
+    from sklearn.metrics import recall_score
+
+    yt, yp, s, prot = _data(seed=3)
+    r = evaluate(yt, yp, s, prot)
+    codes, names = intersection_labels(prot)
+    recalls = [recall_score(yt[codes == i], yp[codes == i]) for i in range(len(names))]
+    assert r["worst_tpr/age:gender"] == pytest.approx(min(recalls))
+    age = prot["age"]
+    assert r["worst_tpr/age"] == pytest.approx(min(recall_score(yt[age == a], yp[age == a])
+                                                   for a in ("old", "young")))
