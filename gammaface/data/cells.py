@@ -33,3 +33,18 @@ def cell_members(df: pd.DataFrame, protected: list[str]) -> dict[str, list[str]]
     codes = cell_codes(df, protected)
     paths = df["path"].to_numpy()
     return {str(c): list(paths[codes == c]) for c in np.unique(codes[codes >= 0])}
+
+
+def equal_cells(df: pd.DataFrame, attributes: list[str], most: int, seed: int) -> pd.DataFrame:
+    """The same number of rows from every non-empty cell of `attributes`: the smallest cell's
+    count, at most `most`, drawn by a seeded permutation; rows keep their order."""
+    codes = cell_codes(df, attributes)
+    found = np.bincount(codes[codes >= 0], minlength=len(cells(attributes)))
+    present = found[found > 0]
+    if not len(present):
+        return df.iloc[:0]
+    k = int(min(most, present.min()))
+    rng = np.random.default_rng(seed)
+    keep = np.concatenate([rng.permutation(np.flatnonzero(codes == c))[:k]
+                           for c in np.flatnonzero(found)])
+    return df.iloc[np.sort(keep)]

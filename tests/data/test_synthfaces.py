@@ -1,4 +1,5 @@
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from scipy import stats
@@ -195,3 +196,42 @@ def test_cli_writes_images_manifest_and_summary(tmp_path):
                           str(tmp_path / "bad"), "--size", "8"], capture_output=True, text=True)
     assert bad.returncode == 2 and "--size must lie between 16 and 128" in bad.stderr
     assert not (tmp_path / "bad" / manifest.MANIFEST_FILE).exists()
+
+
+def test_an_evaluation_set_has_equal_cells_and_no_image_of_the_training_render(tmp_path):
+    from gammaface.data import synthfaces as sf
+    from gammaface.data.synthfaces_spec import DEFAULT_SPEC, Spec
+
+    attributes = ["smile", "age", "gender"]
+    labels = sf.sample_cell_labels(attributes, 7, seed=0)
+    assert labels.groupby(attributes).size().tolist() == [7] * 8
+    assert (labels["split"] == "test").all()
+    train = sf.build(tmp_path / "train", n=40, size=16, seed=0, use_ray=False)
+    ev = sf.build_eval(tmp_path / "eval", attributes, 3, size=16, seed=0, use_ray=False)
+    assert len(ev) == 24
+    train_bytes = {(tmp_path / "train" / p).read_bytes() for p in train["path"]}
+    eval_bytes = {(tmp_path / "eval" / p).read_bytes() for p in ev["path"]}
+    assert not train_bytes & eval_bytes and len(eval_bytes) == 24
+    # within a cell the other attributes follow the spec given the cell (race, from the joint)
+    spec = Spec(DEFAULT_SPEC)
+    many = sf.sample_cell_labels(["age"], 20000, seed=2)
+    old = many[many["age"] == "old"]
+    joint = spec.joint()
+    names = registry.ATTRIBUTE_NAMES
+    age_axis, race_axis = names.index("age"), names.index("race")
+    old_index = registry.get("age").classes.index("old")
+    p = np.take(joint, old_index, axis=age_axis)
+    other = tuple(i for i in range(p.ndim) if i != (race_axis - (race_axis > age_axis)))
+    p_race = p.sum(axis=other) / p.sum()
+    seen = old["race"].value_counts(normalize=True).reindex(registry.get("race").classes).fillna(0)
+    assert np.abs(seen.to_numpy() - p_race).max() < 0.02
+
+
+def test_equal_cells_keeps_the_smallest_cells_count_everywhere():
+    from gammaface.data.cells import equal_cells
+
+    df = pd.DataFrame({"age": ["old"] * 3 + ["young"] * 10, "gender": ["male"] * 13})
+    got = equal_cells(df, ["age", "gender"], most=100, seed=0)
+    assert got.groupby("age").size().to_dict() == {"old": 3, "young": 3}
+    assert equal_cells(df, ["age"], most=2, seed=0).groupby("age").size().to_dict() == {
+        "old": 2, "young": 2}
