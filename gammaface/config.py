@@ -169,6 +169,19 @@ class GmmConfig(Section):
 GENERATION_METHODS = ("gmm", "gmm_weighted", "gmm_tempered", "gmm_attr", "single_gaussian",
                       "unconditional", "stratified")
 MIXTURE_METHODS = ("gmm", "gmm_weighted", "gmm_tempered", "gmm_attr")
+# How a downstream arm mixes generated images into the real ones (`downstream.mixing`, or a
+# `:rule` suffix on a generated set's name) and the arms that need no generator at all.
+MIXING_RULES = ("augment", "replace", "fill")
+CONTROL_ARMS = ("oversample", "reweight")
+ARM_SEP = ":"
+
+
+def split_arm(name: str) -> tuple[str, str | None]:
+    """A downstream arm's generated set (or baseline, or control) and its explicit mixing rule."""
+    source, _, rule = name.partition(ARM_SEP)
+    return source, (rule or None)
+
+
 GenerationMethod = Literal["gmm", "gmm_weighted", "gmm_tempered", "gmm_attr", "single_gaussian",
                            "unconditional", "stratified"]
 
@@ -231,12 +244,28 @@ class LabelConfig(Section):
     bootstrap: int = Field(default=200, gt=1)  # resamples behind each balance error bar
 
 
+class DownstreamEvalConfig(Section):
+    """The images every downstream classifier is scored on. SynthFaces renders a fresh set with
+    `n_per_cell` images in every target x protected cell (its own label and render streams, so
+    no image is shared with train, val or test); FFHQ and FairFace use the test split, cut to
+    equal counts per cell (at most `n_per_cell`) when `balance` is set."""
+
+    n_per_cell: int = Field(default=250, gt=0)
+    seed: int = 1
+    balance: bool = False
+
+
 class DownstreamConfig(Section):
     target: str = "smile"
     protected: list[str] = ["age", "gender"]
     n_per_class: list[int] = [5000]  # the paper: 5000 per class for binary targets
     ratios: list[float] = [0.0, 0.3, 0.5, 0.7, 1.0]  # generated share of the training set
     methods: list[str] = ["baseline", "unconditional", "single_gaussian", "gmm_weighted", "gmm"]
+    # augment (the paper's): every real image kept, generated ones added to make `ratio` of the
+    # set; replace: the set's size fixed, generated images in place of real ones; fill: added
+    # generated images chosen by pseudo-label to even out the target x protected cells
+    mixing: Literal["augment", "replace", "fill"] = "augment"
+    eval: DownstreamEvalConfig = DownstreamEvalConfig()
     seeds: int = Field(default=3, gt=0)
     backbone: Backbone = "resnet101"
     epochs: int = Field(default=10, gt=0)
@@ -281,14 +310,20 @@ class DownstreamConfig(Section):
     @field_validator("methods")
     @classmethod
     def _known_methods(cls, value: list[str]) -> list[str]:
-        allowed = ("baseline", *GENERATION_METHODS)
+        allowed = ("baseline", *GENERATION_METHODS, *CONTROL_ARMS)
         if not value:
             raise ValueError("name at least one method")
         if len(set(value)) != len(value):
             raise ValueError("a method is named twice")
         for m in value:
-            if m not in allowed:
-                raise ValueError(f"unknown method {m!r}; expected one of {', '.join(allowed)}")
+            source, rule = split_arm(m)
+            if source not in allowed:
+                raise ValueError(f"unknown method {m!r}; expected one of {', '.join(allowed)}, "
+                                 f"a generated set optionally with ':' and one of "
+                                 f"{', '.join(MIXING_RULES)}")
+            if rule is not None and (source not in GENERATION_METHODS or rule not in MIXING_RULES):
+                raise ValueError(f"method {m!r}: only a generated set takes a mixing rule, one of "
+                                 f"{', '.join(MIXING_RULES)}")
         return value
 
     @model_validator(mode="after")
@@ -386,8 +421,8 @@ class Config(Section):
         if not 0 < self.harvest.t_star < n:
             raise ValueError(f"harvest.t_star = {self.harvest.t_star} must lie between 1 and "
                              f"{n - 1} (ddpm.num_train_timesteps = {n})")
-        made = [m for m in self.downstream.methods
-                if m != "baseline" and m not in self.generate.methods]
+        made = sorted({split_arm(m)[0] for m in self.downstream.methods} - {"baseline"}
+                      - set(CONTROL_ARMS) - set(self.generate.methods))
         if made:
             raise ValueError(f"downstream.methods names {', '.join(made)}, which generate.methods "
                              "does not make; add it there or drop it here")

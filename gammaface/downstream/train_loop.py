@@ -24,13 +24,16 @@ TRAIN_TABLE = "train.parquet"
 
 
 def train_one(cfg: dict[str, Any], job: dict[str, Any], images: np.ndarray, labels: np.ndarray,
-              device: torch.device, log: Log) -> AttributeNet:
+              device: torch.device, log: Log, weights: np.ndarray | None = None) -> AttributeNet:
+    """One classifier on the job's images; `weights` (mean 1) scale each image's loss, which is
+    how `reweight` gives a short cell more say without repeating its images."""
     target = cfg["target"]
     torch.manual_seed(seed_of(job["seed"], 5))
     model = AttributeNet(cfg["backbone"], [target], cfg["image_size"]).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg["learning_rate"])
     n, batch = len(images), cfg["batch_size"]
     y_all = torch.tensor(np.asarray(labels), dtype=torch.long)
+    w_all = torch.ones(n) if weights is None else torch.tensor(np.asarray(weights), dtype=torch.float32)
     for epoch in range(cfg["epochs"]):
         model.train()
         order = np.random.default_rng(seed_of(job["seed"], 6, epoch)).permutation(n)
@@ -41,7 +44,9 @@ def train_one(cfg: dict[str, Any], job: dict[str, Any], images: np.ndarray, labe
             x = to_model_space(images[rows])
             flip = torch.rand(len(rows), generator=gen) < 0.5
             x = torch.where(flip[:, None, None, None], x.flip(3), x)
-            loss = F.cross_entropy(model(x.to(device))[target].float(), y_all[rows].to(device))
+            per_image = F.cross_entropy(model(x.to(device))[target].float(), y_all[rows].to(device),
+                                        reduction="none")
+            loss = (per_image * w_all[rows].to(device)).mean()
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -80,7 +85,8 @@ def train_loop_per_worker(cfg: dict[str, Any]) -> None:
         # files are relative to the workdir, or absolute for a dataset kept elsewhere
         images = load_resized(cfg["workdir"], list(table["file"]), cfg["image_size"])
         log = (cfg.get("log") or NoLog()).for_run(job.get("run_id"))  # the job's own run
-        model = train_one(cfg, job, images, table["label"].to_numpy(), device, log)
+        weights = table["weight"].to_numpy() if "weight" in table.columns else None
+        model = train_one(cfg, job, images, table["label"].to_numpy(), device, log, weights)
         probs = predict(model, cfg["target"], test_images, device)
         pred = test[["path", "label"] + cfg["protected"]].rename(columns={"label": "y_true"})
         pred["y_pred"] = probs.argmax(1)
