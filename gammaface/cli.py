@@ -137,6 +137,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     key, _ = compare.protected_columns(df)
     table = compare.markdown(summary, df["target"].iloc[0], key)
     print(table, end="")
+    print("\n" + "\n".join(compare.verdict(df, summary)))
     target = Store(out or COMPARE_DIR)
     compare.write(summary, df["target"].iloc[0], key, target)
     print(f"written to {target.uri(compare.TABLE_FILE)}, {compare.CSV_FILE} and {compare.PLOT_FILE}")

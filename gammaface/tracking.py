@@ -328,7 +328,9 @@ def downstream_runs(experiment: str | None = None, run_id: str | None = None,
     rows = []
     for r in runs:
         t = r.data.tags
-        rows.append({"run_id": r.info.run_id, "method": t["method"], "ratio": float(t["ratio"]),
+        # runs from before the mixing rules were named all held the training set's size fixed
+        rows.append({"run_id": r.info.run_id, "method": t["method"],
+                     "mixing": t.get("mixing", "replace"), "ratio": float(t["ratio"]),
                      "seed": int(t["seed"]), "n_per_class": int(t["n_per_class"]),
                      "target": t["target"], "protected": t["protected"], **r.data.metrics})
     return pd.DataFrame(rows)

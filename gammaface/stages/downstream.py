@@ -1,12 +1,15 @@
-"""Stage `downstream`: real + generated training sets -> one classifier D per (size, method,
-ratio, seed), each evaluated on the real test split -> `downstream/<target>/n<N>/<method>/
-<ratio>/seed<s>/` (train.parquet, predictions.parquet, metrics.json) and `results.csv`.
+"""Stage `downstream`: real + generated training sets -> one classifier D per (size, arm,
+ratio, seed), each scored on the evaluation set (`downstream.eval`) -> `downstream/<target>/
+n<N>/<arm>/<ratio>/seed<s>/` (train.parquet, predictions.parquet, metrics.json), the evaluation
+set under `downstream/<target>/eval/`, `results.csv` and the comparison (compare.md/csv).
 
-Every job is a nested MLflow run under this stage's run, tagged method, ratio, seed, target,
-protected and n_per_class, with its metrics (accuracy, TPR, Bias, BA raw and x100, KL
-reference and fixed range, DEO, per-group TPR, and BPC against the baseline of the same seed
-and size) and its predictions. Training runs in one TorchTrainer whose workers share out the
-jobs; evaluation runs in the driver once every job has its predictions.
+Every job is a nested MLflow run under this stage's run, tagged method, mixing, ratio, seed,
+target, protected and n_per_class, with its metrics (accuracy, TPR, worst-group TPR, Bias, BA
+raw and x100, KL reference and fixed range, DEO, per-group TPR, BPC against the baseline of the
+same seed and size), its differences to that baseline (`delta/...`, with paired bootstrap
+bounds over the evaluation images), the count of every evaluation cell (`eval_n/...`) and its
+predictions. Training runs in one TorchTrainer whose workers share out the jobs; evaluation
+runs in the driver once every job has its predictions.
 """
 
 from __future__ import annotations
@@ -18,12 +21,16 @@ import pandas as pd
 
 from gammaface import layout, ray_train, tracking
 from gammaface.config import Config
-from gammaface.data import manifest, registry
-from gammaface.downstream.mixing import BASELINE, Job, job_key, jobs, mix
+from gammaface.data import manifest, registry, synthfaces
+from gammaface.data.cells import cell_codes, cells, equal_cells
+from gammaface.data.synthfaces_spec import DEFAULT_SPEC, Spec
+from gammaface.downstream import compare
+from gammaface.downstream.mixing import BASELINE, Job, Pools, job_key, jobs, mix
 from gammaface.downstream.train_loop import PREDICTIONS, TRAIN_TABLE, train_loop_per_worker
 from gammaface.errors import UserError
 from gammaface.metrics.evaluate import INTERSECTION_SEP, evaluate
 from gammaface.ray_runtime import connect
+from gammaface.seeds import seed_of
 from gammaface.stage import StageContext, StageResult
 from gammaface.storage import Store
 
@@ -31,12 +38,15 @@ JOB_FILE = "job.json"
 METRICS_FILE = "metrics.json"
 KIND = "downstream"
 RAY_TRAIN_DIR = "ray_train"
+EVAL_DIR = "eval"
+EVAL_RECORD = "eval.json"
 
 
 def _labelled_sets(cfg: Config, labels: Store) -> dict[str, tuple[pd.DataFrame, str]]:
     out = {}
-    for method in cfg.downstream.methods:
-        if method == BASELINE:
+    for job in jobs([1], cfg.downstream.methods, cfg.downstream.ratios, 1, cfg.downstream.mixing):
+        method = job.generated_set
+        if method is None or method in out:
             continue
         if method not in cfg.generate.methods:
             raise UserError(f"downstream.methods names {method!r}, which generate.methods does "
@@ -46,8 +56,8 @@ def _labelled_sets(cfg: Config, labels: Store) -> dict[str, tuple[pd.DataFrame, 
 
 
 def _job_record(job: Job, key: str) -> dict[str, Any]:
-    return {"key": key, "n_per_class": job.n_per_class, "method": job.method, "ratio": job.ratio,
-            "seed": job.seed}
+    return {"key": key, "n_per_class": job.n_per_class, "method": job.method,
+            "mixing": job.mixing, "ratio": job.ratio, "seed": job.seed}
 
 
 def _relative_files(table: pd.DataFrame, workdir: Store) -> pd.DataFrame:
@@ -68,7 +78,7 @@ def _prepare_jobs(ctx: StageContext, out: Store, key: Callable[[Job], str]
     df, real_root = manifest.read(ctx.manifest_path)
     real = df[(df["split"] == "train") & df[d.target].notna()].reset_index(drop=True)
     generated = _labelled_sets(cfg, ctx.folder("pseudo_label"))
-    all_jobs = jobs(d.n_per_class, d.methods, d.ratios, d.seeds)
+    all_jobs = jobs(d.n_per_class, d.methods, d.ratios, d.seeds, d.mixing)
     counts = {}
     for job in all_jobs:
         folder = out.sub(job.folder)
@@ -77,8 +87,9 @@ def _prepare_jobs(ctx: StageContext, out: Store, key: Callable[[Job], str]
         if any(stored.get(k) != v for k, v in record.items()):
             folder.delete("")  # written for another config (or never finished writing)
             stored = {}
-        gen, gen_root = generated.get(job.method, (None, None))
-        table, used = mix(job, d.target, real, real_root, gen, gen_root, cfg.label.min_confidence)
+        gen, gen_root = generated.get(job.generated_set or "", (None, None))
+        table, used = mix(job, d.target, list(d.protected), Pools(real, real_root, gen, gen_root),
+                          cfg.label.min_confidence)
         if not folder.exists(TRAIN_TABLE):
             folder.write_parquet(TRAIN_TABLE, _relative_files(table, workdir))
         folder.write_json(JOB_FILE, {**stored, **record})  # keeps the job's MLflow run id
@@ -114,12 +125,13 @@ def _child_runs(cfg: Config, all_jobs: list[Job], out: Store) -> dict[Job, str]:
         run = client.create_run(parent.info.experiment_id, run_name=job.name, tags={
             "mlflow.parentRunId": parent.info.run_id, tracking.KIND_TAG: KIND,
             tracking.PIPELINE_TAG: pipeline_run,
-            "method": job.method, "ratio": f"{job.ratio:g}", "seed": str(job.seed),
+            "method": job.method, "mixing": job.mixing, "ratio": f"{job.ratio:g}",
+            "seed": str(job.seed),
             "n_per_class": str(job.n_per_class), "target": cfg.downstream.target,
             "protected": ",".join(cfg.downstream.protected)})
         client.log_batch(run.info.run_id, params=[
             mlflow.entities.Param(k, str(v)) for k, v in {
-                "method": job.method, "ratio": job.ratio, "seed": job.seed,
+                "method": job.method, "mixing": job.mixing, "ratio": job.ratio, "seed": job.seed,
                 "n_per_class": job.n_per_class, "target": cfg.downstream.target,
                 "protected": ",".join(cfg.downstream.protected),
                 "backbone": cfg.downstream.backbone, "epochs": cfg.downstream.epochs}.items()])
@@ -128,11 +140,37 @@ def _child_runs(cfg: Config, all_jobs: list[Job], out: Store) -> dict[Job, str]:
     return ids
 
 
-def _test_table(cfg: Config, manifest_path: str) -> pd.DataFrame:
+def _eval_rows(ctx: StageContext, out: Store) -> tuple[pd.DataFrame, str]:
+    """The manifest rows every job is scored on and their image root: a fresh SynthFaces render
+    with equal cells (kept while its settings stay), or the real dataset's test split, cut to
+    equal cells when `downstream.eval.balance` asks."""
+    cfg = ctx.cfg
+    d, e = cfg.downstream, cfg.downstream.eval
+    attributes = [d.target, *d.protected]
+    if cfg.data.dataset == "synthfaces":
+        s = cfg.data.synthfaces
+        folder = out.sub(EVAL_DIR)
+        record = {"key": cfg.section_hash("data.synthfaces", "downstream.eval", "downstream.target",
+                                          "downstream.protected")}
+        if not (folder.exists(EVAL_RECORD) and folder.read_json(EVAL_RECORD) == record
+                and folder.exists(manifest.MANIFEST_FILE)):
+            folder.delete("")
+            spec = Spec.from_yaml(s.spec) if s.spec else Spec(DEFAULT_SPEC)
+            ctx.echo(f"  rendering the evaluation set: {e.n_per_cell} images in each of the "
+                     f"{len(cells(attributes))} cells of {', '.join(attributes)} (seed {e.seed})")
+            synthfaces.build_eval(folder.uri(), attributes, e.n_per_cell, s.size, e.seed, spec)
+            folder.write_json(EVAL_RECORD, record)
+        return manifest.read(folder.path(manifest.MANIFEST_FILE))
+    df, root = manifest.read(ctx.manifest_path)
+    test = df[(df["split"] == "test") & df[attributes].notna().all(axis=1)]
+    if e.balance:
+        test = equal_cells(test, attributes, e.n_per_cell, e.seed)
+    return test, root
+
+
+def _test_table(cfg: Config, rows: pd.DataFrame, root: str) -> pd.DataFrame:
     d = cfg.downstream
-    df, root = manifest.read(manifest_path)
-    cols = [d.target, *d.protected]
-    test = df[(df["split"] == "test") & df[cols].notna().all(axis=1)].reset_index(drop=True)
+    test = rows[rows[[d.target, *d.protected]].notna().all(axis=1)].reset_index(drop=True)
     if test.empty:
         raise UserError("the test split has no image with the target and every protected "
                         "attribute labelled.")
@@ -140,6 +178,16 @@ def _test_table(cfg: Config, manifest_path: str) -> pd.DataFrame:
     return pd.DataFrame({"file": [f"{root}/{p}" for p in test["path"]], "path": test["path"],
                          "label": test[d.target].map(classes.index).astype(int),
                          **{a: test[a].astype(str) for a in d.protected}})
+
+
+def _eval_counts(test: pd.DataFrame, target: str, protected: list[str]) -> dict[str, float]:
+    """`eval_n/<class>/<cell>`: how many evaluation images each target x protected cell holds."""
+    classes = registry.get(target).classes
+    frame = test.assign(**{target: np.asarray(classes, dtype=object)[test["label"].to_numpy()]})
+    codes = cell_codes(frame, [target, *protected])
+    found = np.bincount(codes[codes >= 0], minlength=len(cells([target, *protected])))
+    return {f"eval_n/{c[0]}/{':'.join(c[1:])}": float(k)
+            for c, k in zip(cells([target, *protected]), found)}
 
 
 def _evaluate_job(cfg: Config, pred: pd.DataFrame, baseline: dict[str, float] | None
@@ -169,7 +217,7 @@ def run(ctx: StageContext) -> StageResult:
     ctx.echo(f"  {len(all_jobs)} downstream jobs ({len(pending)} to train): target {d.target}, "
           f"protected {', '.join(d.protected)}; counts per class of the first: "
           + ", ".join(f"{k} {v}" for k, v in counts[all_jobs[0]].items()))
-    test = _test_table(cfg, ctx.manifest_path)
+    test = _test_table(cfg, *_eval_rows(ctx, out))
     if pending:
         workers = max(1, min(d.num_workers, len(pending)))
         threads = ray_train.cpus_per_worker(None, d.use_gpu, workers)
@@ -187,34 +235,58 @@ def run(ctx: StageContext) -> StageResult:
                       name=f"downstream-{key}", max_failures=d.max_failures, what="downstream",
                       checkpointed=False)
 
-    rows, baselines = [], {}
+    key_names = INTERSECTION_SEP.join(d.protected)
+    binary = registry.get(d.target).n_classes == 2
+    scored = _eval_counts(test, d.target, list(d.protected))
+    rows, baselines, base_preds = [], {}, {}
     for job in sorted(all_jobs, key=lambda j: j.method != BASELINE):  # baselines first
-        folder = out.sub(job.folder)
-        pred, _ = folder.read_parquet(PREDICTIONS)
-        base = baselines.get((job.n_per_class, job.seed)) if job.method != BASELINE else None
+        pred, _ = out.sub(job.folder).read_parquet(PREDICTIONS)
+        pair = (job.n_per_class, job.seed)
+        base = baselines.get(pair) if job.method != BASELINE else None
         metrics = _evaluate_job(cfg, pred, base)
         if job.method == BASELINE:
-            baselines[(job.n_per_class, job.seed)] = metrics
-        folder.write_json(METRICS_FILE, {"job": _job_record(job, keyed(job)),
-                                         "counts": counts[job],
+            baselines[pair], base_preds[pair] = metrics, pred
+        elif pair in base_preds:
+            b = base_preds[pair]
+            metrics.update(compare.bootstrap_differences(
+                pred["y_true"].to_numpy(), pred["y_pred"].to_numpy(), b["y_pred"].to_numpy(),
+                {a: pred[a].to_numpy() for a in d.protected}, binary,
+                seed_of(job.seed, job.n_per_class, 11)))
+        rows.append({"n_per_class": job.n_per_class, "method": job.method,
+                     "mixing": job.mixing, "ratio": job.ratio, "seed": job.seed,
+                     **{f"count/{k}": v for k, v in counts[job].items()}, **scored, **metrics})
+    results = pd.DataFrame(rows)
+    results["target"], results["protected"] = d.target, ",".join(d.protected)
+    _, kl = compare.protected_columns(results)
+    results = compare.with_differences(results, list(compare.paired_columns(key_names, kl).values()))
+    by_job = {(r["n_per_class"], r["method"], r["ratio"], r["seed"]): r
+              for r in results.to_dict("records")}
+    client = mlflow.MlflowClient()
+    for job in all_jobs:
+        folder = out.sub(job.folder)
+        r = by_job[(job.n_per_class, job.method, job.ratio, job.seed)]
+        metrics = {k: float(v) for k, v in r.items()
+                   if isinstance(v, (int, float)) and not k.startswith("count/")
+                   and k not in ("n_per_class", "ratio", "seed")}
+        folder.write_json(METRICS_FILE, {"job": _job_record(job, keyed(job)), "counts": counts[job],
                                          "metrics": metrics})
         if job in run_ids:
-            client = mlflow.MlflowClient()
             finite = {k: v for k, v in metrics.items() if np.isfinite(v)}
             client.log_batch(run_ids[job], metrics=[
-                mlflow.entities.Metric(k, float(v), 0, 0) for k, v in finite.items()])
+                mlflow.entities.Metric(k, v, 0, 0) for k, v in finite.items()])
             client.log_artifact(run_ids[job], folder.path(PREDICTIONS))
             client.log_artifact(run_ids[job], folder.path(METRICS_FILE))
             client.set_terminated(run_ids[job])
-        rows.append({"n_per_class": job.n_per_class, "method": job.method, "ratio": job.ratio,
-                     "seed": job.seed, **{f"count/{k}": v for k, v in counts[job].items()},
-                     **metrics})
-    results = pd.DataFrame(rows)
     out.write_bytes(layout.DOWNSTREAM_RESULTS, results.to_csv(index=False).encode())
     tracking.log_artifact(out.path(layout.DOWNSTREAM_RESULTS))
-    pk = INTERSECTION_SEP.join(d.protected)
-    summary = results.groupby(["n_per_class", "method", "ratio"])[["accuracy", f"bias/{pk}"]].mean()
-    ctx.echo("  mean over seeds (accuracy, bias/" + pk + "):\n" + summary.round(4).to_string())
-    tracking.log_metrics({"jobs": float(len(all_jobs))})
+    summary = compare.summarise(results)
+    compare.write(summary, d.target, key_names, out)
+    for name in (compare.TABLE_FILE, compare.CSV_FILE, compare.PLOT_FILE):
+        tracking.log_artifact(out.path(name))
+    ctx.echo("  evaluation cells: " + ", ".join(f"{k[len('eval_n/'):]} {v:g}"
+                                                for k, v in scored.items()))
+    ctx.echo(compare.markdown(summary, d.target, key_names).rstrip("\n"))
+    ctx.echo("\n".join(compare.verdict(results, summary)))
+    tracking.log_metrics({"jobs": float(len(all_jobs)), **scored})
     return StageResult("downstream", rows={"jobs": len(all_jobs), "trained": len(pending)},
                        outputs={"results": out.uri(layout.DOWNSTREAM_RESULTS)})

@@ -64,6 +64,17 @@ def _sample_quality(ctx: StageContext, data: pd.DataFrame, root: str) -> pd.Data
     return table
 
 
+def _eval_sentence(results: pd.DataFrame, target: str) -> str:
+    """The evaluation cells every job was scored on (the same for all jobs)."""
+    cols = [c for c in results.columns if c.startswith("eval_n/")]
+    if not cols:
+        return "The evaluation set's cell counts were not recorded."
+    first = results.iloc[0]
+    return (f"Every classifier is scored on the same evaluation images; per `{target}` x "
+            "protected cell: " + ", ".join(f"{c[len('eval_n/'):]} {int(first[c])}" for c in cols)
+            + ".")
+
+
 def run(ctx: StageContext) -> StageResult:
     cfg, fmt = ctx.cfg, tables.cell
     d = cfg.downstream
@@ -126,8 +137,9 @@ def run(ctx: StageContext) -> StageResult:
     key = INTERSECTION_SEP.join(d.protected)
     compare.write(summary, d.target, key, out)
     ratio = MAIN_RATIO if MAIN_RATIO in set(results["ratio"]) else float(results["ratio"].max())
-    md += ["## Downstream classifiers", "", compare.markdown(summary, d.target, key), "",
-           "![ablation](compare.png)", "", "### Verdict", "", *compare.verdict(summary, ratio), ""]
+    md += ["## Downstream classifiers", "", _eval_sentence(results, d.target), "",
+           compare.markdown(summary, d.target, key), "", "![ablation](compare.png)", "",
+           "### Verdict", "", *compare.verdict(results, summary), ""]
     tpr_cols = [c for c in results.columns if c.startswith(f"tpr/{key}/")]
     main = results[(results["ratio"] == ratio) | (results["method"] == BASELINE)]
     tprs = {m: main[main["method"] == m][tpr_cols].mean().rename(lambda c: c.split("/")[-1])

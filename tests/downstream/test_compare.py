@@ -1,56 +1,146 @@
+import re
+
 import numpy as np
 import pandas as pd
 import pytest
+from scipy import stats
 
 from gammaface.downstream import compare
 from gammaface.metrics.frechet import frechet_between, frechet_distance
-from gammaface.downstream.compare import verdict
+from gammaface.metrics.intervals import Interval
 
 
-def _results():
+def _results(seeds=5, gmm_shift=-0.1, noise=0.01):
+    """Baseline Bias 0.30 + seed noise; gmm shifts it by `gmm_shift` on the same seed;
+    unconditional leaves it; oversample lowers it by 0.05."""
     rng = np.random.default_rng(0)
     rows = []
-    for seed in range(3):
-        rows.append({"method": "baseline", "ratio": 0.0, "bias": 0.30 + 0.01 * seed})
-        for r in (0.5, 1.0):
-            rows.append({"method": "gmm", "ratio": r, "bias": 0.10 + rng.uniform(0, 0.01)})
-            rows.append({"method": "unconditional", "ratio": r, "bias": 0.2})
+    for seed in range(seeds):
+        level = 0.30 + 0.03 * rng.standard_normal()
+        rows.append({"method": "baseline", "mixing": "none", "ratio": 0.0, "seed": seed,
+                     "bias": level, "accuracy": 0.80})
+        for r in (0.3, 0.5):
+            for method, shift in (("gmm", gmm_shift), ("unconditional", 0.0),
+                                  ("oversample", -0.05)):
+                rows.append({"method": method, "mixing": "augment", "ratio": r, "seed": seed,
+                             "bias": level + shift + noise * rng.standard_normal(),
+                             "accuracy": 0.78 + noise * rng.standard_normal()})
     df = pd.DataFrame(rows)
-    df["seed"] = np.arange(len(df)) % 3
     df["n_per_class"], df["target"], df["protected"] = 50, "smile", "age,gender"
     df["bias/age:gender"] = df.pop("bias")
-    df["accuracy"] = 0.8
+    df["worst_tpr/age:gender"] = 0.5 - df["bias/age:gender"] / 2
+    df["tpr"] = 0.7
     df["ba/age:gender"] = df["ba_x100/age:gender"] = df["bpc/age:gender"] = 0.0
     df["kl_ref/age"] = 0.1
     return df
 
 
-def test_summary_is_the_mean_and_sample_std_over_seeds():
+def _table(text):
+    return [[c.strip() for c in line.strip("|").split("|")] for line in text.splitlines()
+            if line.startswith("|")]
+
+
+def test_differences_are_paired_by_seed_with_a_student_t_interval():
     df = _results()
     s = compare.summarise(df).set_index(["method", "ratio"])
-    for (method, ratio), g in df.groupby(["method", "ratio"]):
-        assert s.loc[(method, ratio), "B_mean"] == pytest.approx(g["bias/age:gender"].mean())
-        assert s.loc[(method, ratio), "B_std"] == pytest.approx(g["bias/age:gender"].std(ddof=1))
-        assert s.loc[(method, ratio), "seeds"] == 3
-    assert list(compare.summarise(df)["method"][:1]) == ["baseline"]
-    text = compare.markdown(compare.summarise(df), "smile", "age:gender")
-    rows = [[c.strip() for c in line.strip("|").split("|")] for line in text.splitlines()
-            if line.startswith("|")]
-    assert rows[0][:4] == ["n/class", "method", "ratio", "B ↓"] and "KL_age ↓" in rows[0]
-    gmm = next(r for r in rows if r[1:3] == ["gmm", "0.5"])
-    mean = df[(df["method"] == "gmm") & (df["ratio"] == 0.5)]["bias/age:gender"]
-    assert gmm[0] == "50" and gmm[3] == f"{mean.mean():.4f} ± {mean.std(ddof=1):.4f}"
+    base = df[df["method"] == "baseline"].set_index("seed")
+    for (method, ratio), g in df[df["method"] != "baseline"].groupby(["method", "ratio"]):
+        d = (g.set_index("seed")["bias/age:gender"] - base["bias/age:gender"]).to_numpy()
+        low, high = stats.t.interval(0.95, len(d) - 1, loc=d.mean(), scale=stats.sem(d))
+        row = s.loc[(method, ratio)]
+        assert (row["dB_mean"], row["dB_low"], row["dB_high"]) == (
+            pytest.approx(d.mean()), pytest.approx(low), pytest.approx(high))
+        assert row["B_mean"] == pytest.approx(g["bias/age:gender"].mean())
+        assert row["B_std"] == pytest.approx(g["bias/age:gender"].std(ddof=1))
+        assert row["seeds"] == 5 and row["dB_kind"] == "t"
+    # pairing removes the seed-to-seed spread of the baseline (std 0.03), so the paired
+    # interval is far narrower than one from the levels
+    assert (s["dB_high"] - s["dB_low"]).max() / 2 < 0.03
 
 
-def test_the_verdict_says_whether_the_paper_rule_helps_and_against_which_controls():
-    lines = verdict(compare.summarise(_results()), 0.5)
-    assert "`gmm` reduces Bias" in lines[0] and "keeps accuracy" in lines[0]
-    assert "lower Bias than every control" in lines[1]
-    df = _results()
-    df.loc[df["method"] == "gmm", "bias/age:gender"] = 0.5
-    lines = verdict(compare.summarise(df), 0.5)
-    assert "`gmm` increases Bias" in lines[0]
-    assert "`unconditional`" in lines[1] and "not what helps" in lines[1]
+def test_every_row_of_the_table_shows_its_difference_with_an_interval():
+    s = compare.summarise(_results())
+    text = compare.markdown(s, "smile", "age:gender")
+    diff, levels = [t for t in _split_tables(text)]
+    assert diff[0][:6] == ["n/class", "arm", "mixing", "ratio", "seeds", "ΔB ↓"]
+    assert {"ΔAcc ↑", "ΔWTPR ↑", "ΔTPR ↑", "ΔBA ↓", "ΔKL_age ↓"} <= set(diff[0])
+    for row in diff[2:]:
+        cells = dict(zip(diff[0], row))
+        if cells["arm"] == "baseline":
+            assert cells["ΔB ↓"] == "reference"
+        else:
+            mean, low, high = re.match(r"([-+.\d]+) \[([-+.\d]+), ([-+.\d]+)\]",
+                                       cells["ΔB ↓"]).groups()
+            assert float(low) <= float(mean) <= float(high)
+    assert "B ↓" in levels[0] and "WTPR ↑" in levels[0] and "Acc ↑" in levels[0]
+    assert "Half-width of the ΔB interval" in text and "seeds." in text
+
+
+def _split_tables(text):
+    blocks, current = [], []
+    for line in text.splitlines():
+        if line.startswith("|"):
+            current.append(line)
+        elif current:
+            blocks.append(_table("\n".join(current)))
+            current = []
+    if current:
+        blocks.append(_table("\n".join(current)))
+    return blocks
+
+
+def _iv(mean, low, high, n=5):
+    return Interval(mean, low, high, n, "t")
+
+
+def test_the_verdicts_sentences_for_an_interval_below_around_and_above_zero_and_for_one_seed():
+    acc_same = _iv(0.0, -0.01, 0.01)
+    below = compare.bias_sentence("gmm", 0.5, _iv(-0.05, -0.08, -0.02), _iv(-0.02, -0.03, -0.01), 5)
+    assert "reduces Bias by 0.0500" in below and "at an accuracy cost of 0.0200" in below
+    around = compare.bias_sentence("gmm", 0.5, _iv(-0.02, -0.05, 0.01), acc_same, 5)
+    assert "cannot tell whether it changes Bias" in around and "includes 0" in around
+    assert "reduces" not in around and "because" not in around
+    above = compare.bias_sentence("gmm", 0.5, _iv(0.04, 0.01, 0.07), acc_same, 5)
+    assert "increases Bias by 0.0400" in above and "no accuracy change" in above
+    one = compare.bias_sentence("gmm", 0.5, Interval(-0.2, -0.3, -0.1, 1, "bootstrap"), acc_same, 1)
+    assert "cannot tell, with 1 seed (fewer than 3)" in one and "reduces" not in one
+    two = compare.bias_sentence("gmm", 0.5, _iv(-0.2, -0.3, -0.1, 2), acc_same, 2)
+    assert "cannot tell, with 2 seeds" in two
+
+
+def test_the_verdict_names_the_arms_that_reduce_bias_and_compares_them_with_oversampling():
+    lines = compare.verdict(_results())
+    text = "\n".join(lines)
+    assert "`gmm` at ratio 0.5 reduces Bias" in text
+    assert "`unconditional` at ratio 0.5: cannot tell whether it changes Bias" in text
+    assert "`gmm` against `oversample` at ratio 0.5: beats it" in text
+    assert "`unconditional` against `oversample` at ratio 0.5: `oversample` is fairer" in text
+    assert lines[-1].startswith("Arms that reduce Bias beyond their 95 % interval: `gmm` at 0.3")
+    none = compare.verdict(_results(seeds=2))
+    assert none[-1].endswith(": none.") and "reduces" not in "\n".join(none[:-1])
+
+
+def test_a_single_seed_uses_the_stored_bootstrap_interval():
+    df = _results(seeds=1)
+    df["delta_low/bias/age:gender"], df["delta_high/bias/age:gender"] = -0.2, -0.01
+    s = compare.summarise(df).set_index(["method", "ratio"])
+    row = s.loc[("gmm", 0.5)]
+    assert (row["dB_low"], row["dB_high"], row["dB_kind"]) == (-0.2, -0.01, "bootstrap")
+    assert "ᵇ" in compare.markdown(s.reset_index(), "smile", "age:gender")
+
+
+def test_bootstrap_differences_of_identical_predictions_are_zero_and_of_better_ones_positive():
+    rng = np.random.default_rng(0)
+    n = 400
+    y = rng.integers(0, 2, n)
+    groups = {"age": rng.choice(["old", "young"], n), "gender": rng.choice(["female", "male"], n)}
+    base = np.where(rng.random(n) < 0.7, y, 1 - y)
+    same = compare.bootstrap_differences(y, base, base, groups, True, 0, repeat=200)
+    assert all(v == 0 for v in same.values())
+    better = compare.bootstrap_differences(y, y, base, groups, True, 0, repeat=200)
+    assert better["delta_low/accuracy"] > 0 and better["delta_low/worst_tpr/age:gender"] > 0
+    # a perfect classifier has Bias 0, so its difference can only be <= 0
+    assert better["delta_high/bias/age:gender"] <= 0
 
 
 def test_frechet_distance_has_the_closed_form_for_diagonal_covariances():
