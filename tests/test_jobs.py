@@ -56,11 +56,12 @@ TOY: dict[str, object] = {
     "label.batch_size": 32, "label.concurrency": 1, "label.num_gpus": 0, "label.bootstrap": 20,
     "downstream.n_per_class": [10], "downstream.seeds": 1, "downstream.backbone": "resnet18",
     "downstream.epochs": 1, "downstream.batch_size": 16, "downstream.num_workers": 2,
-    "downstream.use_gpu": False, "downstream.max_failures": 0,
+    "downstream.use_gpu": False, "downstream.max_failures": 0, "downstream.eval.n_per_cell": 8,
 }
 # what a config is about: the test never changes these
 MEANING = ("data.dataset", "classifiers.attributes", "generate.methods", "generate.protected",
            "downstream.target", "downstream.protected", "downstream.methods", "downstream.ratios",
+           "downstream.mixing",
            "harvest.source", "harvest.t_star", "gmm.space")
 
 
@@ -192,7 +193,7 @@ def test_shipped_config_runs_end_to_end_on_its_dataset(job, tmp_path_factory, ra
                   for name in selected if name not in reused}}
     if "downstream" in selected:
         d = cfg.downstream
-        expected = jobs(d.n_per_class, d.methods, d.ratios, d.seeds)
+        expected = jobs(d.n_per_class, d.methods, d.ratios, d.seeds, d.mixing)
         results = pd.read_csv(work / "downstream" / d.target / "results.csv")
         assert len(results) == len(expected)
         assert set(results["method"]) == set(d.methods)
@@ -221,7 +222,7 @@ def test_the_smoke_run_tracks_every_job_in_mlflow_compares_from_it_and_reruns_as
     stage_run = next(r for r in runs if r.data.tags.get("stage") == "downstream")
     job_runs = [r for r in runs if r.data.tags.get("gammaface.kind") == "downstream"]
     expected = {(j.method, f"{j.ratio:g}", str(j.seed))
-                for j in jobs(d.n_per_class, d.methods, d.ratios, d.seeds)}
+                for j in jobs(d.n_per_class, d.methods, d.ratios, d.seeds, d.mixing)}
     assert {(r.data.tags["method"], r.data.tags["ratio"], r.data.tags["seed"]) for r in job_runs} \
         == expected
     assert len(job_runs) == len(expected)
@@ -229,7 +230,15 @@ def test_the_smoke_run_tracks_every_job_in_mlflow_compares_from_it_and_reruns_as
         assert r.data.tags["mlflow.parentRunId"] == stage_run.info.run_id
         assert r.data.tags["target"] == "smile" and r.data.tags["protected"] == "age,gender"
         assert {"accuracy", "tpr", "bias/age:gender", "ba/age", "ba_x100/age:gender",
-                "tpr/age:gender/young:female"} <= set(r.data.metrics)
+                "tpr/age:gender/young:female", "worst_tpr/age:gender",
+                "eval_n/yes/old:male"} <= set(r.data.metrics)
+        # scored on the equal-cell evaluation set; every arm carries its paired difference
+        assert r.data.metrics["eval_n/yes/old:male"] == d.eval.n_per_cell
+        if r.data.tags["method"] != BASELINE:
+            assert {"delta/bias/age:gender", "delta/accuracy", "delta_low/bias/age:gender",
+                    "delta_high/bias/age:gender"} <= set(r.data.metrics)
+    assert {r.data.tags["mixing"] for r in job_runs} >= {"augment", "fill", "replace",
+                                                          "oversample", "reweight"}
 
     out = root / "cmp"
     cmp = subprocess.run([sys.executable, "-m", "gammaface", "compare", str(smoke),
@@ -251,7 +260,11 @@ def test_the_smoke_run_tracks_every_job_in_mlflow_compares_from_it_and_reruns_as
     assert skipped_stages(again.stdout) == list(pipeline.STAGE_NAMES)
     table = [[c.strip() for c in line.strip("|").split("|")] for line in again.stdout.splitlines()
              if line.startswith("|")]
-    assert any(row[1:3] == ["gmm", "0.5"] for row in table)
+    at = max(i for i, row in enumerate(table) if row[:2] == ["n/class", "arm"] and "ΔB ↓" in row)
+    header = table[at]
+    rows = [dict(zip(header, row)) for row in table[at + 2:] if len(row) == len(header)]
+    gmm = next(r for r in rows if (r.get("arm"), r.get("ratio")) == ("gmm", "0.5"))
+    assert gmm["ΔB ↓"] != "n/a" and gmm["mixing"] == "augment"
     assert f"report: {work / 'report' / 'report.md'}" in again.stdout
 
 
@@ -297,7 +310,7 @@ def test_a_copied_workdir_runs_from_its_copy_and_a_new_seed_trains_only_its_jobs
     assert "gmm_search" not in reused and "generate" in reused
     cfg = config.load(smoke, {**toy_overrides(smoke, new_root), "downstream.seeds": seeds})
     d = cfg.downstream
-    every = jobs(d.n_per_class, d.methods, d.ratios, d.seeds)
+    every = jobs(d.n_per_class, d.methods, d.ratios, d.seeds, d.mixing)
     record = json.loads((copy / layout.stage_dir("downstream", cfg) / stage.STAGE_FILE).read_text())
     assert record["rows"] == {"jobs": len(every),
                               "trained": sum(j.seed == seeds - 1 for j in every)}
