@@ -202,6 +202,11 @@ def _text(iv: Interval) -> str:
     return fmt_interval(iv.mean, iv.low, iv.high)
 
 
+def _side(iv: Interval, below: str, above: str, neither: str) -> str:
+    """The words for an interval wholly below 0, wholly above it, or holding it."""
+    return below if iv.below() else above if iv.above() else neither
+
+
 def bias_sentence(arm: str, ratio: float, bias: Interval, accuracy: Interval, seeds: int) -> str:
     """One arm's verdict: a direction only where the interval of its Bias difference excludes
     0 and at least `MIN_SEEDS` seeds stand behind it."""
@@ -209,19 +214,15 @@ def bias_sentence(arm: str, ratio: float, bias: Interval, accuracy: Interval, se
     if seeds < MIN_SEEDS:
         return (f"{head}: cannot tell, with {seeds} seed{'s' if seeds != 1 else ''} (fewer than "
                 f"{MIN_SEEDS}); the Bias difference is {_text(bias)}.")
-    if bias.below():
-        what = f"reduces Bias by {-bias.mean:.4f} ({_text(bias)})"
-    elif bias.above():
-        what = f"increases Bias by {bias.mean:.4f} ({_text(bias)})"
-    else:
+    if not (bias.below() or bias.above()):
         return (f"{head}: cannot tell whether it changes Bias; the difference {_text(bias)} "
                 f"includes 0 (accuracy {_text(accuracy)}).")
-    if accuracy.below():
-        cost = f"at an accuracy cost of {-accuracy.mean:.4f} ({_text(accuracy)})"
-    elif accuracy.above():
-        cost = f"with an accuracy gain of {accuracy.mean:.4f} ({_text(accuracy)})"
-    else:
-        cost = f"with no accuracy change beyond its interval ({_text(accuracy)})"
+    what = _side(bias, f"reduces Bias by {-bias.mean:.4f}", f"increases Bias by {bias.mean:.4f}",
+                 "")
+    cost = _side(accuracy, f"at an accuracy cost of {-accuracy.mean:.4f}",
+                 f"with an accuracy gain of {accuracy.mean:.4f}",
+                 "with no accuracy change beyond its interval")
+    what, cost = f"{what} ({_text(bias)})", f"{cost} ({_text(accuracy)})"
     return f"{head} {what}, {cost}."
 
 
