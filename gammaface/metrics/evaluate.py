@@ -56,12 +56,36 @@ def _views(protected: Mapping[str, object]) -> dict[str, tuple[np.ndarray, list[
     return views
 
 
+def _one_hot(values: np.ndarray, levels: np.ndarray) -> np.ndarray:
+    return (np.asarray(values, dtype=object)[:, None]
+            == np.asarray(levels, dtype=object)[None, :]).astype(np.int64)
+
+
+def _ba(yt: np.ndarray, yp: np.ndarray, codes: np.ndarray, names: list[str],
+        train: tuple[np.ndarray, np.ndarray, list[str]] | None) -> float:
+    """BA A -> T; its directions from the training labels when given. On an evaluation set with
+    equal cells the target is independent of every group, so directions estimated there are all
+    0 and BA would be 0 for any classifier."""
+    if train is None:
+        return F.ba_a_to_t(yt, yp, codes)
+    train_y, train_codes, train_names = train
+    classes = np.unique(np.concatenate([yt, yp]))
+    levels = np.array(sorted(set(names) | set(train_names)), dtype=object)
+    groups = np.asarray(names, dtype=object)[codes]
+    train_groups = np.asarray(train_names, dtype=object)[train_codes]
+    return F.ba_a_to_t_multilabel(_one_hot(yt, classes), _one_hot(groups, levels),
+                                  _one_hot(yp, classes), _one_hot(train_y, classes),
+                                  _one_hot(train_groups, levels))
+
+
 def evaluate(y_true: object, y_pred: object, scores: object | None,
-             protected: Mapping[str, object], baseline: Mapping[str, float] | None = None
-             ) -> dict[str, float]:
+             protected: Mapping[str, object], baseline: Mapping[str, float] | None = None,
+             train: tuple[object, Mapping[str, object]] | None = None) -> dict[str, float]:
     """Accuracy, TPR, Bias, worst-group TPR, BA (raw and x100), DEO, KL (reference and fixed
     range), per-group TPR and accuracy, for each protected attribute and their intersection; BPC against
-    `baseline` (another result of this function) when given.
+    `baseline` (another result of this function) when given. `train` (the training set's target
+    labels and protected attributes) gives BA its directions, as Wang & Russakovsky estimate
+    them; without it they come from the evaluation labels.
 
     Binary targets use the binary TPR (recall of class 1); multi-class targets the macro TPR and
     the class-wise Bias beside it. DEO and KL need a binary target and a binary group.
@@ -76,12 +100,17 @@ def evaluate(y_true: object, y_pred: object, scores: object | None,
         "accuracy": float(np.mean(yt == yp)) if len(yt) else F.NAN,
         "tpr": F.tpr(yt, yp, average=average),
     }
+    train_views = None
+    if train is not None:
+        train_y = v.labels(train[0], "train labels")
+        train_views = _views(train[1])
     for key, (codes, names) in _views(protected).items():
         v.same_length(y_true=yt, **{key: codes})
         out[f"bias/{key}"] = F.bias(yt, yp, codes, average=average)
         if not binary:
             out[f"bias_classwise/{key}"] = F.bias_classwise(yt, yp, codes)
-        ba = F.ba_a_to_t(yt, yp, codes)
+        ba = _ba(yt, yp, codes, names,
+                 None if train_views is None else (train_y, *train_views[key]))
         out[f"ba/{key}"] = ba
         out[f"ba_x100/{key}"] = ba * BA_SCALE
         if binary and len(names) == 2:

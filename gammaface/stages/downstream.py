@@ -190,13 +190,24 @@ def _eval_counts(test: pd.DataFrame, target: str, protected: list[str]) -> dict[
             for c, k in zip(cells([target, *protected]), found)}
 
 
-def _evaluate_job(cfg: Config, pred: pd.DataFrame, baseline: dict[str, float] | None
-                 ) -> dict[str, float]:
+def _bias_directions(ctx: StageContext) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """The real training split's target and protected labels: where BA reads which way each
+    group is tied to each class (the evaluation set, with equal cells, ties none)."""
+    d = ctx.cfg.downstream
+    df, _ = manifest.read(ctx.manifest_path)
+    train = df[(df["split"] == "train") & df[[d.target, *d.protected]].notna().all(axis=1)]
+    classes = registry.get(d.target).classes
+    return (train[d.target].map(classes.index).to_numpy(dtype=np.int64),
+            {a: train[a].astype(str).to_numpy() for a in d.protected})
+
+
+def _evaluate_job(cfg: Config, pred: pd.DataFrame, baseline: dict[str, float] | None,
+                  directions: tuple[np.ndarray, dict[str, np.ndarray]]) -> dict[str, float]:
     d = cfg.downstream
     binary = registry.get(d.target).n_classes == 2
     scores = pred["prob_1"].to_numpy() if binary else None
     return evaluate(pred["y_true"].to_numpy(), pred["y_pred"].to_numpy(), scores,
-                    {a: pred[a].to_numpy() for a in d.protected}, baseline)
+                    {a: pred[a].to_numpy() for a in d.protected}, baseline, train=directions)
 
 
 def run(ctx: StageContext) -> StageResult:
@@ -238,12 +249,13 @@ def run(ctx: StageContext) -> StageResult:
     key_names = INTERSECTION_SEP.join(d.protected)
     binary = registry.get(d.target).n_classes == 2
     scored = _eval_counts(test, d.target, list(d.protected))
+    directions = _bias_directions(ctx)
     rows, baselines, base_preds = [], {}, {}
     for job in sorted(all_jobs, key=lambda j: j.method != BASELINE):  # baselines first
         pred, _ = out.sub(job.folder).read_parquet(PREDICTIONS)
         pair = (job.n_per_class, job.seed)
         base = baselines.get(pair) if job.method != BASELINE else None
-        metrics = _evaluate_job(cfg, pred, base)
+        metrics = _evaluate_job(cfg, pred, base, directions)
         if job.method == BASELINE:
             baselines[pair], base_preds[pair] = metrics, pred
         elif pair in base_preds:

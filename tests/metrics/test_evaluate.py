@@ -86,3 +86,26 @@ def test_worst_group_tpr_is_the_lowest_recall_of_any_group():
     age = prot["age"]
     assert r["worst_tpr/age"] == pytest.approx(min(recall_score(yt[age == a], yp[age == a])
                                                    for a in ("old", "young")))
+
+
+def test_ba_takes_its_directions_from_the_training_labels():
+    # a balanced evaluation set: every (gender, smile) cell holds 10 images, so directions
+    # estimated on it are all 0 and BA is 0 whatever the classifier predicts
+    gender = np.repeat(["female", "male"], 20)
+    smile = np.tile(np.repeat([0, 1], 10), 2)
+    pred = (gender == "female").astype(int)  # amplifies "women smile" completely
+    plain = evaluate(smile, pred, None, {"gender": gender})
+    assert plain["ba/gender"] == 0.0
+    # a training set where women smile and men do not: directions +1 on (female, 1) and
+    # (male, 0), -1 on the others; every Delta is +-0.5 with the direction's sign, so BA = 0.5
+    train_gender = np.array(["female"] * 30 + ["male"] * 30)
+    train_smile = np.array([1] * 25 + [0] * 5 + [1] * 5 + [0] * 25)
+    directed = evaluate(smile, pred, None, {"gender": gender},
+                        train=(train_smile, {"gender": train_gender}))
+    assert directed["ba/gender"] == pytest.approx(0.5)
+    assert directed["ba_x100/gender"] == pytest.approx(50.0)
+    # with the evaluation labels as training labels it is the single-label reference
+    rng = np.random.default_rng(0)
+    g, y, p = rng.choice(["a", "b", "c"], 300), rng.integers(0, 2, 300), rng.integers(0, 2, 300)
+    same = evaluate(y, p, None, {"g": g}, train=(y, {"g": g}))
+    assert same["ba/g"] == pytest.approx(F.ba_a_to_t(y, p, intersection_labels({"g": g})[0]))
