@@ -39,6 +39,38 @@ def test_torch_em_reaches_sklearn_from_the_same_start(dtype, rel):
     np.testing.assert_allclose(ours.predict_proba(X), sk.predict_proba(X), atol=1e-4)
 
 
+def _close_components(n, d, offset, seed=0):
+    """Four diagonal components 0.15 apart per dimension around `offset`, as float32: EM needs
+    many iterations, every row's log-density is a sum of d terms, and E[x^2] - E[x]^2 cancels
+    more digits the further the data sits from 0."""
+    rng = np.random.default_rng(seed)
+    means = rng.normal(offset, 0.15, (4, d))
+    sigmas = rng.uniform(0.8, 1.2, (4, d))
+    z = rng.choice(4, n)
+    return (means[z] + rng.standard_normal((n, d)) * sigmas[z]).astype(np.float32)
+
+
+# (n, d, offset, init): the middle two stopped at 16 and 7 iterations where scikit-learn stops
+# at 8 and 9 when the E-step's sums were float32
+@pytest.mark.parametrize("n, d, offset, init", [
+    (3000, 10, 2.0, "k-means++"), (8000, 256, 30.0, "k-means++"), (4000, 3072, 10.0, "k-means++"),
+    (4000, 3072, 10.0, "kmeans"), (600, 12288, 2.0, "k-means++")])
+def test_float32_data_takes_sklearns_iterations_at_any_d(n, d, offset, init):
+    # scikit-learn on float64 rows is the reference; float32 data with float64 statistics must
+    # stop at the same iteration and agree on the BIC to 1e-5, given the same means and the
+    # same init_params for the rest (scikit-learn's default is kmeans, ours k-means++: with
+    # means_init alone the two defaults start from different variances and weights)
+    X = _close_components(n, d, offset)
+    means = X[np.random.default_rng(1).choice(len(X), 4, replace=False)].astype(np.float64)
+    sk = SkGaussianMixture(4, covariance_type="diag", means_init=means, init_params=init,
+                           random_state=0).fit(X.astype(np.float64))
+    ours = GaussianMixture(4, backend="torch", means_init=means, init_params=init,
+                           random_state=0).fit(X)
+    assert sk.n_iter_ > 2
+    assert ours.n_iter_ == sk.n_iter_
+    assert ours.bic(X) == pytest.approx(sk.bic(X), rel=1e-5)
+
+
 def test_kmeanspp_init_matches_sklearn_for_the_same_random_state():
     X, _, _ = _mixture_data(seed=2)
     ours = GaussianMixture(4, backend="torch", dtype=torch.float64, random_state=3).fit(X)
