@@ -51,7 +51,10 @@ def bic_search(X: np.ndarray, ks: Sequence[int], gmm_kwargs: dict[str, Any] | No
 
         task = ray.remote(_fit_task).options(num_cpus=cpus_per_task, num_gpus=gpus_per_task)
         ref = ray.put(np.ascontiguousarray(X))
-        outcomes = ray.get([task.remote(ref, k, gmm_kwargs, cpus_per_task) for k in ks])
+        # largest K first: its fits run longest (more components, usually more iterations),
+        # so the short ones fill the gaps at the end instead of one long fit running alone
+        order = sorted(ks, reverse=True)
+        outcomes = ray.get([task.remote(ref, k, gmm_kwargs, cpus_per_task) for k in order])
     else:
         outcomes = [fit_one(X, k, gmm_kwargs) for k in ks]
     table = pd.DataFrame([row for row, _ in outcomes], columns=list(TABLE_COLUMNS))
