@@ -48,6 +48,24 @@ _BUFFER_BYTES = 4 << 20
 _MAX_ROWS = 16384
 
 
+def _chunk_rows(d: int, itemsize: int, chunk_size: int | None) -> int:
+    """Rows per chunk: `chunk_size` when set, else as many as fill the buffer's bytes."""
+    if chunk_size is not None:
+        return int(chunk_size)
+    return max(8, min(_MAX_ROWS, _BUFFER_BYTES // (2 * d * itemsize)))
+
+
+def _squares(b: torch.Tensor, x: torch.Tensor, shift: torch.Tensor | None = None) -> torch.Tensor:
+    """Fill the buffer b with [x - shift, (x - shift)^2] and return it."""
+    d = x.shape[1]
+    if shift is None:
+        b[:, :d].copy_(x)
+    else:
+        torch.sub(x, shift, out=b[:, :d])
+    torch.mul(b[:, :d], b[:, :d], out=b[:, d:])
+    return b
+
+
 def cuml_available() -> bool:
     if not torch.cuda.is_available():
         return False
@@ -155,11 +173,7 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         return getattr(torch, self.dtype) if isinstance(self.dtype, str) else self.dtype
 
     def _rows(self, data: torch.Tensor) -> int:
-        """Rows per chunk: `chunk_size` when set, else as many as fill the buffer's bytes."""
-        if self.chunk_size is not None:
-            return int(self.chunk_size)
-        per_row = 2 * data.shape[1] * data.element_size()
-        return max(8, min(_MAX_ROWS, _BUFFER_BYTES // per_row))
+        return _chunk_rows(data.shape[1], data.element_size(), self.chunk_size)
 
     # --- fitting -------------------------------------------------------------------------------
 
@@ -352,9 +366,7 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         buf = torch.empty((min(rows, data.shape[0]), 2 * d), dtype=work, device=data.device)
         for start in range(0, data.shape[0], rows):
             x = data[start:start + rows]
-            b = buf[:len(x)]
-            torch.sub(x, shift, out=b[:, :d])
-            torch.mul(b[:, :d], b[:, :d], out=b[:, d:])
+            b = _squares(buf[:len(x)], x, shift)
             weighted = (proj @ b.T).to(_STAT_DTYPE).add_(bias[:, None])  # (K, rows)
             norm = torch.logsumexp(weighted, dim=0)
             resp = weighted.sub_(norm[None, :]).exp_()
@@ -391,14 +403,12 @@ class GaussianMixture(DensityMixin, BaseEstimator):
               for a in (self.weights_, self.means_, self.covariances_)))
         proj = torch.cat([mean_prec, -0.5 * precision], dim=1)  # (K, 2d), as in _e_pass
         d = data.shape[1]
-        rows = self.chunk_size or max(8, min(_MAX_ROWS, _BUFFER_BYTES // (2 * d * 8)))
+        rows = _chunk_rows(d, 8, self.chunk_size)
         out = torch.empty((data.shape[0], len(bias)), dtype=torch.float64)
         buf = torch.empty((min(rows, data.shape[0]), 2 * d), dtype=torch.float64)
         for start in range(0, data.shape[0], rows):
             x = data[start:start + rows].cpu()
-            b = buf[:len(x)]
-            b[:, :d].copy_(x)
-            torch.mul(b[:, :d], b[:, :d], out=b[:, d:])
+            b = _squares(buf[:len(x)], x)
             out[start:start + len(x)] = (proj @ b.T).T + bias
         return out
 
