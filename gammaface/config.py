@@ -7,6 +7,7 @@ refused, and a bad value is reported as one sentence naming the key path.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 from pathlib import Path
 from typing import Any, Literal
@@ -16,6 +17,7 @@ from pydantic import (BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
                       field_validator, model_validator)
 
 from gammaface.data.registry import ATTRIBUTE_NAMES, labelled_by
+from gammaface.data.registry import get as get_attribute
 from gammaface.diffusion.presets import default_resolution, unet_config
 from gammaface.errors import UserError
 from gammaface.yamlio import load as load_yaml
@@ -166,8 +168,12 @@ class GmmConfig(Section):
         return self
 
 
+# Quota sets (exact counts per cell, kept by pseudo-label while their cell has room), one per
+# proposal: plain rejection, the mixture with equal weights, the mixture aimed at open cells.
+QUOTA_METHODS = ("quota_unconditional", "quota_mixture", "quota_adaptive")
 GENERATION_METHODS = ("gmm", "gmm_weighted", "gmm_tempered", "gmm_attr", "single_gaussian",
-                      "unconditional", "stratified")
+                      "unconditional", "stratified", *QUOTA_METHODS)
+DEFAULT_METHODS = GENERATION_METHODS[:7]
 MIXTURE_METHODS = ("gmm", "gmm_weighted", "gmm_tempered", "gmm_attr")
 # How a downstream arm mixes generated images into the real ones (`downstream.mixing`, or a
 # `:rule` suffix on a generated set's name) and the arms that need no generator at all.
@@ -183,12 +189,45 @@ def split_arm(name: str) -> tuple[str, str | None]:
 
 
 GenerationMethod = Literal["gmm", "gmm_weighted", "gmm_tempered", "gmm_attr", "single_gaussian",
-                           "unconditional", "stratified"]
+                           "unconditional", "stratified", "quota_unconditional", "quota_mixture",
+                           "quota_adaptive"]
+
+
+def quota_proposal(method: str) -> str:
+    return method.removeprefix("quota_")
+
+
+class QuotaConfig(Section):
+    """What a quota set holds: `generate.n` images over the cells of `cells` (default the
+    protected attributes), equal per cell or in proportion to `shares` ("class:class:..." of
+    those attributes in order; cells not named get none), kept while at most `budget` renders
+    per kept image are spent."""
+
+    cells: list[str] | None = None
+    shares: dict[str, float] | None = None
+    budget: float = Field(default=20.0, ge=1)
+    max_rounds: int = Field(default=12, gt=0)
+
+    _known_cells = field_validator("cells")(
+        lambda cls, v: None if v is None else _protected_list(v))
+
+    @field_validator("shares")
+    @classmethod
+    def _positive_shares(cls, value: dict[str, float] | None) -> dict[str, float] | None:
+        if value is None:
+            return None
+        bad = [k for k, v in value.items() if v < 0]
+        if bad:
+            raise ValueError(f"the share of {bad[0]!r} is negative")
+        if not any(v > 0 for v in value.values()):
+            raise ValueError("name at least one cell with a positive share")
+        return value
 
 
 class GenerateConfig(Section):
     n: int = Field(default=2000, gt=0)
-    methods: list[GenerationMethod] = list(GENERATION_METHODS)
+    methods: list[GenerationMethod] = list(DEFAULT_METHODS)
+    quota: QuotaConfig = QuotaConfig()
     draw: Literal["gaussian", "resample"] = "gaussian"
     eta: float = Field(default=0.0, ge=0, le=1)
     temperature: float = Field(default=1.0, gt=0)
@@ -439,6 +478,26 @@ class Config(Section):
         return self
 
     @model_validator(mode="after")
+    def _quota_cells_are_labelled(self) -> Config:
+        """A quota set keeps images by the labeller's heads, so its cells must be ones the
+        classifiers are trained for, and every share must name one of those cells."""
+        if not any(m in QUOTA_METHODS for m in self.generate.methods):
+            return self
+        attrs = quota_attributes(self)
+        missing = [a for a in attrs if a not in self.classifiers.attributes]
+        if missing:
+            key = "generate.quota.cells" if self.generate.quota.cells else "generate.protected"
+            raise ValueError(f"{key} names {', '.join(missing)}, which the classifiers are not "
+                             "trained for (classifiers.attributes); a quota set is kept by them")
+        shares = self.generate.quota.shares or {}
+        names = {":".join(c) for c in itertools.product(*(get_attribute(a).classes for a in attrs))}
+        unknown = sorted(set(shares) - names)
+        if unknown:
+            raise ValueError(f"generate.quota.shares names the cell {unknown[0]!r}, which is not a "
+                             f"cell of {':'.join(attrs)} (cells look like {sorted(names)[0]!r})")
+        return self
+
+    @model_validator(mode="after")
     def _features_space_is_resampled(self) -> Config:
         if self.gmm.space == "features":
             if self.harvest.source != "forward":
@@ -474,6 +533,11 @@ class Config(Section):
     def flat(self) -> dict[str, Any]:
         """Dotted key -> value, for MLflow params and `config show`."""
         return flatten(self.model_dump(mode="json"))
+
+
+def quota_attributes(cfg: Config) -> list[str]:
+    """The attributes whose cells a quota set fills."""
+    return list(cfg.generate.quota.cells or cfg.generate.protected)
 
 
 def uses_labeller(cfg: Config) -> bool:

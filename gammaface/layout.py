@@ -23,6 +23,7 @@ GMM_FEATURES = "features.npy"  # the classifier's embedding of the latents' sour
 # components' weights and compositions
 GENERATED_GRID = "components.png"
 GENERATED_COMPOSITIONS = "compositions.csv"
+GENERATED_QUOTA = "quota.json"  # a quota set's counts per cell, shortfall and renders per kept
 # pseudo_label: per method `<method>/manifest.parquet`; the balance of every set
 BALANCE_CSV = "balance.csv"
 BALANCE_PLOT = "balance.png"

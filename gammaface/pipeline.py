@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from gammaface import layout, stage, tracking, workdir_lock
-from gammaface.config import Config, uses_labeller
+from gammaface.config import QUOTA_METHODS, Config, uses_labeller
 from gammaface.errors import UserError, explain
 from gammaface.stage import StageContext, StageResult
 from gammaface.storage import Store
@@ -42,8 +42,15 @@ def _gmm_needs(cfg: Config) -> tuple[str, ...]:
 
 def _generate_needs(cfg: Config) -> tuple[str, ...]:
     """The labeller is read where the component compositions cannot come from source labels
-    (reverse latents under any mixture method)."""
-    return ("gmm_search", "train_classifiers") if uses_labeller(cfg) else ("gmm_search",)
+    (reverse latents under any mixture method) and where quota sets keep images by label."""
+    quota = any(m in QUOTA_METHODS for m in cfg.generate.methods)
+    return ("gmm_search", "train_classifiers") if uses_labeller(cfg) or quota else ("gmm_search",)
+
+
+def _generate_keys(cfg: Config) -> tuple[str, ...]:
+    own = _section_except("generate", "batch_size", "concurrency", "num_gpus")
+    quota = any(m in QUOTA_METHODS for m in cfg.generate.methods)
+    return (*own, "label.min_confidence") if quota else own
 
 
 def _section_except(section: str, *operational: str) -> tuple[str, ...]:
@@ -68,8 +75,7 @@ STAGES: tuple[StageSpec, ...] = (
               "gammaface.stages.harvest"),
     StageSpec("gmm_search", _gmm_needs, _keys(*_section_except("gmm", "backend"), "seed"),
               "gammaface.stages.gmm_search"),
-    StageSpec("generate", _generate_needs,
-              _keys(*_section_except("generate", "batch_size", "concurrency", "num_gpus")),
+    StageSpec("generate", _generate_needs, _generate_keys,
               "gammaface.stages.generate"),
     StageSpec("pseudo_label", _needs("generate", "train_classifiers"),
               _keys("generate.protected", "label.bootstrap"), "gammaface.stages.pseudo_label"),

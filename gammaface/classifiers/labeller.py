@@ -72,19 +72,23 @@ class Labeller:
             yield x.to(self.device)
 
     @torch.no_grad()
-    def predict(self, images: np.ndarray | torch.Tensor, batch_size: int = 256
-                ) -> dict[str, Prediction]:
-        """Class and confidence per attribute; images are uint8 NHWC or float NCHW in [-1, 1]."""
+    def probabilities(self, images: np.ndarray | torch.Tensor, batch_size: int = 256
+                      ) -> dict[str, np.ndarray]:
+        """(N, classes) softmax probabilities per attribute; images are uint8 NHWC or float
+        NCHW in [-1, 1]."""
         parts: dict[str, list[torch.Tensor]] = {a: [] for a in self.attributes}
         for x in self._batches(images, batch_size):
             for name, logits in self.model(x).items():
                 parts[name].append(torch.softmax(logits.float(), dim=1).cpu())
-        out = {}
-        for name, chunks in parts.items():
-            probs = torch.cat(chunks) if chunks else torch.zeros(0, registry.get(name).n_classes)
-            conf, cls = probs.max(dim=1)
-            out[name] = Prediction(cls.numpy(), conf.numpy())
-        return out
+        return {name: (torch.cat(chunks) if chunks
+                       else torch.zeros(0, registry.get(name).n_classes)).numpy()
+                for name, chunks in parts.items()}
+
+    def predict(self, images: np.ndarray | torch.Tensor, batch_size: int = 256
+                ) -> dict[str, Prediction]:
+        """Class and confidence per attribute."""
+        return {name: Prediction(p.argmax(axis=1), p.max(axis=1))
+                for name, p in self.probabilities(images, batch_size).items()}
 
     def frame(self, images: np.ndarray | torch.Tensor) -> pd.DataFrame:
         """One row per image: the class name of every attribute and its confidence column."""

@@ -131,21 +131,46 @@ class Renderer:
 
 
 class RenderShards:
-    """Ray Data actor: the DDPM loaded once; maps one shard row to a written shard folder."""
+    """Ray Data actor: the DDPM loaded once; maps one shard row to a written shard folder. For
+    quota sets (`quota`: method -> attributes and minimum confidence) the labeller, loaded once
+    too, labels every render in the same pass, and only renders worth keeping are written."""
 
-    def __init__(self, renderer_kwargs: dict[str, Any], out_root: str, keys: dict[str, str]) -> None:
+    def __init__(self, renderer_kwargs: dict[str, Any], out_root: str, keys: dict[str, str],
+                 quota: dict[str, dict[str, Any]] | None = None,
+                 labeller_dir: str | None = None) -> None:
         self.renderer = Renderer(**renderer_kwargs)
         self.out_root = Path(out_root)
         self.keys = keys
+        self.quota = quota or {}
+        self.labeller = None
+        if self.quota:
+            from gammaface.classifiers.labeller import Labeller
+
+            self.labeller = Labeller.load(labeller_dir or "", self.renderer.device)
+
+    def _marks(self, shard: Shard, images: np.ndarray) -> list[list[int]]:
+        from gammaface.classifiers.labels import conf_column
+        from gammaface.data.cells import cell_codes
+        from gammaface.generate.quota import eligible
+
+        q = self.quota[shard.method]
+        frame = self.labeller.frame(images)  # type: ignore[union-attr]
+        codes = cell_codes(frame, q["attributes"])
+        conf = frame[[conf_column(a) for a in q["attributes"]]].to_numpy().min(axis=1)
+        confident = conf >= q["min_confidence"]
+        written = eligible(codes, confident, shard.open_cells)
+        return [[int(c), int(f), int(w)] for c, f, w in zip(codes, confident, written)]
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         done = []
         for i in range(len(batch["shard"])):
             shard = Shard(str(batch["method"][i]), int(batch["shard"][i]),
-                          int(batch["component"][i]), int(batch["count"][i]), int(batch["seed"][i]))
+                          int(batch["component"][i]), int(batch["count"][i]), int(batch["seed"][i]),
+                          str(batch["open_cells"][i]))
             method_dir = self.out_root / shard.method
             spec = self.renderer.sampling(str(method_dir / SAMPLING_FILE))
             images = self.renderer.render(spec, shard.component, shard.count, shard.seed)
-            shard_io.write(method_dir, shard, images, self.keys[shard.method])
+            marks = self._marks(shard, images) if shard.open_cells else None
+            shard_io.write(method_dir, shard, images, self.keys[shard.method], renders=marks)
             done.append(shard.count)
         return {"method": batch["method"], "shard": batch["shard"], "images": np.array(done)}

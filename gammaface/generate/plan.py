@@ -13,7 +13,7 @@ from typing import Callable
 
 import numpy as np
 
-from gammaface.config import Config, uses_labeller
+from gammaface.config import QUOTA_METHODS, Config, quota_attributes, uses_labeller
 from gammaface.seeds import seed_of
 
 NO_COMPONENT = -1  # unconditional samples belong to no component
@@ -45,8 +45,9 @@ class Shard:
     method: str
     shard: int
     component: int
-    count: int
+    count: int  # renders
     seed: int
+    open_cells: str = ""  # quota shards: the cells (codes, comma-separated) open at planning
 
     @property
     def name(self) -> str:
@@ -80,7 +81,19 @@ def method_key(cfg: Config, method: str, hash_of: Callable[[str], str]) -> str:
     of this method's shards. `hash_of` gives the config hash of the stages it reads."""
     g = cfg.generate
     keys = ["generate.n", "generate.steps", "generate.eta", "generate.shard_size", "generate.seed"]
-    if method == "unconditional":  # pure DDPM samples from T: no latents, no mixture
+    if method in QUOTA_METHODS:  # kept by the labeller's cells, from their proposal
+        keys += ["generate.quota", "label.min_confidence"]
+        if quota_attributes(cfg) == list(g.protected):
+            keys.append("generate.protected")  # the components' compositions are the prior
+        upstream = ["train_classifiers"]
+        if method == "quota_unconditional":
+            upstream.append("train_ddpm")
+        else:
+            upstream.append("gmm_search")
+            keys.append("generate.draw")
+            if g.draw == "gaussian":
+                keys.append("generate.temperature")
+    elif method == "unconditional":  # pure DDPM samples from T: no latents, no mixture
         upstream = ["train_ddpm"]
     elif method == "stratified":  # train images noised to the harvest's t*
         upstream = ["train_ddpm"]

@@ -28,18 +28,25 @@ TMP_PREFIX = TMP_MARK
 MANIFEST_COLUMNS = ("path", "method", "component", "shard", "seed")
 
 
-def write(method_dir: Path, shard: Shard, images: np.ndarray, method_key: str) -> None:
-    """Write a shard's images and record, then rename the folder into place."""
+def write(method_dir: Path, shard: Shard, images: np.ndarray, method_key: str,
+          renders: list[list[int]] | None = None) -> None:
+    """Write a shard's images and record, then rename the folder into place. A quota shard
+    passes `renders` ([cell, confident, written] per render) and writes only the images marked
+    written, under their render index."""
     final = method_dir / shard.name
     tmp = method_dir / f"{TMP_PREFIX}{shard.name}-{uuid.uuid4().hex[:8]}"
     tmp.mkdir(parents=True)
     files = []
     for i, image in enumerate(images):
+        if renders is not None and not renders[i][2]:
+            continue
         name = f"{i:05d}.png"
         data = encode_png(image)
         (tmp / name).write_bytes(data)
         files.append([name, len(data), image_seed(shard.seed, i), hashlib.sha256(data).hexdigest()])
-    record = {"plan": {**shard.record(), "method_key": method_key}, "files": files}
+    record: dict[str, Any] = {"plan": {**shard.record(), "method_key": method_key}, "files": files}
+    if renders is not None:
+        record["renders"] = renders
     (tmp / SHARD_FILE).write_text(json.dumps(record))
     if final.exists():
         shutil.rmtree(final)
@@ -55,7 +62,13 @@ def is_complete(method_dir: Path, shard: Shard, method_key: str) -> bool:
     if record.get("plan") != {**shard.record(), "method_key": method_key}:
         return False
     files = record.get("files", [])
-    if len(files) != shard.count:
+    expected = shard.count
+    if shard.open_cells:  # a quota shard holds the renders it marked written
+        marks = record.get("renders")
+        if not isinstance(marks, list) or len(marks) != shard.count:
+            return False
+        expected = sum(1 for m in marks if isinstance(m, list) and len(m) == 3 and m[2])
+    if len(files) != expected:
         return False
     for entry in files:
         if not (isinstance(entry, list) and len(entry) == 4):
@@ -70,16 +83,20 @@ def is_complete(method_dir: Path, shard: Shard, method_key: str) -> bool:
     return True
 
 
-def sweep(method_dir: Path, plan: list[Shard], method_key: str) -> list[Shard]:
-    """Remove temporary folders, stale and incomplete shards; return the shards still to do."""
+def prune(method_dir: Path, keep: set[str] | None) -> None:
+    """Remove temporary folders and (when `keep` is given) shard folders not named in it."""
     method_dir.mkdir(parents=True, exist_ok=True)
-    planned = {s.name for s in plan}
     for entry in method_dir.iterdir():
         if entry.is_dir() and (entry.name.startswith(TMP_PREFIX)
-                               or (entry.name.startswith("shard-") and entry.name not in planned)):
+                               or (keep is not None and entry.name.startswith("shard-")
+                                   and entry.name not in keep)):
             shutil.rmtree(entry)
+
+
+def incomplete(method_dir: Path, shards: list[Shard], method_key: str) -> list[Shard]:
+    """The shards not yet complete, their broken folders removed."""
     pending = []
-    for shard in plan:
+    for shard in shards:
         if not is_complete(method_dir, shard, method_key):
             if (method_dir / shard.name).exists():
                 shutil.rmtree(method_dir / shard.name)
@@ -87,12 +104,33 @@ def sweep(method_dir: Path, plan: list[Shard], method_key: str) -> list[Shard]:
     return pending
 
 
-def manifest_rows(method_dir: Path, plan: list[Shard]) -> pd.DataFrame:
-    """The method's manifest, rebuilt from the shard records (paths relative to method_dir)."""
+def sweep(method_dir: Path, plan: list[Shard], method_key: str) -> list[Shard]:
+    """Remove temporary folders, stale and incomplete shards; return the shards still to do."""
+    prune(method_dir, {s.name for s in plan})
+    return incomplete(method_dir, plan, method_key)
+
+
+def render_marks(method_dir: Path, shard: Shard) -> np.ndarray:
+    """A quota shard's (renders, 2) [cell, confident] per render, from its record."""
+    marks = read_record(method_dir, shard)["renders"]
+    return np.array([[int(m[0]), int(bool(m[1]))] for m in marks], dtype=np.int64).reshape(-1, 2)
+
+
+def read_record(method_dir: Path, shard: Shard) -> dict[str, Any]:
+    return json.loads((method_dir / shard.name / SHARD_FILE).read_text())
+
+
+def manifest_rows(method_dir: Path, plan: list[Shard],
+                  keep: dict[int, np.ndarray] | None = None) -> pd.DataFrame:
+    """The method's manifest, rebuilt from the shard records (paths relative to method_dir);
+    `keep` (quota sets) names the render indices kept per shard id."""
     parts: dict[str, list[Any]] = {c: [] for c in MANIFEST_COLUMNS}
     for shard in plan:
-        record = json.loads((method_dir / shard.name / SHARD_FILE).read_text())
-        for name, _, seed, _ in record["files"]:
+        files = read_record(method_dir, shard)["files"]
+        if keep is not None:
+            wanted = {f"{int(i):05d}.png" for i in keep.get(shard.shard, [])}
+            files = [f for f in files if f[0] in wanted]
+        for name, _, seed, _ in files:
             parts["path"].append(f"{shard.name}/{name}")
             parts["method"].append(shard.method)
             parts["component"].append(shard.component)
@@ -102,17 +140,23 @@ def manifest_rows(method_dir: Path, plan: list[Shard]) -> pd.DataFrame:
 
 
 def first_images(method_dir: Path, shard: Shard, n: int) -> list[np.ndarray]:
-    return [load_rgb(method_dir / shard.name / f"{i:05d}.png") for i in range(min(n, shard.count))]
+    names = [f[0] for f in read_record(method_dir, shard)["files"]][:n]
+    return [load_rgb(method_dir / shard.name / name) for name in names]
 
 
 def component_grid(method_dir: Path, plan: list[Shard], per_row: int) -> np.ndarray:
-    """One row per component (or cell): the first images of its first shard."""
-    firsts: dict[int, Shard] = {}
+    """One row per component (or cell): its first images, in plan order."""
+    rows_of: dict[int, list[np.ndarray]] = {}
     for s in plan:
-        firsts.setdefault(s.component, s)
-    rows = []
-    for comp in sorted(firsts):
-        images = first_images(method_dir, firsts[comp], per_row)
-        blank = np.zeros_like(images[0])
+        have = rows_of.setdefault(s.component, [])
+        if len(have) < per_row:
+            have += first_images(method_dir, s, per_row - len(have))
+    found = [im for comp in sorted(rows_of) for im in rows_of[comp]]
+    if not found:
+        return np.zeros((8, 8 * per_row, 3), np.uint8)
+    blank = np.zeros_like(found[0])
+    rows: list[np.ndarray] = []
+    for comp in sorted(rows_of):
+        images = rows_of[comp] or [blank]
         rows += images + [blank] * (per_row - len(images))
     return grid(rows, ncol=per_row, upscale=max(1, 48 // rows[0].shape[0]))

@@ -25,13 +25,15 @@ import numpy as np
 import pandas as pd
 
 from gammaface import layout, tracking
-from gammaface.config import GENERATION_METHODS, MIXTURE_METHODS, Config
+from gammaface.config import (GENERATION_METHODS, MIXTURE_METHODS, QUOTA_METHODS, Config,
+                              quota_attributes, quota_proposal)
 from gammaface.data import manifest
 from gammaface.data.cells import cell_codes, cell_members, cells
 from gammaface.diffusion.model_io import load_scheduler
 from gammaface.diffusion.sampler import effective_t, make_scheduler
 from gammaface.errors import UserError
 from gammaface.generate import shards as shard_io
+from gammaface.generate import quota as quota_lib
 from gammaface.generate import weights as balance
 from gammaface.generate.draws import SAMPLING_FILE, Renderer, RenderShards, write_sampling
 from gammaface.generate.plan import (NO_COMPONENT, Shard, counts_from_weights, make_plan, method_key,
@@ -137,7 +139,8 @@ def _method_weights(cfg: Config, pi: np.ndarray, attr: balance.Balancing) -> dic
 
 def _render_pending(cfg: Config, pending: list[Shard], renderer_kwargs: dict[str, Any],
                    out: Path, keys: dict[str, str], total_images: int, done_images: int,
-                   echo: Callable[[str], None]) -> None:
+                   echo: Callable[[str], None], quota: dict[str, dict[str, Any]] | None = None,
+                   labeller_dir: str | None = None) -> None:
     """Render the pending shards on an actor pool, printing progress as shards complete."""
     import ray
 
@@ -150,7 +153,8 @@ def _render_pending(cfg: Config, pending: list[Shard], renderer_kwargs: dict[str
     ds = ds.map_batches(
         RenderShards, batch_size=1, batch_format="numpy",
         fn_constructor_kwargs=dict(renderer_kwargs={**renderer_kwargs, "threads": threads},
-                                   out_root=str(out), keys=keys),
+                                   out_root=str(out), keys=keys, quota=quota,
+                                   labeller_dir=labeller_dir),
         compute=ray.data.ActorPoolStrategy(size=g.concurrency), num_cpus=cpus, num_gpus=g.num_gpus)
     start, made, shards_done, last = time.perf_counter(), 0, 0, 0.0
     for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
@@ -160,9 +164,76 @@ def _render_pending(cfg: Config, pending: list[Shard], renderer_kwargs: dict[str
         if now - last >= 5.0 or shards_done == len(pending):
             rate = made / max(now - start, 1e-9)
             left = total_images - done_images - made
-            echo(f"  shards {shards_done}/{len(pending)} this run, images "
+            echo(f"  shards {shards_done}/{len(pending)} this run, {'renders' if quota else 'images'} "
                  f"{done_images + made}/{total_images} ({rate:.0f}/s, ETA {left / max(rate, 1e-9):.0f} s)")
             last = now
+
+
+def _quota_sets(ctx: StageContext, methods: list[str], mixture_spec: dict[str, Any],
+                n_components: int, prior: np.ndarray | None, renderer_kwargs: dict[str, Any],
+                out: Path, keys: dict[str, str]
+                ) -> tuple[dict[str, list[Shard]], dict[str, dict[int, np.ndarray]], int, float]:
+    """Render every quota set round by round (all sets' rounds on one actor pool), keep the
+    images whose cells have room, and write each set's plan and `quota.json`. Returns the
+    plans, the kept render indices per shard, the renders made this run and the seconds."""
+    cfg, echo = ctx.cfg, ctx.echo
+    g, q = cfg.generate, cfg.generate.quota
+    attrs = quota_attributes(cfg)
+    names = [":".join(c) for c in cells(attrs)]
+    shares = None if q.shares is None else np.array([q.shares.get(n, 0.0) for n in names])
+    targets = quota_lib.targets(len(names), g.n, shares)
+    runs: list[quota_lib.QuotaRun] = []
+    for method in methods:
+        proposal = quota_proposal(method)
+        mixture = proposal != "unconditional"
+        write_sampling(out / method / SAMPLING_FILE, **(mixture_spec if mixture else {"kind": "noise"}))
+        runs.append(quota_lib.QuotaRun(
+            method, GENERATION_METHODS.index(method), proposal,
+            list(range(n_components)) if mixture else [NO_COMPONENT], targets,
+            int(np.ceil(q.budget * g.n)), g.shard_size, g.seed, q.max_rounds,
+            prior=prior if proposal == "adaptive" else None))
+        shard_io.prune(out / method, None)
+    settings = {m: {"attributes": attrs, "min_confidence": cfg.label.min_confidence}
+                for m in methods}
+    labeller_dir = ctx.folder("train_classifiers").path()
+    made, started = 0, time.perf_counter()
+    active = list(runs)
+    while active:
+        rounds = {r.method: r.next_round() for r in active}
+        active = [r for r in active if rounds[r.method]]
+        todo = [s for r in active for s in shard_io.incomplete(out / r.method, rounds[r.method],
+                                                                keys[r.method])]
+        planned = sum(len(v) for v in rounds.values())
+        if todo:
+            n = sum(s.count for s in todo)
+            echo(f"  quota round {len(active[0].tally.rounds) - 1}: {n} renders in {len(todo)} of "
+                 f"{planned} shards ({', '.join(r.method for r in active)})")
+            _render_pending(cfg, todo, renderer_kwargs, out, keys, n, 0, echo, settings,
+                            labeller_dir)
+            made += n
+        for r in active:
+            r.absorb(rounds[r.method],
+                     {s.shard: shard_io.render_marks(out / r.method, s) for s in rounds[r.method]})
+    plans, kept = {}, {}
+    for r in runs:
+        shard_io.prune(out / r.method, {s.name for s in r.plan})
+        summary = quota_lib.summary(r.tally, targets, names)
+        summary.update(method=r.method, proposal=r.proposal, cells_of=attrs, stopped=r.stopped,
+                       min_confidence=cfg.label.min_confidence, budget=q.budget)
+        store = ctx.out
+        store.write_json(f"{r.method}/{layout.GENERATED_QUOTA}", summary)
+        store.write_json(f"{r.method}/{PLAN_FILE}", {"method_key": keys[r.method], "method": r.method,
+                                                     "n": g.n, "shards": [s.record() for s in r.plan]})
+        plans[r.method], kept[r.method] = r.plan, r.kept
+        short = [c for c in summary["cells"] if c["short"] > 0]
+        echo(f"  {r.method}: kept {summary['kept']}/{summary['target']} from {summary['renders']} "
+             f"renders ({summary['renders_per_kept']:.2f} per kept image)"
+             + ("" if not short else f"; stopped ({r.stopped}) with {len(short)} cell(s) short: "
+                + ", ".join(f"{c['cell']} by {c['short']}" for c in short)))
+        tracking.log_metrics({f"quota/{r.method}/renders_per_kept": summary["renders_per_kept"],
+                              f"quota/{r.method}/kept": float(summary["kept"]),
+                              f"quota/{r.method}/short": float(summary["target"] - summary["kept"])})
+    return plans, kept, made, time.perf_counter() - started
 
 
 def run(ctx: StageContext) -> StageResult:
@@ -223,7 +294,10 @@ def run(ctx: StageContext) -> StageResult:
                               for k, v in r.items() if k.startswith("discrepancy/")})
 
     keys = {m: method_key(cfg, m, ctx.hash_of) for m in g.methods}
+    quota_methods = [m for m in g.methods if m in QUOTA_METHODS]
     for method in g.methods:
+        if method in quota_methods:
+            continue
         method_dir = out / method
         method_dir.mkdir(parents=True, exist_ok=True)
         if method in MIXTURE_METHODS:
@@ -253,18 +327,32 @@ def run(ctx: StageContext) -> StageResult:
         plans[method] = plan
 
     pending = {m: shard_io.sweep(out / m, plan, keys[m]) for m, plan in plans.items()}
-    todo = [s for m in g.methods for s in pending[m]]
-    total = g.n * len(g.methods)
+    todo = [s for m in plans for s in pending[m]]
+    total = g.n * len(plans)
     done_before = total - sum(s.count for s in todo)
     echo(f"  {len(todo)} of {sum(len(p) for p in plans.values())} shards to render "
          f"({done_before} images already complete)")
     started = time.perf_counter()
     _render_pending(cfg, todo, renderer_kwargs, out, keys, total, done_before, echo)
     seconds = time.perf_counter() - started
+    kept: dict[str, dict[int, np.ndarray]] = {}
+    if quota_methods:
+        comp_prior = None  # each component's composition over the quota cells, where known
+        if inputs.source_labels is not None:
+            q_attrs = quota_attributes(cfg)
+            comp_prior, _ = balance.compositions(resp, cell_codes(inputs.source_labels, q_attrs),
+                                                 len(cells(q_attrs)))
+        q_plans, kept, q_renders, q_seconds = _quota_sets(
+            ctx, quota_methods, chosen_spec, gm.n_components, comp_prior, renderer_kwargs, out,
+            keys)
+        plans.update(q_plans)
+        made, seconds = (total - done_before) + q_renders, seconds + q_seconds
+    else:
+        made = total - done_before
 
     for method, plan in plans.items():
         method_dir = out / method
-        df = shard_io.manifest_rows(method_dir, plan)
+        df = shard_io.manifest_rows(method_dir, plan, kept.get(method))
         out_store.write_parquet(f"{method}/{manifest.MANIFEST_FILE}", df, metadata={"image_root": "."})
         rows[method] = len(df)
         grid = shard_io.component_grid(method_dir, plan, g.grid)
@@ -273,8 +361,7 @@ def run(ctx: StageContext) -> StageResult:
     for name in (layout.GENERATED_COMPOSITIONS, PREDICTED):
         if out_store.exists(name):
             tracking.log_artifact(out_store.path(name))
-    made = total - done_before
-    tracking.log_metrics({"images": float(total), "images_rendered": float(made),
+    tracking.log_metrics({"images": float(sum(rows.values())), "images_rendered": float(made),
                           "images_per_s": made / max(seconds, 1e-9)})
     return StageResult("generate", rows=rows, outputs={m: out_store.uri(m) for m in plans},
                        metrics={"images_per_s": made / max(seconds, 1e-9)})

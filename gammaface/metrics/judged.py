@@ -1,0 +1,96 @@
+"""Balance of a generated set as an independent judge classifier measures it, three ways:
+- hard: the fairness discrepancy of the judge's counted cells;
+- soft: of its mean cell probabilities;
+- corrected: of the cell distribution that, seen through the judge's confusion matrix (measured
+  on real held-out images with known cells), best explains what it counted, the correction of
+  CLEAM (Teo et al., NeurIPS 2023) solved as a least-squares problem on the simplex.
+Every figure comes with a 95 % percentile bootstrap interval; the corrected one resamples the
+held-out images behind the confusion matrix as well as the generated ones.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy.optimize import nnls
+
+from gammaface.metrics.validation import labels as checked_labels
+
+SUM_WEIGHT = 1e3  # weight of the sum-to-one row in the constrained least squares
+
+
+def discrepancy(dist: np.ndarray) -> np.ndarray:
+    """L2 distance of distributions (last axis) to uniform."""
+    d = np.asarray(dist, dtype=np.float64)
+    return np.linalg.norm(d - 1.0 / d.shape[-1], axis=-1)
+
+
+def confusion(true_cells: object, judged_cells: object, n_cells: int) -> np.ndarray:
+    """(C, C) row-stochastic P(judge says j | true cell i); a cell with no held-out image is
+    taken as judged without error (nothing says otherwise)."""
+    t, j = checked_labels(true_cells, "true_cells"), checked_labels(judged_cells, "judged_cells")
+    if len(t) != len(j):
+        raise ValueError(f"true_cells and judged_cells differ in length ({len(t)} vs {len(j)}).")
+    m = np.zeros((n_cells, n_cells))
+    np.add.at(m, (t, j), 1.0)
+    rows = m.sum(axis=1, keepdims=True)
+    out = np.eye(n_cells)
+    np.divide(m, rows, out=out, where=rows > 0)
+    return out
+
+
+def corrected(observed: np.ndarray, conf: np.ndarray) -> np.ndarray:
+    """The distribution p on the simplex minimising ||conf^T p - observed||."""
+    q = np.asarray(observed, dtype=np.float64)
+    q = q / q.sum()
+    n = len(q)
+    a = np.vstack([conf.T, SUM_WEIGHT * np.ones((1, n))])
+    b = np.concatenate([q, [SUM_WEIGHT]])
+    p, _ = nnls(a, b)
+    return p / p.sum()
+
+
+def _interval(values: np.ndarray) -> list[float]:
+    return [float(np.percentile(values, 2.5)), float(np.percentile(values, 97.5))]
+
+
+def judged_balance(judged_cells: object, cell_probs: np.ndarray, held_true: object,
+                   held_judged: object, n_cells: int, seed: int, repeat: int = 200
+                   ) -> dict[str, float | list[float]]:
+    """Hard, soft and corrected discrepancy of a set the judge labelled (`judged_cells`, and
+    `cell_probs` (N, C) its cell probabilities), with 95 % bootstrap intervals; `held_*` are
+    the true and judged cells of real held-out images, for the confusion matrix."""
+    j = checked_labels(judged_cells, "judged_cells")
+    probs = np.asarray(cell_probs, dtype=np.float64)
+    ht, hj = checked_labels(held_true, "held_true"), checked_labels(held_judged, "held_judged")
+    if len(j) == 0:
+        nan = float("nan")
+        return {k: v for name in ("hard", "soft", "corrected")
+                for k, v in ((name, nan), (f"{name}_ci", [nan, nan]))}
+    conf = confusion(ht, hj, n_cells)
+    counts = np.bincount(j, minlength=n_cells)
+    point = {"hard": float(discrepancy(counts / len(j))),
+             "soft": float(discrepancy(probs.mean(axis=0))),
+             "corrected": float(discrepancy(corrected(counts, conf)))}
+    rng = np.random.default_rng(seed)
+    boot: dict[str, list[float]] = {k: [] for k in point}
+    for _ in range(repeat):
+        rows = rng.integers(0, len(j), len(j))
+        held = rng.integers(0, len(ht), len(ht))
+        c = np.bincount(j[rows], minlength=n_cells)
+        boot["hard"].append(float(discrepancy(c / len(j))))
+        boot["soft"].append(float(discrepancy(probs[rows].mean(axis=0))))
+        boot["corrected"].append(float(discrepancy(corrected(c, confusion(ht[held], hj[held],
+                                                                          n_cells)))))
+    out: dict[str, float | list[float]] = dict(point)
+    for k, v in boot.items():
+        out[f"{k}_ci"] = _interval(np.array(v))
+    return out
+
+
+def cell_probabilities(per_attribute: list[np.ndarray]) -> np.ndarray:
+    """(N, C) probability of each cell of an intersection from independent per-attribute
+    heads, in mixed-radix order (the last attribute varies fastest)."""
+    out = np.asarray(per_attribute[0], dtype=np.float64)
+    for p in per_attribute[1:]:
+        out = (out[:, :, None] * np.asarray(p, dtype=np.float64)[:, None, :]).reshape(len(out), -1)
+    return out
