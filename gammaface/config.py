@@ -201,10 +201,12 @@ class QuotaConfig(Section):
     """What a quota set holds: `generate.n` images over the cells of `cells` (default the
     protected attributes), equal per cell or in proportion to `shares` ("class:class:..." of
     those attributes in order; cells not named get none), kept while at most `budget` renders
-    per kept image are spent."""
+    per kept image are spent. An image is kept only if every attribute of its cell has at least
+    `min_confidence` (none: `label.min_confidence`, which also filters downstream)."""
 
     cells: list[str] | None = None
     shares: dict[str, float] | None = None
+    min_confidence: float | None = Field(default=None, ge=0, le=1)  # none: label.min_confidence
     budget: float = Field(default=20.0, ge=1)
     max_rounds: int = Field(default=12, gt=0)
 
@@ -273,6 +275,19 @@ class ClassifiersConfig(Section):
     @classmethod
     def _known_attributes(cls, value: list[str]) -> list[str]:
         return [_known_attribute(a) for a in value]
+
+
+class JudgeConfig(Section):
+    """The classifier that measures the balance of every generated set and takes no part in
+    making or choosing them. SynthFaces: trained on a fresh render of `n` images (seed `seed`,
+    which must differ from the dataset's); FFHQ and FairFace: on `fraction` of the train split,
+    which the labeller then never sees. Backbone and epochs default to the classifiers'."""
+
+    n: int = Field(default=3000, gt=1)
+    seed: int = 7
+    fraction: float = Field(default=0.2, gt=0, lt=1)
+    backbone: Backbone | None = None
+    epochs: int | None = Field(default=None, gt=0)
 
 
 class LabelConfig(Section):
@@ -398,6 +413,7 @@ class Config(Section):
     gmm: GmmConfig = GmmConfig()
     generate: GenerateConfig = GenerateConfig()
     classifiers: ClassifiersConfig = ClassifiersConfig()
+    judge: JudgeConfig = JudgeConfig()
     label: LabelConfig = LabelConfig()
     downstream: DownstreamConfig = DownstreamConfig()
     # what loading changed in the defaults, for the config printout (never part of a hash)
@@ -478,6 +494,14 @@ class Config(Section):
         return self
 
     @model_validator(mode="after")
+    def _judge_sees_other_faces(self) -> Config:
+        if self.data.dataset == "synthfaces" and self.judge.seed == self.data.synthfaces.seed:
+            raise ValueError(f"judge.seed = {self.judge.seed} equals data.synthfaces.seed, so the "
+                             "judge would learn from the very faces of the dataset; give it "
+                             "another seed")
+        return self
+
+    @model_validator(mode="after")
     def _quota_cells_are_labelled(self) -> Config:
         """A quota set keeps images by the labeller's heads, so its cells must be ones the
         classifiers are trained for, and every share must name one of those cells."""
@@ -533,6 +557,12 @@ class Config(Section):
     def flat(self) -> dict[str, Any]:
         """Dotted key -> value, for MLflow params and `config show`."""
         return flatten(self.model_dump(mode="json"))
+
+
+def quota_confidence(cfg: Config) -> float:
+    """The pseudo-label confidence a quota set keeps an image at."""
+    q = cfg.generate.quota.min_confidence
+    return cfg.label.min_confidence if q is None else q
 
 
 def quota_attributes(cfg: Config) -> list[str]:

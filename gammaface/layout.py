@@ -27,6 +27,9 @@ GENERATED_QUOTA = "quota.json"  # a quota set's counts per cell, shortfall and r
 # pseudo_label: per method `<method>/manifest.parquet`; the balance of every set
 BALANCE_CSV = "balance.csv"
 BALANCE_PLOT = "balance.png"
+# audit: every set as the judge sees it (balance three ways, agreement, novelty)
+AUDIT_CSV = "audit.csv"
+AUDIT_JSON = "audit.json"
 # downstream: per target `<target>/results.csv`, one row per job
 DOWNSTREAM_RESULTS = "results.csv"
 # report: the page (read back by `gammaface run` when the stage is skipped)
@@ -52,8 +55,10 @@ STAGE_DIRS = {
     "harvest": "latents",
     "gmm_search": "gmm",
     "train_classifiers": "classifiers",
+    "train_judge": "judge",
     "generate": "generated",
     "pseudo_label": "labels",
+    "audit": "audit",
     "downstream": "downstream",
     "report": "report",
 }

@@ -47,10 +47,17 @@ def _generate_needs(cfg: Config) -> tuple[str, ...]:
     return ("gmm_search", "train_classifiers") if uses_labeller(cfg) or quota else ("gmm_search",)
 
 
+def _classifier_keys(cfg: Config) -> tuple[str, ...]:
+    own = (*_section_except("classifiers", "max_failures", "use_gpu"), "seed", "ddpm.preset",
+           "ddpm.resolution")
+    # on real data the judge's share of the train split is held out from the labeller
+    return own if cfg.data.dataset == "synthfaces" else (*own, "judge.fraction", "judge.seed")
+
+
 def _generate_keys(cfg: Config) -> tuple[str, ...]:
     own = _section_except("generate", "batch_size", "concurrency", "num_gpus")
     quota = any(m in QUOTA_METHODS for m in cfg.generate.methods)
-    return (*own, "label.min_confidence") if quota else own
+    return (*own, "label.min_confidence") if quota and cfg.generate.quota.min_confidence is None else own
 
 
 def _section_except(section: str, *operational: str) -> tuple[str, ...]:
@@ -66,10 +73,13 @@ STAGES: tuple[StageSpec, ...] = (
     StageSpec("train_ddpm", _needs("prepare"),
               _keys(*_section_except("ddpm", "max_failures", "log_every", "cpus_per_worker"), "seed"),
               "gammaface.stages.train_ddpm"),
-    StageSpec("train_classifiers", _needs("prepare"),
-              _keys(*_section_except("classifiers", "max_failures", "use_gpu"), "seed",
-                    "ddpm.preset", "ddpm.resolution"),
+    StageSpec("train_classifiers", _needs("prepare"), _classifier_keys,
               "gammaface.stages.train_classifiers"),
+    StageSpec("train_judge", _needs("prepare"),
+              _keys(*_section_except("judge"),
+                    *_section_except("classifiers", "max_failures", "use_gpu", "backbone", "epochs"),
+                    "data.synthfaces.size", "data.synthfaces.spec", "ddpm.preset", "ddpm.resolution"),
+              "gammaface.stages.train_judge"),
     StageSpec("harvest", _needs("train_ddpm"),
               _keys(*_section_except("harvest", "batch_size", "concurrency", "num_gpus"), "seed"),
               "gammaface.stages.harvest"),
@@ -79,11 +89,14 @@ STAGES: tuple[StageSpec, ...] = (
               "gammaface.stages.generate"),
     StageSpec("pseudo_label", _needs("generate", "train_classifiers"),
               _keys("generate.protected", "label.bootstrap"), "gammaface.stages.pseudo_label"),
+    StageSpec("audit", _needs("pseudo_label", "train_judge"),
+              _keys("generate.protected", "generate.quota.cells", "label.bootstrap", "seed"),
+              "gammaface.stages.audit"),
     StageSpec("downstream", _needs("pseudo_label"),
               _keys(*_section_except("downstream", "num_workers", "use_gpu", "max_failures"),
                     "label.min_confidence", "classifiers.image_size"),
               "gammaface.stages.downstream"),
-    StageSpec("report", _needs("downstream"), _keys("downstream"), "gammaface.stages.report"),
+    StageSpec("report", _needs("downstream", "audit"), _keys("downstream"), "gammaface.stages.report"),
 )
 BY_NAME = {s.name: s for s in STAGES}
 STAGE_NAMES = tuple(BY_NAME)

@@ -114,6 +114,16 @@ FAIRFACE = {"dataset": "fairface", "fairface": {"labels": "/data/ff", "images": 
      "downstream.protected names gender, which classifiers.attributes"),
     ({"classifiers": {"attributes": ["smile", "age", "gender"]}},
      "generate.protected names race, which classifiers.attributes"),
+    ({"generate": {"methods": ["quota_adaptive"], "quota": {"cells": ["hair", "age"]}},
+      "classifiers": {"attributes": ["smile", "age", "gender", "race"]},
+      "downstream": {"methods": ["baseline"]}},
+     "generate.quota.cells names hair, which the classifiers are not trained for"),
+    ({"generate": {"methods": ["quota_mixture"], "quota": {"shares": {"young:woman:white": 1}}},
+      "downstream": {"methods": ["baseline"]}},
+     "generate.quota.shares names the cell 'young:woman:white', which is not a cell of age:gender:race"),
+    ({"generate": {"quota": {"shares": {"young:female:white": 0}}}},
+     "name at least one cell with a positive share"),
+    ({"judge": {"seed": 0}}, "judge.seed = 0 equals data.synthfaces.seed"),
 ])
 def test_attributes_the_dataset_or_the_labeller_lacks_are_refused_naming_the_key(data, fragment):
     with pytest.raises(UserError) as err:

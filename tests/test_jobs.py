@@ -27,6 +27,7 @@ import pytest
 import yaml
 
 from gammaface import config, layout, pipeline, stage, workdir_lock
+from gammaface.config import QUOTA_METHODS
 from gammaface.data import manifest
 from gammaface.downstream.mixing import BASELINE, jobs
 from gammaface.storage import Store
@@ -47,7 +48,7 @@ TOY: dict[str, object] = {
     "ddpm.max_failures": 0,
     "classifiers.backbone": "resnet18", "classifiers.epochs": 4, "classifiers.batch_size": 32,
     "classifiers.image_size": 8, "classifiers.num_workers": 2, "classifiers.use_gpu": False,
-    "classifiers.max_failures": 0,
+    "classifiers.max_failures": 0, "judge.n": 200,
     "harvest.n": 64, "harvest.steps": 10, "harvest.batch_size": 32, "harvest.concurrency": 1,
     "harvest.num_gpus": 0,
     "gmm.k_max": 3, "gmm.pca_dim": 8,
@@ -183,7 +184,24 @@ def test_shipped_config_runs_end_to_end_on_its_dataset(job, tmp_path_factory, ra
         assert "copied from" in stdout
     for method in cfg.generate.methods:
         df, _ = manifest.read(work / "labels" / method / manifest.MANIFEST_FILE)
-        assert len(df) == cfg.generate.n
+        if method in QUOTA_METHODS:  # a toy labeller may leave cells short at the budget
+            quota = json.loads((work / "generated" / method / layout.GENERATED_QUOTA).read_text())
+            assert len(df) == quota["kept"] <= cfg.generate.n
+            assert quota["complete"] or quota["stopped"] in ("budget", "rounds")
+        else:
+            assert len(df) == cfg.generate.n
+    if "audit" in selected:
+        audit = pd.read_csv(work / "audit" / layout.AUDIT_CSV)
+        assert set(cfg.generate.methods) <= set(audit["set"])
+    if "train_judge" in selected and cfg.data.dataset != "synthfaces":
+        # the judge's share of the train split and the labeller's are disjoint and whole
+        judge = json.loads((work / "judge" / "metrics.json").read_text())
+        train, _ = manifest.read(work / layout.manifest_path(cfg))
+        n_train = int((train["split"] == "train").sum())
+        labeller_rows = mlflow_helpers.stage_run(work, cfg.mlflow.experiment, "train_classifiers"
+                                                 ).data.params["classifiers.train_rows"]
+        assert 0 < judge["train_rows"] < n_train
+        assert judge["train_rows"] + int(labeller_rows) == n_train
     record = {"config": job.name, "dataset": cfg.data.dataset, "stages": selected,
               "reused": reused, "seconds": round(seconds, 1),
               "generated_images": cfg.generate.n * len(cfg.generate.methods),

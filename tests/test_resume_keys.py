@@ -70,3 +70,38 @@ def test_a_downstream_job_is_keyed_on_its_own_data_not_on_the_other_jobs():
     # the baseline reads no generated set
     assert job_key(base, baseline) == job_key(config.from_dict({
         "generate": {"n": 123}, "downstream": {"methods": ["baseline", "gmm"], "seeds": 1}}), baseline)
+
+
+def _quota(**sections):
+    g = {"methods": ["gmm", "quota_adaptive", "quota_unconditional"], **sections.pop("generate", {})}
+    return config.from_dict({"generate": g, "downstream": {"methods": ["baseline"]}, **sections})
+
+
+@pytest.mark.parametrize("change, unchanged, changed", [
+    ({"generate": {"quota": {"budget": 7}}}, {"gmm"}, {"quota_adaptive", "quota_unconditional"}),
+    ({"label": {"min_confidence": 0.8}}, {"gmm"}, {"quota_adaptive", "quota_unconditional"}),
+    ({"classifiers": {"epochs": 3}}, {"gmm"}, {"quota_adaptive", "quota_unconditional"}),
+    ({"harvest": {"t_star": 300}}, {"quota_unconditional"}, {"gmm", "quota_adaptive"}),
+    ({"generate": {"draw": "resample"}}, {"quota_unconditional"}, {"gmm", "quota_adaptive"}),
+    ({"judge": {"n": 999}}, {"gmm", "quota_adaptive", "quota_unconditional"}, set()),
+    ({"generate": {"quota": {"min_confidence": 0.9}}}, {"gmm"},
+     {"quota_adaptive", "quota_unconditional"}),
+])
+def test_a_quota_set_is_keyed_on_its_labeller_its_cells_and_its_proposal(change, unchanged, changed):
+    base, other = _quota(), _quota(**change)
+    for method in unchanged:
+        assert method_key(base, method) == method_key(other, method), method
+    for method in changed:
+        assert method_key(base, method) != method_key(other, method), method
+    assert "train_classifiers" in pipeline.BY_NAME["generate"].needs(base)
+    # the judge reruns the audit, never the generation
+    judged = _quota(judge={"seed": 8})
+    assert pipeline.stage_hash("generate", base) == pipeline.stage_hash("generate", judged)
+    assert pipeline.stage_hash("audit", base) != pipeline.stage_hash("audit", judged)
+
+
+def test_a_quota_confidence_of_its_own_frees_the_set_from_the_downstream_filter():
+    own = {"quota": {"min_confidence": 0.9}}
+    a, b = _quota(generate=own), _quota(generate=own, label={"min_confidence": 0.5})
+    assert method_key(a, "quota_adaptive") == method_key(b, "quota_adaptive")
+    assert pipeline.stage_hash("generate", a) == pipeline.stage_hash("generate", b)

@@ -125,3 +125,25 @@ def _report(cfg: dict[str, Any], rank: int, world: int, epoch: int, model: torch
                             {"epoch": epoch, "config_hash": cfg["config_hash"], "world_size": world})
             ckpt = ray.train.Checkpoint.from_directory(d)
         ray.train.report(metrics, checkpoint=ckpt)
+
+
+def fit_classifier(c: Any, train_paths: list[str], labels: np.ndarray, image_root: str,
+                   image_size: int, seed: int, config_hash: str, storage_path: str, name: str,
+                   log: Any) -> AttributeNet:
+    """Train one attribute classifier (settings `c`: a ClassifiersConfig) on Ray Train from the
+    driver, resuming from `storage_path`/`name` where an earlier run stopped; the trained net."""
+    threads = ray_train.cpus_per_worker(None, c.use_gpu, c.num_workers)
+    loop_cfg: dict[str, Any] = {
+        "backbone": c.backbone, "attributes": list(c.attributes), "image_size": image_size,
+        "epochs": c.epochs, "batch_size": c.batch_size, "learning_rate": c.learning_rate,
+        "augment": c.augment, "use_gpu": c.use_gpu, "seed": seed, "config_hash": config_hash,
+        "paths": list(train_paths), "labels": np.asarray(labels).tolist(),
+        "image_root": image_root, "threads": threads, "log": log,
+    }
+    final, _ = ray_train.fit(train_loop_per_worker, loop_cfg, num_workers=c.num_workers,
+                             use_gpu=c.use_gpu, cpus_per_worker=threads, storage_path=storage_path,
+                             name=name, max_failures=c.max_failures, what=name.split("-")[0])
+    ray_train.checkpoint_state(final, config_hash, ray_train.FILES_WITHOUT_EMA)
+    model = AttributeNet(c.backbone, list(c.attributes), image_size)
+    model.load_state_dict(ray_train.load_weights(final, ray_train.MODEL_FILE))
+    return model

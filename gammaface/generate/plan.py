@@ -82,7 +82,9 @@ def method_key(cfg: Config, method: str, hash_of: Callable[[str], str]) -> str:
     g = cfg.generate
     keys = ["generate.n", "generate.steps", "generate.eta", "generate.shard_size", "generate.seed"]
     if method in QUOTA_METHODS:  # kept by the labeller's cells, from their proposal
-        keys += ["generate.quota", "label.min_confidence"]
+        keys.append("generate.quota")
+        if g.quota.min_confidence is None:
+            keys.append("label.min_confidence")
         if quota_attributes(cfg) == list(g.protected):
             keys.append("generate.protected")  # the components' compositions are the prior
         upstream = ["train_classifiers"]

@@ -94,3 +94,19 @@ def cell_probabilities(per_attribute: list[np.ndarray]) -> np.ndarray:
     for p in per_attribute[1:]:
         out = (out[:, :, None] * np.asarray(p, dtype=np.float64)[:, None, :]).reshape(len(out), -1)
     return out
+
+
+def balanced_floor(n: int, conf: np.ndarray, seed: int, repeat: int = 200) -> dict[str, float]:
+    """What an exactly balanced set of `n` images scores through this judge: equal true
+    counts, each image judged through `conf`; median and 97.5th percentile of the hard and
+    corrected discrepancy. A set at its floor is as balanced as this judge can tell at this n."""
+    c = conf.shape[0]
+    truth = np.full(c, n // c) + (np.arange(c) < n % c)
+    rng = np.random.default_rng(seed)
+    hard, corr = [], []
+    for _ in range(repeat):
+        counts = sum(rng.multinomial(int(t), conf[i]) for i, t in enumerate(truth) if t > 0)
+        hard.append(float(discrepancy(counts / n)))
+        corr.append(float(discrepancy(corrected(counts, conf))))
+    return {"floor_hard": float(np.median(hard)), "floor_corrected": float(np.median(corr)),
+            "floor_corrected_hi": float(np.percentile(corr, 97.5))}

@@ -26,7 +26,7 @@ import pandas as pd
 
 from gammaface import layout, tracking
 from gammaface.config import (GENERATION_METHODS, MIXTURE_METHODS, QUOTA_METHODS, Config,
-                              quota_attributes, quota_proposal)
+                              quota_attributes, quota_confidence, quota_proposal)
 from gammaface.data import manifest
 from gammaface.data.cells import cell_codes, cell_members, cells
 from gammaface.diffusion.model_io import load_scheduler
@@ -186,6 +186,7 @@ def _quota_sets(ctx: StageContext, methods: list[str], mixture_spec: dict[str, A
     for method in methods:
         proposal = quota_proposal(method)
         mixture = proposal != "unconditional"
+        (out / method).mkdir(parents=True, exist_ok=True)
         write_sampling(out / method / SAMPLING_FILE, **(mixture_spec if mixture else {"kind": "noise"}))
         runs.append(quota_lib.QuotaRun(
             method, GENERATION_METHODS.index(method), proposal,
@@ -193,7 +194,7 @@ def _quota_sets(ctx: StageContext, methods: list[str], mixture_spec: dict[str, A
             int(np.ceil(q.budget * g.n)), g.shard_size, g.seed, q.max_rounds,
             prior=prior if proposal == "adaptive" else None))
         shard_io.prune(out / method, None)
-    settings = {m: {"attributes": attrs, "min_confidence": cfg.label.min_confidence}
+    settings = {m: {"attributes": attrs, "min_confidence": quota_confidence(cfg)}
                 for m in methods}
     labeller_dir = ctx.folder("train_classifiers").path()
     made, started = 0, time.perf_counter()
@@ -219,7 +220,7 @@ def _quota_sets(ctx: StageContext, methods: list[str], mixture_spec: dict[str, A
         shard_io.prune(out / r.method, {s.name for s in r.plan})
         summary = quota_lib.summary(r.tally, targets, names)
         summary.update(method=r.method, proposal=r.proposal, cells_of=attrs, stopped=r.stopped,
-                       min_confidence=cfg.label.min_confidence, budget=q.budget)
+                       min_confidence=quota_confidence(cfg), budget=q.budget)
         store = ctx.out
         store.write_json(f"{r.method}/{layout.GENERATED_QUOTA}", summary)
         store.write_json(f"{r.method}/{PLAN_FILE}", {"method_key": keys[r.method], "method": r.method,

@@ -119,6 +119,34 @@ def run(ctx: StageContext) -> StageResult:
            "pseudo-labels; error bars are bootstrap standard deviations.", "",
            "![balance](balance.png)", "", tables.markdown(bal[cols]), ""]
 
+    quota_rows = []
+    for method in cfg.generate.methods:
+        if gen.exists(f"{method}/{layout.GENERATED_QUOTA}"):
+            q = gen.read_json(f"{method}/{layout.GENERATED_QUOTA}")
+            short = [f"{c['cell']} {c['short']}" for c in q["cells"] if c["short"] > 0]
+            rare = min(q["cells"], key=lambda c: c["acceptance"] if c["acceptance"] is not None else 1)
+            quota_rows.append({"set": method, "kept": q["kept"], "asked": q["target"],
+                               "renders": q["renders"], "renders per kept": q["renders_per_kept"],
+                               "rarest cell": rare["cell"],
+                               "its renders per kept": rare["renders_per_kept"],
+                               "stopped": q["stopped"], "short": ", ".join(short) or "none"})
+    if quota_rows:
+        md += ["## Quota sets", "", "Exact counts per cell, kept by pseudo-label; what each "
+               "proposal cost (`generated/<set>/quota.json`).", "",
+               tables.markdown(pd.DataFrame(quota_rows)), ""]
+    audit = pd.read_csv(ctx.folder("audit").path(layout.AUDIT_CSV))
+    cols = [c for c in ("set", "cells", "n", "true", "hard", "soft", "corrected", "corrected_lo",
+                        "corrected_hi", "agreement", "near_copy_share/features",
+                        "near_copy_share/pixels", "nn_median/pixels", "precision", "recall")
+            if c in audit.columns]
+    md += ["## Balance and novelty by the judge", "",
+           "The judge was trained with another seed on other images and chose nothing. "
+           "Discrepancy hard (counted), soft (mean probabilities) and corrected through its "
+           "confusion matrix on the real test split, with the 95 % bootstrap interval of the "
+           "corrected one; agreement with the labeller; near copies: share of images closer "
+           "to a training image than 99 % of the real test images are.", "",
+           tables.markdown(audit[cols]), ""]
+
     quality = _sample_quality(ctx, df, root)
     out.write_bytes(QUALITY, quality.to_csv(index=False).encode())
     skipped = quality.attrs.get("inception_skipped")

@@ -10,15 +10,13 @@ faces.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
-
-from gammaface import layout, ray_train, tracking
+from gammaface import layout, tracking
 from gammaface.classifiers import labeller as labeller_io
 from gammaface.classifiers.labeller import Labeller
 from gammaface.classifiers.labels import encode
-from gammaface.classifiers.model import AttributeNet
 from gammaface.classifiers.scores import degraded, score
-from gammaface.classifiers.train_loop import train_loop_per_worker
+from gammaface.classifiers.judge import judge_rows
+from gammaface.classifiers.train_loop import fit_classifier
 from gammaface.data import manifest
 from gammaface.errors import UserError
 from gammaface.images import load_resized
@@ -49,22 +47,13 @@ def run(ctx: StageContext) -> StageResult:
                         "classifiers.num_workers.")
     size = cfg.classifier_image_size
     h = ctx.hash
-    threads = ray_train.cpus_per_worker(None, c.use_gpu, c.num_workers)
-    loop_cfg: dict[str, Any] = {
-        "backbone": c.backbone, "attributes": list(c.attributes), "image_size": size,
-        "epochs": c.epochs, "batch_size": c.batch_size, "learning_rate": c.learning_rate,
-        "augment": c.augment, "use_gpu": c.use_gpu, "seed": cfg.seed, "config_hash": h,
-        "paths": list(train["path"]), "labels": encode(train, list(c.attributes)).tolist(),
-        "image_root": image_root, "threads": threads, "log": tracking.worker_run(),
-    }
-    tracking.log_params({"classifiers.image_size_used": size})
-    final, _ = ray_train.fit(train_loop_per_worker, loop_cfg, num_workers=c.num_workers,
-                             use_gpu=c.use_gpu, cpus_per_worker=threads,
-                             storage_path=out.path(RAY_TRAIN_DIR), name=f"classifiers-{h}",
-                             max_failures=c.max_failures, what="classifiers")
-    ray_train.checkpoint_state(final, h, ray_train.FILES_WITHOUT_EMA)
-    model = AttributeNet(c.backbone, list(c.attributes), size)
-    model.load_state_dict(ray_train.load_weights(final, ray_train.MODEL_FILE))
+    if cfg.data.dataset != "synthfaces":  # the judge's share of the train split is never seen here
+        train = train[~judge_rows(train["path"], cfg.judge.fraction, cfg.judge.seed)]
+        train = train.reset_index(drop=True)
+    tracking.log_params({"classifiers.image_size_used": size, "classifiers.train_rows": len(train)})
+    model = fit_classifier(c, list(train["path"]), encode(train, list(c.attributes)), image_root,
+                           size, cfg.seed, h, out.path(RAY_TRAIN_DIR), f"classifiers-{h}",
+                           tracking.worker_run())
     labeller_io.save(Path(out.path()), model, c.backbone, size)
 
     labeller = Labeller.load(out.path())

@@ -80,3 +80,15 @@ def test_copies_of_training_images_are_counted_as_near_copies():
     out = novelty.novelty(fresh, train, held)
     assert out["near_copy_share"] < 0.1
     assert out["near_copy_share_held_out"] == pytest.approx(0.01, abs=0.006)
+
+
+def test_the_floor_of_a_perfect_judge_is_the_sampling_noise_of_nothing():
+    # a perfect judge sees an exactly balanced set exactly: floor 0
+    out = judged.balanced_floor(1200, np.eye(12), seed=0, repeat=20)
+    assert out["floor_hard"] == 0.0 and out["floor_corrected"] == pytest.approx(0.0, abs=1e-9)
+    # a noisy judge puts a floor above 0, and more images lower it
+    noisy = 0.8 * np.eye(12) + 0.2 / 12
+    small = judged.balanced_floor(300, noisy, seed=0, repeat=50)
+    big = judged.balanced_floor(30_000, noisy, seed=0, repeat=50)
+    assert small["floor_hard"] > big["floor_hard"] > 0
+    assert small["floor_corrected"] <= small["floor_corrected_hi"]
