@@ -92,3 +92,11 @@ def test_the_floor_of_a_perfect_judge_is_the_sampling_noise_of_nothing():
     big = judged.balanced_floor(30_000, noisy, seed=0, repeat=50)
     assert small["floor_hard"] > big["floor_hard"] > 0
     assert small["floor_corrected"] <= small["floor_corrected_hi"]
+
+
+def test_the_interval_of_an_exactly_balanced_set_holds_its_zero():
+    cells = np.repeat(np.arange(6), 50)
+    out = judged.judged_balance(cells, np.eye(6)[cells], np.arange(6), np.arange(6), 6, seed=0,
+                                repeat=100)
+    assert out["hard"] == 0.0
+    assert out["hard_ci"][0] == 0.0 < out["hard_ci"][1] < 0.1

@@ -169,7 +169,7 @@ def _quota_cmd(work, n=48):
             "--set", f"workdir={work}", "--set", f"gmm.k={K}", "--set", f"generate.n={n}",
             "--set", "generate.methods=[quota_adaptive,quota_unconditional]",
             "--set", "generate.quota.cells=[gender]", "--set", "generate.quota.budget=10",
-            "--set", "generate.shard_size=8"]
+            "--set", "generate.shard_size=8", "--set", "downstream.methods=[baseline]"]
 
 
 def _kept_cells(method_dir: Path) -> dict[str, int]:
