@@ -1,12 +1,13 @@
-"""The trained DDPM on disk, in diffusers' own layout: `unet/` (config + safetensors of the EMA
-weights) and `scheduler/` (the noise schedule). `UNet2DModel.from_pretrained(ddpm/unet)` loads
-it in plain diffusers."""
+"""The trained DDPM on disk as a diffusers pipeline folder: `model_index.json`, `unet/` (config
++ safetensors of the EMA weights) and `scheduler/` (the noise schedule). Plain diffusers loads
+it: `DDIMPipeline.from_pretrained(ddpm)` (or `DDPMPipeline`, `DiffusionPipeline`) samples, and
+`UNet2DModel.from_pretrained(ddpm/unet)` gives the UNet alone."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from diffusers import DDPMScheduler, UNet2DModel
+from diffusers import DDPMPipeline, DDPMScheduler, UNet2DModel
 
 from gammaface.errors import UserError
 
@@ -33,5 +34,6 @@ def load_scheduler(folder: str | Path) -> DDPMScheduler:
 
 
 def save_ddpm(folder: Path, unet: UNet2DModel, scheduler: DDPMScheduler) -> None:
-    unet.save_pretrained(folder / UNET_DIR, safe_serialization=True)
-    scheduler.save_pretrained(folder / SCHEDULER_DIR)
+    """The UNet and scheduler under `unet/` and `scheduler/`, and the `model_index.json` that
+    makes the folder a pipeline (written by diffusers itself, so its format is diffusers')."""
+    DDPMPipeline(unet=unet, scheduler=scheduler).save_pretrained(folder, safe_serialization=True)

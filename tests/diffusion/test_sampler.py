@@ -92,3 +92,23 @@ def test_t_to_above_t_from_is_refused(unet, train_scheduler):
     sched = make_scheduler(train_scheduler, "ddim")
     with pytest.raises(ValueError, match="lies above"):
         reverse(unet, sched, _noise(1), 200, 600, steps=10)
+
+
+def test_the_saved_ddpm_is_a_diffusers_pipeline_folder(tmp_path):
+    """DDIMPipeline.from_pretrained loads what save_ddpm wrote and samples from it."""
+    import torch
+    from diffusers import DDIMPipeline, DDPMScheduler, UNet2DModel
+
+    from gammaface.diffusion.model_io import load_ddpm, save_ddpm
+    from gammaface.diffusion.presets import unet_config
+
+    torch.manual_seed(0)
+    unet = UNet2DModel(**unet_config("tiny"))
+    save_ddpm(tmp_path, unet, DDPMScheduler(num_train_timesteps=1000))
+    pipe = DDIMPipeline.from_pretrained(tmp_path, use_safetensors=True)
+    images = pipe(batch_size=2, num_inference_steps=3, generator=torch.Generator().manual_seed(0),
+                  output_type="np").images
+    assert images.shape == (2, unet.config.sample_size, unet.config.sample_size, 3)
+    loaded, _ = load_ddpm(tmp_path)
+    for a, b in zip(loaded.parameters(), unet.parameters()):
+        assert torch.equal(a, b)

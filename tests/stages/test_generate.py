@@ -118,19 +118,25 @@ def _files(work):
             if p.is_file() and p.suffix in (".png", ".parquet")}
 
 
+def _kill_after(cmd, env, folder, pattern, shards_done):
+    """Start `cmd` and SIGKILL the whole job (driver, raylet and actors) once `shards_done`
+    shard folders match `pattern` under `folder`."""
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    deadline = time.time() + 300
+    while time.time() < deadline and len(list(folder.glob(pattern))) < shards_done:
+        time.sleep(0.1)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+
+
 def test_a_run_killed_mid_generation_resumes_to_the_same_bytes(upstream, tmp_path):
     env = {**os.environ, "RAY_AUTH_MODE": "disabled", "PYTHONUNBUFFERED": "1"}
     clean = _copy(upstream, tmp_path / "clean")
     subprocess.run(_generate_cmd(clean), check=True, env=env, capture_output=True, timeout=600)
 
     killed = _copy(upstream, tmp_path / "killed")
-    proc = subprocess.Popen(_generate_cmd(killed), env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, start_new_session=True)
-    deadline = time.time() + 300
-    while time.time() < deadline and len(list((killed / "generated").glob("*/shard-*"))) < 2:
-        time.sleep(0.2)
-    os.killpg(proc.pid, signal.SIGKILL)  # the whole job: driver, raylet and actors
-    proc.wait()
+    _kill_after(_generate_cmd(killed), env, killed / "generated", "*/shard-*", 2)
     done = len(list((killed / "generated").glob("*/shard-*")))
     assert 2 <= done < 24, "the kill did not land mid-run"
     assert not (killed / "generated" / "stage.json").exists()
@@ -199,13 +205,7 @@ def test_quota_sets_fill_every_cell_exactly_and_a_killed_run_keeps_the_same_imag
         assert f"{method}: kept 48/48 from {quota['renders']} renders" in done.stdout
 
     killed = _copy(upstream, tmp_path / "killed")
-    proc = subprocess.Popen(_quota_cmd(killed), env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, start_new_session=True)
-    deadline = time.time() + 300
-    while time.time() < deadline and len(list((killed / "generated").glob("quota_*/shard-*"))) < 3:
-        time.sleep(0.1)
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
+    _kill_after(_quota_cmd(killed), env, killed / "generated", "quota_*/shard-*", 3)
     assert not (killed / "generated" / "stage.json").exists(), "the kill did not land mid-run"
     again = subprocess.run(_quota_cmd(killed), env=env, capture_output=True, text=True, timeout=600)
     assert again.returncode == 0, again.stderr[-2000:]
