@@ -78,7 +78,9 @@ def _quota(**sections):
 
 
 @pytest.mark.parametrize("change, unchanged, changed", [
-    ({"generate": {"quota": {"budget": 7}}}, {"gmm"}, {"quota_adaptive", "quota_unconditional"}),
+    ({"generate": {"quota": {"budget": 7}}}, {"gmm", "quota_adaptive", "quota_unconditional"}, set()),
+    ({"generate": {"quota": {"shares": {"young:female:white": 2, "old:male:black": 1}}}}, {"gmm"},
+     {"quota_adaptive", "quota_unconditional"}),
     ({"label": {"min_confidence": 0.8}}, {"gmm"}, {"quota_adaptive", "quota_unconditional"}),
     ({"classifiers": {"epochs": 3}}, {"gmm"}, {"quota_adaptive", "quota_unconditional"}),
     ({"harvest": {"t_star": 300}}, {"quota_unconditional"}, {"gmm", "quota_adaptive"}),

@@ -25,7 +25,7 @@ def weights_path() -> Path:
 def unavailable() -> str | None:
     """Why Inception FID cannot be computed here, or None when it can."""
     if importlib.util.find_spec("torchmetrics") is None:
-        return "torchmetrics is not installed"
+        return "torchmetrics is not installed (pip install 'gammaface[fid]')"
     if not weights_path().is_file():
         return f"no Inception weights at {weights_path()} (set {WEIGHTS_ENV}; nothing is downloaded)"
     return None

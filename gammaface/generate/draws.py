@@ -130,6 +130,23 @@ class Renderer:
         return np.concatenate(out)
 
 
+def quota_marks(labeller: Any, images: np.ndarray, attributes: list[str], min_confidence: float,
+                open_cells: str) -> tuple[list[list[int]], Any]:
+    """[cell, confident, written] per render of a quota shard, and the labeller's frame: the
+    cell by pseudo-label (-1 unknown), confident when every attribute of the cell reaches
+    `min_confidence`, written when also in a cell open at planning."""
+    from gammaface.classifiers.labels import conf_column
+    from gammaface.data.cells import cell_codes
+    from gammaface.generate.quota import eligible
+
+    frame = labeller.frame(images)
+    codes = cell_codes(frame, attributes)
+    conf = frame[[conf_column(a) for a in attributes]].to_numpy().min(axis=1)
+    confident = conf >= min_confidence
+    written = eligible(codes, confident, open_cells)
+    return [[int(c), int(f), int(w)] for c, f, w in zip(codes, confident, written)], frame
+
+
 class RenderShards:
     """Ray Data actor: the DDPM loaded once; maps one shard row to a written shard folder. For
     quota sets (`quota`: method -> attributes and minimum confidence) the labeller, loaded once
@@ -149,17 +166,9 @@ class RenderShards:
             self.labeller = Labeller.load(labeller_dir or "", self.renderer.device)
 
     def _marks(self, shard: Shard, images: np.ndarray) -> list[list[int]]:
-        from gammaface.classifiers.labels import conf_column
-        from gammaface.data.cells import cell_codes
-        from gammaface.generate.quota import eligible
-
         q = self.quota[shard.method]
-        frame = self.labeller.frame(images)  # type: ignore[union-attr]
-        codes = cell_codes(frame, q["attributes"])
-        conf = frame[[conf_column(a) for a in q["attributes"]]].to_numpy().min(axis=1)
-        confident = conf >= q["min_confidence"]
-        written = eligible(codes, confident, shard.open_cells)
-        return [[int(c), int(f), int(w)] for c, f, w in zip(codes, confident, written)]
+        return quota_marks(self.labeller, images, q["attributes"], q["min_confidence"],
+                           shard.open_cells)[0]
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         done = []

@@ -82,7 +82,9 @@ def method_key(cfg: Config, method: str, hash_of: Callable[[str], str]) -> str:
     g = cfg.generate
     keys = ["generate.n", "generate.steps", "generate.eta", "generate.shard_size", "generate.seed"]
     if method in QUOTA_METHODS:  # kept by the labeller's cells, from their proposal
-        keys.append("generate.quota")
+        # not the budget nor the round limit: they only cut the rounds short, and every shard
+        # is checked against its plan record, so a larger budget renders only the new rounds
+        keys += ["generate.quota.cells", "generate.quota.shares", "generate.quota.min_confidence"]
         if g.quota.min_confidence is None:
             keys.append("label.min_confidence")
         if quota_attributes(cfg) == list(g.protected):

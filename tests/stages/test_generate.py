@@ -18,6 +18,7 @@ import pytest
 from gammaface import config, export, pipeline
 from gammaface.config import QUOTA_METHODS
 from gammaface.errors import UserError
+from gammaface.sampling import Sampler
 from gammaface.data import manifest
 from gammaface.generate import shards
 from gammaface.layout import GENERATED_GRID as GRID_FILE
@@ -245,3 +246,15 @@ def test_the_judge_learns_from_other_faces_and_audits_every_set(upstream, tmp_pa
     assert "independent judge" in card
     with pytest.raises(UserError, match="already exists"):
         export.export(cfg, "quota_adaptive", out, hashes)
+
+    # the README's notebook example, on this run
+    s = Sampler.from_config(SMOKE, overrides={"workdir": str(work), "gmm.k": K})
+    size = cfg.ddpm_resolution
+    assert s.component(0, 4).shape == (4, size, size, 3)
+    assert not np.array_equal(s.component(0, 4), s.component(1, 4))
+    np.testing.assert_array_equal(s.component(2, 3, seed=5), s.component(2, 3, seed=5))
+    assert s.method("gmm", 6).shape == (6, size, size, 3)
+    faces, labels = s.cells({"female": 3, "male": 2}, attributes=["gender"])
+    assert len(faces) == 5 and sorted(labels["gender"]) == ["female"] * 3 + ["male"] * 2
+    with pytest.raises(UserError, match="is not a cell of gender"):
+        s.cells({"woman": 1}, attributes=["gender"])
