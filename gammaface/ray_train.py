@@ -89,7 +89,7 @@ class Log(Protocol):
 
     def metrics(self, values: dict[str, float], step: int) -> None: ...
 
-    def image(self, array: Any, name: str) -> None: ...
+    def image(self, array: Any, name: str, step: int | None = None) -> None: ...
 
     def for_run(self, run_id: str | None) -> Log: ...
 
@@ -100,7 +100,7 @@ class NoLog:
     def metrics(self, values: dict[str, float], step: int) -> None:
         pass
 
-    def image(self, array: Any, name: str) -> None:
+    def image(self, array: Any, name: str, step: int | None = None) -> None:
         pass
 
     def for_run(self, run_id: str | None) -> NoLog:

@@ -216,6 +216,21 @@ def log_artifacts(folder: str, artifact_path: str | None = None) -> None:
         mlflow.log_artifacts(folder, artifact_path=artifact_path)
 
 
+def log_dataset(df: Any, source: str, name: str, context: str) -> None:
+    """The table a run read, as an MLflow dataset input: its digest (of the rows), source,
+    schema and row count, so the run says what it was made from."""
+    import mlflow
+
+    if not _active():
+        return
+    import warnings
+
+    with warnings.catch_warnings():  # a local path matches two equivalent source types
+        warnings.filterwarnings("ignore", message="The specified dataset source")
+        dataset = mlflow.data.from_pandas(df, source=source, name=name)
+    mlflow.log_input(dataset, context=context)
+
+
 def log_text(text: str, name: str) -> None:
     import mlflow
 
@@ -267,8 +282,13 @@ class WorkerRun:
         self._client.log_batch(self.run_id, metrics=[Metric(k, float(v), now, step)
                                                      for k, v in values.items()])
 
-    def image(self, array: Any, name: str) -> None:
+    def image(self, array: Any, name: str, step: int | None = None) -> None:
+        """A sample grid: with a step, through MLflow's image logging (`key` = `name`, shown
+        as a series over steps in the UI); without one, as the artifact `samples/<name>`."""
         if not self._ready():
+            return
+        if step is not None:
+            self._client.log_image(self.run_id, array, key=name, step=step)
             return
         import tempfile
         from pathlib import Path

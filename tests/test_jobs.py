@@ -257,6 +257,16 @@ def test_the_smoke_run_tracks_every_job_in_mlflow_compares_from_it_and_reruns_as
                     "delta_high/bias/age:gender"} <= set(r.data.metrics)
     assert {r.data.tags["mixing"] for r in job_runs} >= {"augment", "fill", "replace",
                                                           "oversample", "reweight"}
+    # grouped by the settings upstream of the generated sets, with real timestamps
+    selected = json.loads((work / "gmm" / layout.GMM_SELECTED).read_text())
+    found = mlflow_helpers.client(work).search_runs(
+        [job_runs[0].info.experiment_id], max_results=1000,
+        filter_string=f"params.`upstream.k` = '{selected['k']}' and "
+        f"params.`upstream.space` = '{selected['space']}' and "
+        f"params.`upstream.t_star` = '{selected['t_star']}'")
+    assert {r.info.run_id for r in found} >= {r.info.run_id for r in job_runs}
+    history = mlflow_helpers.client(work).get_metric_history(job_runs[0].info.run_id, "accuracy")
+    assert history and history[-1].timestamp >= job_runs[0].info.start_time
 
     out = root / "cmp"
     cmp = subprocess.run([sys.executable, "-m", "gammaface", "compare", str(smoke),

@@ -36,6 +36,10 @@ def test_prepare_writes_manifest_stage_json_and_mlflow_runs(tmp_path, ray_local)
     assert child[0].data.tags["mlflow.parentRunId"] == parent[0].info.run_id
     assert parent[0].data.params["data.synthfaces.n"] == "200"
     assert child[0].data.metrics["rows_train"] == 160
+    inputs = mlflow_helpers.client(tmp_path / "work").get_run(child[0].info.run_id).inputs
+    (logged,) = inputs.dataset_inputs
+    assert logged.dataset.name == "manifest" and logged.dataset.digest
+    assert json.loads(logged.dataset.profile)["num_rows"] == 200
 
     # a rerun with the same config skips; another seed reruns
     again = pipeline.run(cfg, ["prepare"], echo=lambda s: None)

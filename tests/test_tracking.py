@@ -40,10 +40,13 @@ def test_a_worker_run_pickles_without_its_client_and_logs_to_its_run(store, tmp_
     assert shipped._client is None
     shipped.metrics({"loss": 0.25}, step=2)
     shipped.image(np.zeros((4, 4, 3), np.uint8), "step_2.png")
+    shipped.image(np.zeros((4, 4, 3), np.uint8), "samples", step=7)
     client = MlflowClient(store)
     assert [(m.step, m.value) for m in client.get_metric_history(run.info.run_id, "loss")] == \
         [(1, 0.5), (2, 0.25)]
     assert [a.path for a in client.list_artifacts(run.info.run_id, "samples")] == ["samples/step_2.png"]
+    stepped = [a.path for a in client.list_artifacts(run.info.run_id, "images")]
+    assert any(p.startswith("images/samples+step+7+") and p.endswith(".png") for p in stepped)
     other = client.create_run(exp)
     log.for_run(other.info.run_id).metrics({"acc": 0.9}, step=1)
     assert client.get_run(other.info.run_id).data.metrics == {"acc": 0.9}

@@ -155,7 +155,7 @@ def train_loop_per_worker(cfg: dict[str, Any]) -> None:
                 and step < cfg["train_steps"]:
             grid_img = square_grid(sample_images(cfg["unet"], ema.state_dict(), cfg["scheduler"],
                                            GRID_SAMPLES, cfg["sample_steps"], cfg["seed"], device))
-            log.image(grid_img, f"step_{step:07d}.png")
+            log.image(grid_img, "samples", step=step)
 
 
 def _report(cfg: dict[str, Any], rank: int, world: int, step: int, model: torch.nn.Module,

@@ -14,6 +14,7 @@ runs in the driver once every job has its predictions.
 
 from __future__ import annotations
 
+import time
 from typing import Any, Callable
 
 import numpy as np
@@ -97,7 +98,18 @@ def _prepare_jobs(ctx: StageContext, out: Store, key: Callable[[Job], str]
     return all_jobs, counts
 
 
-def _child_runs(cfg: Config, all_jobs: list[Job], out: Store) -> dict[Job, str]:
+def _upstream_params(ctx: StageContext) -> dict[str, str]:
+    """The settings upstream of the generated sets that a comparison is grouped by (as
+    `params.upstream.k` in mlflow.search_runs): harvest source and t*, mixture space and K,
+    how components are drawn."""
+    sel = ctx.folder("gmm_search").read_json(layout.GMM_SELECTED)
+    return {"upstream.source": str(sel["source"]), "upstream.t_star": str(sel["t_star"]),
+            "upstream.space": str(sel["space"]), "upstream.k": str(sel["k"]),
+            "upstream.draw": ctx.cfg.generate.draw}
+
+
+def _child_runs(cfg: Config, all_jobs: list[Job], out: Store, upstream: dict[str, str]
+                ) -> dict[Job, str]:
     """One nested MLflow run per job under the stage's run, reused when the stage resumes."""
     import mlflow
 
@@ -134,7 +146,8 @@ def _child_runs(cfg: Config, all_jobs: list[Job], out: Store) -> dict[Job, str]:
                 "method": job.method, "mixing": job.mixing, "ratio": job.ratio, "seed": job.seed,
                 "n_per_class": job.n_per_class, "target": cfg.downstream.target,
                 "protected": ",".join(cfg.downstream.protected),
-                "backbone": cfg.downstream.backbone, "epochs": cfg.downstream.epochs}.items()])
+                "backbone": cfg.downstream.backbone, "epochs": cfg.downstream.epochs,
+                **upstream}.items()])
         ids[job] = run.info.run_id
         folder.write_json(JOB_FILE, {**rec, "run_id": run.info.run_id})
     return ids
@@ -223,7 +236,7 @@ def run(ctx: StageContext) -> StageResult:
         return job_key(cfg, job, ctx.hash_of)
 
     all_jobs, counts = _prepare_jobs(ctx, out, keyed)
-    run_ids = _child_runs(cfg, all_jobs, out)
+    run_ids = _child_runs(cfg, all_jobs, out, _upstream_params(ctx))
     pending = [j for j in all_jobs if not out.sub(j.folder).exists(PREDICTIONS)]
     ctx.echo(f"  {len(all_jobs)} downstream jobs ({len(pending)} to train): target {d.target}, "
           f"protected {', '.join(d.protected)}; counts per class of the first: "
@@ -284,8 +297,9 @@ def run(ctx: StageContext) -> StageResult:
                                          "metrics": metrics})
         if job in run_ids:
             finite = {k: v for k, v in metrics.items() if np.isfinite(v)}
+            now = int(time.time() * 1000)  # when the job was scored (0 reads as 1970 in the UI)
             client.log_batch(run_ids[job], metrics=[
-                mlflow.entities.Metric(k, v, 0, 0) for k, v in finite.items()])
+                mlflow.entities.Metric(k, v, now, 0) for k, v in finite.items()])
             client.log_artifact(run_ids[job], folder.path(PREDICTIONS))
             client.log_artifact(run_ids[job], folder.path(METRICS_FILE))
             client.set_terminated(run_ids[job])

@@ -50,6 +50,7 @@ def _log(df: pd.DataFrame, text: str, out: Store) -> None:
             metrics[f"share_{name}_{cls}"] = float((known == cls).mean()) if len(known) else float("nan")
     tracking.log_metrics(metrics)
     tracking.log_text(text, "dataset_summary.txt")
+    tracking.log_dataset(df, out.uri(manifest.MANIFEST_FILE), "manifest", "prepared")
     if out.is_local:
         _, root = manifest.read(out.path(manifest.MANIFEST_FILE))
         first = df.head(_GRID_SIDE * _GRID_SIDE)

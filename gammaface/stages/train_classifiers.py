@@ -51,6 +51,7 @@ def run(ctx: StageContext) -> StageResult:
         train = train[~judge_rows(train["path"], cfg.judge.fraction, cfg.judge.seed)]
         train = train.reset_index(drop=True)
     tracking.log_params({"classifiers.image_size_used": size, "classifiers.train_rows": len(train)})
+    tracking.log_dataset(train, ctx.manifest_path, "labeller train split", "training")
     model = fit_classifier(c, list(train["path"]), encode(train, list(c.attributes)), image_root,
                            size, cfg.seed, h, out.path(RAY_TRAIN_DIR), f"classifiers-{h}",
                            tracking.worker_run())

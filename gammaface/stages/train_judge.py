@@ -57,6 +57,7 @@ def run(ctx: StageContext) -> StageResult:
     size = cfg.classifier_image_size
     h = ctx.hash
     tracking.log_params({"judge.source": source, "judge.train_rows": len(train)})
+    tracking.log_dataset(train, root, "judge training images", "training")
     model = fit_classifier(c, list(train["path"]), encode(train, list(c.attributes)), root, size,
                            j.seed, h, out.path(RAY_TRAIN_DIR), f"judge-{h}", tracking.worker_run())
     labeller_io.save(Path(out.path()), model, c.backbone, size)

@@ -62,7 +62,7 @@ def test_two_worker_ddp_training_writes_a_plain_diffusers_model(tmp_path, ray_lo
     history = mlflow_helpers.client(work).get_metric_history(run.info.run_id, "loss")
     assert [m.step for m in history] == [5, 6]
     artifacts = {a.path for a in mlflow_helpers.client(work).list_artifacts(run.info.run_id)}
-    assert {"samples", "samples.png"} <= artifacts
+    assert {"images", "samples.png"} <= artifacts  # grids through log_image, with their step
 
 
 # long enough after the first checkpoint (about 10 s) for the kill to land inside training
