@@ -8,16 +8,24 @@ PIP_INSTALL := $(PIP) install --progress-bar off -q
 export RAY_AUTH_MODE ?= disabled
 export RAY_USAGE_STATS_ENABLED ?= 0
 
-.PHONY: demo test smoke install install-dev clean
+.PHONY: demo test smoke install install-dev clean lock
 
-$(VENV)/.stamp-base: pyproject.toml
+# every version comes from requirements.lock (pyproject.toml keeps the ranges it was made from)
+$(VENV)/.stamp-base: pyproject.toml requirements.lock
 	$(PYTHON) -m venv $(VENV)
-	$(PIP_INSTALL) -e .
+	$(PIP_INSTALL) -c requirements.lock -e .
 	touch $@
 
-$(VENV)/.stamp-dev: pyproject.toml $(VENV)/.stamp-base
-	$(PIP_INSTALL) -e '.[dev]'
+$(VENV)/.stamp-dev: pyproject.toml requirements.lock $(VENV)/.stamp-base
+	$(PIP_INSTALL) -c requirements.lock -e '.[dev]'
 	touch $@
+
+# rewrite requirements.lock from a fresh install of pyproject.toml's ranges (after changing them)
+lock:
+	rm -rf .lock-venv && $(PYTHON) -m venv .lock-venv
+	.lock-venv/bin/pip install --disable-pip-version-check --progress-bar off -q -e '.[dev]'
+	{ head -n 2 requirements.lock; .lock-venv/bin/pip freeze --exclude-editable; } > requirements.lock.new
+	mv requirements.lock.new requirements.lock && rm -rf .lock-venv
 
 install: $(VENV)/.stamp-base
 install-dev: $(VENV)/.stamp-dev
