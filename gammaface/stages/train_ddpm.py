@@ -47,6 +47,8 @@ def run(ctx: StageContext) -> StageResult:
     n_params = sum(p.numel() for p in UNet2DModel(**loop_cfg["unet"]).parameters())
     tracking.log_params({"ddpm.resolution_used": loop_cfg["unet"]["sample_size"],
                          "ddpm.parameters": n_params})
+    tracking.log_dataset(df[df["split"] == "train"], ctx.manifest_path, "DDPM train split",
+                         "training")
     d = cfg.ddpm
     final, _ = ray_train.fit(train_loop_per_worker, loop_cfg, num_workers=d.num_workers,
                              use_gpu=d.use_gpu, cpus_per_worker=loop_cfg["threads"],

@@ -63,6 +63,9 @@ def test_two_worker_ddp_training_writes_a_plain_diffusers_model(tmp_path, ray_lo
     assert [m.step for m in history] == [5, 6]
     artifacts = {a.path for a in mlflow_helpers.client(work).list_artifacts(run.info.run_id)}
     assert {"images", "samples.png"} <= artifacts  # grids through log_image, with their step
+    (logged,) = mlflow_helpers.client(work).get_run(run.info.run_id).inputs.dataset_inputs
+    assert logged.dataset.name == "DDPM train split"
+    assert {t.key: t.value for t in logged.tags}["mlflow.data.context"] == "training"
 
 
 # long enough after the first checkpoint (about 10 s) for the kill to land inside training
