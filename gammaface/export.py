@@ -27,6 +27,7 @@ from gammaface.latents.store import META_FILE
 from gammaface.storage import TMP_MARK, Store
 
 SPLIT = "train"
+COPY_WARNING = 0.05  # near-copy share above which the card says the faces are not new (real: 0.01)
 METADATA = "metadata.jsonl"
 CARD = "README.md"
 # The terms each source dataset is distributed under; a generated set derives from it.
@@ -71,7 +72,9 @@ def _card(cfg: Config, method: str, hashes: dict[str, str], rows: pd.DataFrame,
     if quota:
         lines += [f"- quota: {quota['target']} images over the cells of {':'.join(attrs)}, proposal "
                   f"`{quota['proposal']}`, kept at confidence >= {quota['min_confidence']}; "
-                  f"{quota['renders']} renders, {quota['renders_per_kept']:.2f} per kept image; "
+                  f"{quota['renders']} renders"
+                  + ("" if quota["renders_per_kept"] is None
+                     else f", {quota['renders_per_kept']:.2f} per kept image") + "; "
                   + ("every cell full" if quota["complete"] else f"stopped ({quota['stopped']}) short")]
     lines += ["", f"## Counts per cell ({':'.join(attrs)}, by the labeller)", "",
               "| cell | images |", "|---|---|"]
@@ -93,6 +96,12 @@ def _card(cfg: Config, method: str, hashes: dict[str, str], rows: pd.DataFrame,
                 f"[{r['corrected_lo']:.3f}, {r['corrected_hi']:.3f}] | {r.get('agreement', float('nan')):.3f} | "
                 f"{r['near_copy_share/features']:.1%} | {r['near_copy_share/pixels']:.1%} | "
                 f"{r['precision']:.3f} | {r['recall']:.3f} |")
+        copies = max(r["near_copy_share/pixels"] for r in audit)
+        if copies > COPY_WARNING:
+            lines += ["", f"**Not new faces:** {copies:.0%} of these images are closer to a "
+                      "training image in pixels than 99 % of real unseen faces are. The set is "
+                      "largely the training faces again (resampled latents keep each source "
+                      "face's layout); do not use it where unseen faces are needed."]
     lines += ["", "## Licence", "", licence_text + " This set is derived from it and inherits its "
               "terms.", "", "## Loading", "", "```python", "from datasets import load_dataset",
               "", 'ds = load_dataset("imagefolder", data_dir="PATH/TO/THIS/FOLDER", split="train")',

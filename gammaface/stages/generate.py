@@ -227,11 +227,13 @@ def _quota_sets(ctx: StageContext, methods: list[str], mixture_spec: dict[str, A
                                                      "n": g.n, "shards": [s.record() for s in r.plan]})
         plans[r.method], kept[r.method] = r.plan, r.kept
         short = [c for c in summary["cells"] if c["short"] > 0]
+        cost = summary["renders_per_kept"]  # None: nothing kept
         echo(f"  {r.method}: kept {summary['kept']}/{summary['target']} from {summary['renders']} "
-             f"renders ({summary['renders_per_kept']:.2f} per kept image)"
+             f"renders ({'no image kept' if cost is None else f'{cost:.2f} per kept image'})"
              + ("" if not short else f"; stopped ({r.stopped}) with {len(short)} cell(s) short: "
                 + ", ".join(f"{c['cell']} by {c['short']}" for c in short)))
-        tracking.log_metrics({f"quota/{r.method}/renders_per_kept": summary["renders_per_kept"],
+        tracking.log_metrics({f"quota/{r.method}/renders_per_kept": float("nan") if cost is None
+                              else cost,
                               f"quota/{r.method}/kept": float(summary["kept"]),
                               f"quota/{r.method}/short": float(summary["target"] - summary["kept"])})
     return plans, kept, made, time.perf_counter() - started
