@@ -14,12 +14,12 @@ PR_NEIGHBOURS = 3  # the paper's k
 
 
 def _blocks(queries: np.ndarray, reference: np.ndarray):
-    """(start, squared distances of a block of query rows to every reference row)."""
-    q = np.asarray(queries, dtype=np.float64)
+    """(start, squared distances of a block of query rows to every reference row); only one
+    block of queries is ever held in float64, whatever the dtype and size of the set."""
     r = np.asarray(reference, dtype=np.float64)
     r2 = (r * r).sum(axis=1)
-    for s in range(0, len(q), CHUNK_ROWS):
-        block = q[s:s + CHUNK_ROWS]
+    for s in range(0, len(queries), CHUNK_ROWS):
+        block = np.asarray(queries[s:s + CHUNK_ROWS], dtype=np.float64)
         d2 = (block * block).sum(axis=1)[:, None] + r2[None, :] - 2.0 * block @ r.T
         yield s, np.maximum(d2, 0.0)
 

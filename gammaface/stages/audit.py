@@ -51,11 +51,11 @@ def _nearest(judge: Labeller, root: str, train_paths: list[str], size: int,
             for name, q in queries.items()}
     for s in range(0, len(train_paths), REFERENCE_CHUNK):
         chunk = load_resized(root, train_paths[s:s + REFERENCE_CHUNK], size)
-        ref = {"pixels": chunk.reshape(len(chunk), -1).astype(np.float32),
+        ref = {"pixels": chunk.reshape(len(chunk), -1),
                "features": judge.embed(chunk)}
         for name, q in queries.items():
             for k in ("pixels", "features"):
-                d = novelty.nearest_distances(q[k].astype(np.float32), ref[k])
+                d = novelty.nearest_distances(q[k], ref[k])
                 np.minimum(best[name][k], d, out=best[name][k])
     return best
 
@@ -147,7 +147,7 @@ def run(ctx: StageContext) -> StageResult:
     frame = pd.DataFrame(table)
     out.write_bytes(layout.AUDIT_CSV, frame.to_csv(index=False).encode())
     out.write_json(layout.AUDIT_JSON, {"groups": [":".join(g) for g in groups],
-                                       "judge": ctx.folder("train_judge").path(),
+                                       "judge": layout.stage_dir("train_judge", cfg),
                                        "bootstrap": cfg.label.bootstrap,
                                        "sets": frame.to_dict(orient="records")})
     if out.is_local:
