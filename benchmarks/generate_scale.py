@@ -38,6 +38,7 @@ BASE = {
                     "learning_rate": 0.001, "max_failures": 0},
     "generate": {"methods": ["gmm"], "steps": 10, "shard_size": 1000, "batch_size": 500,
                  "quota": {"cells": ["age", "gender"], "budget": 20}},
+    "downstream": {"methods": ["baseline"]},  # the benchmark makes one set and trains nothing on it
 }
 UPSTREAM = ["prepare", "train_ddpm", "harvest", "gmm_search"]
 
