@@ -193,7 +193,8 @@ def test_shipped_config_runs_end_to_end_on_its_dataset(job, tmp_path_factory, ra
     if "audit" in selected:
         audit = pd.read_csv(work / "audit" / layout.AUDIT_CSV)
         assert set(cfg.generate.methods) <= set(audit["set"])
-    if "train_judge" in selected and cfg.data.dataset != "synthfaces":
+    if {"train_judge", "train_classifiers"} <= set(selected) - set(reused) \
+            and cfg.data.dataset != "synthfaces":
         # the judge's share of the train split and the labeller's are disjoint and whole
         judge = json.loads((work / "judge" / "metrics.json").read_text())
         train, _ = manifest.read(work / layout.manifest_path(cfg))
