@@ -136,7 +136,9 @@ def manifest_rows(method_dir: Path, plan: list[Shard],
             parts["component"].append(shard.component)
             parts["shard"].append(shard.shard)
             parts["seed"].append(int(seed))
-    return pd.DataFrame(parts)
+    # explicit types: a quota set that kept nothing still has string paths and integer columns
+    return pd.DataFrame(parts).astype({"path": object, "method": object, "component": "int64",
+                                       "shard": "int64", "seed": "int64"})
 
 
 def first_images(method_dir: Path, shard: Shard, n: int) -> list[np.ndarray]:

@@ -99,7 +99,8 @@ def cell_probabilities(per_attribute: list[np.ndarray]) -> np.ndarray:
     heads, in mixed-radix order (the last attribute varies fastest)."""
     out = np.asarray(per_attribute[0], dtype=np.float64)
     for p in per_attribute[1:]:
-        out = (out[:, :, None] * np.asarray(p, dtype=np.float64)[:, None, :]).reshape(len(out), -1)
+        p = np.asarray(p, dtype=np.float64)
+        out = (out[:, :, None] * p[:, None, :]).reshape(len(out), out.shape[1] * p.shape[1])
     return out
 
 

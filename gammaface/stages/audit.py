@@ -40,7 +40,8 @@ def _judge_view(judge: Labeller, images: np.ndarray) -> dict[str, Any]:
     classes = {a: np.asarray(registry.get(a).classes, dtype=object)[p.argmax(axis=1)]
                for a, p in probs.items()}
     return {"probs": probs, "frame": pd.DataFrame(classes),
-            "features": judge.embed(images), "pixels": images.reshape(len(images), -1)}
+            "features": judge.embed(images),
+            "pixels": images.reshape(len(images), int(np.prod(images.shape[1:])))}
 
 
 def _nearest(judge: Labeller, root: str, train_paths: list[str], size: int,

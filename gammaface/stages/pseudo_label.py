@@ -78,7 +78,7 @@ def run(ctx: StageContext) -> StageResult:
         if not gen.exists(rel):
             raise UserError(f"{gen.uri(rel)} does not exist; run the generate stage first.")
         part, _ = gen.read_parquet(rel)
-        generated.append(part.assign(path=method + "/" + part["path"]))
+        generated.append(part.assign(path=method + "/" + part["path"].astype(str)))
     # one actor pool for every method: starting a pool costs more than labelling a small set
     labelled_all = _label_manifest(cfg, pd.concat(generated, ignore_index=True), gen.path(),
                                   classifier_dir)

@@ -48,6 +48,8 @@ def _sample_quality(ctx: StageContext, data: pd.DataFrame, root: str) -> pd.Data
     skip = inception.unavailable()
 
     def row(name: str, images: np.ndarray) -> dict[str, object]:
+        if len(images) < 2:  # a quota set that kept (almost) nothing has no distribution
+            return {"set": name, "frechet_classifier_features": float("nan")}
         out: dict[str, object] = {"set": name, "frechet_classifier_features":
                                   frechet_between(labeller.embed(images), real)}
         if skip is None:
