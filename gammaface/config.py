@@ -66,6 +66,9 @@ class RayConfig(Section):
 class MlflowConfig(Section):
     tracking_uri: str | None = None  # None: MLFLOW_TRACKING_URI, else sqlite in the workdir
     experiment: str = "gammaface"
+    # seconds between samples of CPU, memory, disk and network (and GPU where NVML is installed)
+    # on the pipeline's run; none: not recorded
+    system_metrics: float | None = Field(default=10.0, gt=0)
 
 
 class SplitFractions(Section):
@@ -202,13 +205,16 @@ class QuotaConfig(Section):
     protected attributes), equal per cell or in proportion to `shares` ("class:class:..." of
     those attributes in order; cells not named get none), kept while at most `budget` renders
     per kept image are spent. An image is kept only if every attribute of its cell has at least
-    `min_confidence` (none: `label.min_confidence`, which also filters downstream)."""
+    `min_confidence` (none: `label.min_confidence`, which also filters downstream). The mixture
+    proposals draw by `draw` (none: `generate.draw`): a set to hand over wants `gaussian`, whose
+    faces are new, where `resample` finishes noised training faces into near copies of them."""
 
     cells: list[str] | None = None
     shares: dict[str, float] | None = None
     min_confidence: float | None = Field(default=None, ge=0, le=1)  # none: label.min_confidence
     budget: float = Field(default=20.0, ge=1)
     max_rounds: int = Field(default=12, gt=0)
+    draw: Literal["gaussian", "resample"] | None = None  # none: generate.draw
 
     _known_cells = field_validator("cells")(
         lambda cls, v: None if v is None else _protected_list(v))
@@ -527,9 +533,12 @@ class Config(Section):
             if self.harvest.source != "forward":
                 raise ValueError("gmm.space = 'features' embeds the source images, so it needs "
                                  "harvest.source = 'forward'")
-            if self.generate.draw != "resample":
-                raise ValueError("gmm.space = 'features' cannot be sampled as a Gaussian (features "
-                                 "do not map back to images), so it needs generate.draw = 'resample'")
+            for key, draw in (("generate.draw", self.generate.draw),
+                              ("generate.quota.draw", self.generate.quota.draw)):
+                if draw == "gaussian":
+                    raise ValueError(f"gmm.space = 'features' cannot be sampled as a Gaussian "
+                                     f"(features do not map back to images), so it needs {key} = "
+                                     "'resample'")
         return self
 
     @property
@@ -563,6 +572,11 @@ def quota_confidence(cfg: Config) -> float:
     """The pseudo-label confidence a quota set keeps an image at."""
     q = cfg.generate.quota.min_confidence
     return cfg.label.min_confidence if q is None else q
+
+
+def quota_draw(cfg: Config) -> str:
+    """How a quota set's mixture proposal draws its starting points."""
+    return cfg.generate.quota.draw or cfg.generate.draw
 
 
 def quota_attributes(cfg: Config) -> list[str]:

@@ -67,7 +67,8 @@ def _card(cfg: Config, method: str, hashes: dict[str, str], rows: pd.DataFrame,
              f"- DDPM: preset `{cfg.ddpm.preset}`, {cfg.ddpm.train_steps} training steps; "
              f"sampled with DDIM, {cfg.generate.steps} steps, eta {cfg.generate.eta}",
              f"- method `{method}`; latents harvested by `{cfg.harvest.source}` at t* = {t_star}, "
-             f"mixture in `{cfg.gmm.space}` space, draw `{cfg.generate.draw}`",
+             f"mixture in `{cfg.gmm.space}` space, draw "
+             f"`{(quota.get('draw') or 'none, plain DDPM samples') if quota else cfg.generate.draw}`",
              f"- labeller: {cfg.classifiers.backbone}; labels are its predictions, not ground truth"]
     if quota:
         lines += [f"- quota: {quota['target']} images over the cells of {':'.join(attrs)}, proposal "

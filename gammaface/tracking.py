@@ -91,9 +91,13 @@ def pipeline_run(cfg: Config, workdir: Store, stages: list[str]) -> Iterator[str
     use_tracking_uri(uri)
     exp_id = _experiment_id(cfg, workdir, uri)
     end_orphans(exp_id, workdir.root)
+    interval = cfg.mlflow.system_metrics
+    if interval is not None:
+        mlflow.set_system_metrics_sampling_interval(interval)
     with mlflow.start_run(experiment_id=exp_id, run_name=f"{cfg.name}",
                           tags={KIND_TAG: "pipeline", "stages": ",".join(stages),
-                                WORKDIR_TAG: workdir.root}) as run, _ended_on_failure():
+                                WORKDIR_TAG: workdir.root},
+                          log_system_metrics=interval is not None) as run, _ended_on_failure():
         log_params(cfg.flat())
         mlflow.log_text(dump_yaml(cfg), "config.yaml")
         yield run.info.run_id

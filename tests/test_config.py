@@ -28,6 +28,8 @@ def test_defaults_are_the_papers_settings():
     ({"downstream": {"target": "age", "protected": ["age"]}}, "cannot also be a protected"),
     ({"downstream": {"protected": ["shoe_size"]}}, "unknown attribute 'shoe_size'"),
     ({"data": {"dataset": "ffhq"}}, "needs data.ffhq.images"),
+    ({"gmm": {"space": "features"}, "generate": {"draw": "resample", "quota": {"draw": "gaussian"}}},
+     "needs generate.quota.draw = 'resample'"),
 ])
 def test_bad_values_name_the_key(data, fragment):
     with pytest.raises(UserError) as err:

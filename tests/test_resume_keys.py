@@ -85,6 +85,8 @@ def _quota(**sections):
     ({"classifiers": {"epochs": 3}}, {"gmm"}, {"quota_adaptive", "quota_unconditional"}),
     ({"harvest": {"t_star": 300}}, {"quota_unconditional"}, {"gmm", "quota_adaptive"}),
     ({"generate": {"draw": "resample"}}, {"quota_unconditional"}, {"gmm", "quota_adaptive"}),
+    ({"generate": {"quota": {"draw": "resample"}}}, {"gmm", "quota_unconditional"},
+     {"quota_adaptive"}),
     ({"judge": {"n": 999}}, {"gmm", "quota_adaptive", "quota_unconditional"}, set()),
     ({"generate": {"quota": {"min_confidence": 0.9}}}, {"gmm"},
      {"quota_adaptive", "quota_unconditional"}),
@@ -100,6 +102,13 @@ def test_a_quota_set_is_keyed_on_its_labeller_its_cells_and_its_proposal(change,
     judged = _quota(judge={"seed": 8})
     assert pipeline.stage_hash("generate", base) == pipeline.stage_hash("generate", judged)
     assert pipeline.stage_hash("audit", base) != pipeline.stage_hash("audit", judged)
+
+
+def test_a_quota_draw_of_its_own_frees_the_set_from_the_mixture_methods_draw():
+    own = {"quota": {"draw": "gaussian"}}
+    a, b = _quota(generate=own), _quota(generate={**own, "draw": "resample"})
+    assert method_key(a, "quota_adaptive") == method_key(b, "quota_adaptive")
+    assert method_key(a, "gmm") != method_key(b, "gmm")
 
 
 def test_a_quota_confidence_of_its_own_frees_the_set_from_the_downstream_filter():

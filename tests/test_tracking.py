@@ -79,3 +79,22 @@ def test_downstream_runs_are_read_back_per_pipeline_run(store):
         tracking.downstream_runs("nothing", tracking_uri=store)
     with pytest.raises(UserError, match="no run abc"):
         tracking.downstream_runs(run_id="abc", tracking_uri=store)
+
+
+def test_a_pipeline_run_records_system_metrics_at_its_interval(tmp_path):
+    import time
+
+    from gammaface import config
+    from gammaface.storage import Store
+
+    cfg = config.from_dict({"workdir": str(tmp_path / "w"), "mlflow": {"system_metrics": 0.2}})
+    with tracking.pipeline_run(cfg, Store(cfg.workdir), ["prepare"]) as run_id:
+        time.sleep(2.0)  # several intervals: the monitor thread samples while the stages run
+    uri = tracking.tracking_uri(cfg, Store(cfg.workdir))
+    keys = set(MlflowClient(uri).get_run(run_id).data.metrics)
+    assert {"system/cpu_utilization_percentage", "system/system_memory_usage_megabytes"} <= keys
+    quiet = config.from_dict({"workdir": str(tmp_path / "q"), "mlflow": {"system_metrics": None}})
+    with tracking.pipeline_run(quiet, Store(quiet.workdir), ["prepare"]) as run_id:
+        time.sleep(0.5)
+    uri = tracking.tracking_uri(quiet, Store(quiet.workdir))
+    assert not [k for k in MlflowClient(uri).get_run(run_id).data.metrics if k.startswith("system/")]

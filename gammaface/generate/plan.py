@@ -13,7 +13,7 @@ from typing import Callable
 
 import numpy as np
 
-from gammaface.config import QUOTA_METHODS, Config, quota_attributes, uses_labeller
+from gammaface.config import QUOTA_METHODS, Config, quota_attributes, quota_draw, uses_labeller
 from gammaface.seeds import seed_of
 
 NO_COMPONENT = -1  # unconditional samples belong to no component
@@ -94,8 +94,8 @@ def method_key(cfg: Config, method: str, hash_of: Callable[[str], str]) -> str:
             upstream.append("train_ddpm")
         else:
             upstream.append("gmm_search")
-            keys.append("generate.draw")
-            if g.draw == "gaussian":
+            keys.append("generate.quota.draw" if g.quota.draw else "generate.draw")
+            if quota_draw(cfg) == "gaussian":
                 keys.append("generate.temperature")
     elif method == "unconditional":  # pure DDPM samples from T: no latents, no mixture
         upstream = ["train_ddpm"]

@@ -26,7 +26,8 @@ import pandas as pd
 
 from gammaface import layout, tracking
 from gammaface.config import (GENERATION_METHODS, MIXTURE_METHODS, QUOTA_METHODS, Config,
-                              quota_attributes, quota_confidence, quota_proposal)
+                              quota_attributes, quota_confidence, quota_draw,
+                              quota_proposal)
 from gammaface.data import manifest
 from gammaface.data.cells import cell_codes, cell_members, cells
 from gammaface.diffusion.model_io import load_scheduler
@@ -220,7 +221,8 @@ def _quota_sets(ctx: StageContext, methods: list[str], mixture_spec: dict[str, A
         shard_io.prune(out / r.method, {s.name for s in r.plan})
         summary = quota_lib.summary(r.tally, targets, names)
         summary.update(method=r.method, proposal=r.proposal, cells_of=attrs, stopped=r.stopped,
-                       min_confidence=quota_confidence(cfg), budget=q.budget)
+                       min_confidence=quota_confidence(cfg), budget=q.budget,
+                       draw=None if r.proposal == "unconditional" else quota_draw(cfg))
         store = ctx.out
         store.write_json(f"{r.method}/{layout.GENERATED_QUOTA}", summary)
         store.write_json(f"{r.method}/{PLAN_FILE}", {"method_key": keys[r.method], "method": r.method,
@@ -345,8 +347,10 @@ def run(ctx: StageContext) -> StageResult:
             q_attrs = quota_attributes(cfg)
             comp_prior, _ = balance.compositions(resp, cell_codes(inputs.source_labels, q_attrs),
                                                  len(cells(q_attrs)))
+        q_spec = chosen_spec if quota_draw(cfg) == g.draw else _mixture_spec(
+            inputs, gm.means_, gm.covariances_, resp, quota_draw(cfg))
         q_plans, kept, q_renders, q_seconds = _quota_sets(
-            ctx, quota_methods, chosen_spec, gm.n_components, comp_prior, renderer_kwargs, out,
+            ctx, quota_methods, q_spec, gm.n_components, comp_prior, renderer_kwargs, out,
             keys)
         plans.update(q_plans)
         made, seconds = (total - done_before) + q_renders, seconds + q_seconds

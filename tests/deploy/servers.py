@@ -73,7 +73,7 @@ def ray_head(tmp: Path) -> Iterator[str]:
         start_new_session=True)
     url = f"http://127.0.0.1:{dash}"
     try:
-        wait_http(f"{url}/api/version", proc, 120, log)
+        wait_http(f"{url}/api/version", proc, 300, log)
         yield url
     finally:
         _stop(proc)
@@ -93,7 +93,7 @@ def mlflow_server(tmp: Path) -> Iterator[str]:
         start_new_session=True, cwd=tmp)
     url = f"http://127.0.0.1:{port}"
     try:
-        wait_http(f"{url}/health", proc, 120, log)
+        wait_http(f"{url}/health", proc, 300, log)  # slow to start on a loaded machine
         yield url
     finally:
         _stop(proc)

@@ -82,8 +82,11 @@ def test_unconditional_images_are_the_plain_sampler_from_each_images_noise(asset
     out = reverse(UNet2DModel.from_pretrained(assets / "ddpm" / "unet"), sched, x_T, 1000, 0, 10)
     ref = ((out.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
     assert np.abs(images.astype(int) - ref.astype(int)).max() <= 1
-    # an image does not depend on the batch it was finished in
-    np.testing.assert_array_equal(images, _renderer(assets, batch_size=2).render({"kind": "noise"}, -1, 5, 3))
+    # an image does not depend on the batch it was finished in, up to the rounding of a value
+    # that lands on a half: the convolutions may add in another order for another batch size
+    other = _renderer(assets, batch_size=2).render({"kind": "noise"}, -1, 5, 3)
+    diff = np.abs(images.astype(int) - other.astype(int))
+    assert diff.max() <= 1 and (diff > 0).mean() < 0.01
 
 
 def test_sampling_files_round_trip_arrays_lists_and_mappings(tmp_path):
