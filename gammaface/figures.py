@@ -1,5 +1,6 @@
 """Every matplotlib figure the package draws, as PNG bytes: the BIC curve, the balance of the
-generated sets, the dataset's skew, per-group TPR and the mixing-ratio ablation."""
+generated sets (and predicted against measured), the components' compositions, the dataset's
+skew, per-group TPR and the mixing-ratio ablation."""
 
 from __future__ import annotations
 
@@ -116,4 +117,41 @@ def ratio_ablation(summary: pd.DataFrame, baseline: str) -> bytes:
             ax.set_xlabel("generated share of the training set")
             ax.set_title(f"{name}, {n} per class", fontsize=9)
         row[0].legend(fontsize=7)
+    return figure_png(fig)
+
+
+def predicted_vs_measured(table: pd.DataFrame) -> bytes:
+    """Each mixture method's balance predicted from the component compositions (x) against
+    what its set measured (y): by the labeller with its bootstrap std, and by the judge with
+    its 95 % interval. `table`: method, predicted, labeller, labeller_std, judge, judge_lo,
+    judge_hi (NaN where a figure is missing). On the diagonal the prediction held."""
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(4.6, 4.2), dpi=120)
+    x = table["predicted"].to_numpy(float)
+    ax.errorbar(x, table["labeller"], yerr=table["labeller_std"], fmt="o", capsize=2,
+                label="labeller (± std)")
+    lo = (table["judge"] - table["judge_lo"]).clip(lower=0)
+    hi = (table["judge_hi"] - table["judge"]).clip(lower=0)
+    ax.errorbar(x, table["judge"], yerr=[lo, hi], fmt="s", capsize=2, label="judge (95 %)")
+    for xi, yi, name in zip(x, table["labeller"], table["method"]):
+        ax.annotate(name, (xi, yi), fontsize=6, xytext=(3, 3), textcoords="offset points")
+    top = float(np.nanmax(np.concatenate([x, table["labeller"], table["judge_hi"]]))) * 1.1 or 1.0
+    ax.plot([0, top], [0, top], "k--", lw=0.8)
+    ax.set_xlim(0, top)
+    ax.set_ylim(0, top)
+    ax.set_xlabel("predicted discrepancy (from the compositions)")
+    ax.set_ylabel("measured discrepancy")
+    ax.legend(fontsize=7)
+    return figure_png(fig)
+
+
+def composition_heatmap(comp: pd.DataFrame) -> bytes:
+    """Each component's share of every protected cell (rows: components; columns: cells)."""
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(1.5 + 0.45 * comp.shape[1], 1.2 + 0.4 * len(comp)), dpi=120)
+    im = ax.imshow(comp.to_numpy(float), cmap="viridis", aspect="auto", vmin=0)
+    ax.set_xticks(np.arange(comp.shape[1]), comp.columns, rotation=60, ha="right", fontsize=6)
+    ax.set_yticks(np.arange(len(comp)), [f"k={k}" for k in comp.index], fontsize=7)
+    ax.set_xlabel("protected cell")
+    fig.colorbar(im, ax=ax, label="share of the component")
     return figure_png(fig)

@@ -23,6 +23,7 @@ GMM_FEATURES = "features.npy"  # the classifier's embedding of the latents' sour
 # components' weights and compositions
 GENERATED_GRID = "components.png"
 GENERATED_COMPOSITIONS = "compositions.csv"
+GENERATED_PREDICTED = "predicted_balance.csv"  # each mixture method's balance, before rendering
 GENERATED_QUOTA = "quota.json"  # a quota set's counts per cell, shortfall and renders per kept
 # pseudo_label: per method `<method>/manifest.parquet`; the balance of every set
 BALANCE_CSV = "balance.csv"
@@ -34,6 +35,7 @@ AUDIT_JSON = "audit.json"
 DOWNSTREAM_RESULTS = "results.csv"
 # report: the page (read back by `gammaface run` when the stage is skipped)
 REPORT = "report.md"
+REPORT_HTML = "report.html"  # the same page, self-contained
 
 
 def gmm_mixture(k: int) -> str:

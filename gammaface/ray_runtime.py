@@ -54,10 +54,11 @@ def connect(cfg: RayConfig) -> None:
                  configure_logging=False, **local_state_api())
     if callable(on_sigterm) and threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, on_sigterm)
+    # locally and on a cluster alike: the stages show their own progress (gammaface.progress),
+    # and Ray Data's carriage-return bars would garble a pod log
+    ray.data.DataContext.get_current().enable_progress_bars = False
     if address:
         return
-    ctx = ray.data.DataContext.get_current()
-    ctx.enable_progress_bars = False  # the stages print their own progress
     for name in ("ray.data", "ray.train"):
         logging.getLogger(name).setLevel(logging.WARNING)
 

@@ -65,3 +65,31 @@ def test_the_report_figures_are_pngs_sized_by_their_content():
     balance = pd.DataFrame({"set": ["train", "gmm"], "discrepancy/gender": [0.3, 0.1],
                             "discrepancy_std/gender": [0.01, 0.02]})
     assert _png(figures.balance_bars(balance, ["gender"])).size[0] > 0
+
+
+def test_the_composition_heatmap_grows_with_components_and_cells():
+    comp = pd.DataFrame(np.full((3, 12), 1 / 12), columns=[f"c{i}" for i in range(12)])
+    small, big = _png(figures.composition_heatmap(comp)), _png(
+        figures.composition_heatmap(pd.concat([comp] * 3, ignore_index=True)))
+    assert big.size[1] > small.size[1] and big.size[0] == small.size[0]
+
+
+def test_predicted_against_measured_draws_with_a_missing_judge_figure():
+    table = pd.DataFrame({"method": ["gmm", "gmm_attr"], "predicted": [0.24, 0.17],
+                          "labeller": [0.25, 0.18], "labeller_std": [0.01, 0.01],
+                          "judge": [0.24, np.nan], "judge_lo": [0.21, np.nan],
+                          "judge_hi": [0.26, np.nan]})
+    assert _png(figures.predicted_vs_measured(table)).size[0] > 100
+
+
+def test_the_html_page_embeds_every_image_it_can_read_and_renders_tables():
+    from gammaface import webpage
+
+    png = figures.composition_heatmap(pd.DataFrame(np.eye(2), columns=["a", "b"]))
+    md = "# t\n\n| set | n |\n|---|---|\n| gmm | 3 |\n\n![x](x.png)\n\n![y](gone.png)\n"
+    page = webpage.render(md, "t & u", {"x.png": png}.get)
+    assert "<table>" in page and "<td>gmm</td>" in page and "<title>t &amp; u</title>" in page
+    assert webpage.missing_images(page) == ["gone.png"]
+    import base64
+    data = page.split('src="data:image/png;base64,')[1].split('"')[0]
+    assert base64.b64decode(data) == png

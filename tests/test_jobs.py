@@ -220,9 +220,38 @@ def test_shipped_config_runs_end_to_end_on_its_dataset(job, tmp_path_factory, ra
         record.update(downstream_jobs=len(expected),
                       baseline_jobs=sum(j.method == BASELINE for j in expected))
     if "report" in selected:
-        assert (work / "report" / "report.md").is_file()
+        _check_report_page(work / "report")
     print(json.dumps(record))  # what each shipped config did on its fixture, for the record
     COMPLETED[job.stem] = root
+
+
+def _check_report_page(folder: Path) -> None:
+    """report.html holds every figure report.md names, each one a PNG that decodes."""
+    import base64
+    import io
+    from html.parser import HTMLParser
+
+    from PIL import Image
+
+    class Images(HTMLParser):
+        def __init__(self) -> None:
+            super().__init__()
+            self.sources: list[str] = []
+
+        def handle_starttag(self, tag, attrs):
+            if tag == "img":
+                self.sources.append(dict(attrs)["src"])
+
+    figures_named = (folder / "report.md").read_text().count("![")
+    page = Images()
+    page.feed((folder / "report.html").read_text())
+    assert figures_named >= 5 and len(page.sources) == figures_named
+    for src in page.sources:
+        head, _, data = src.partition(",")
+        assert head == "data:image/png;base64"
+        with Image.open(io.BytesIO(base64.b64decode(data))) as im:
+            im.load()
+            assert min(im.size) > 10
 
 
 @pytest.mark.e2e

@@ -18,6 +18,7 @@ from gammaface.data.synthfaces_render import render_face
 from gammaface.data.synthfaces_spec import DEFAULT_SPEC, UNIFORM_SPEC, Spec
 from gammaface.errors import UserError
 from gammaface.images import encode_png
+from gammaface.progress import progress as progress_bar
 from gammaface.storage import Store
 
 IMAGE_DIR = "images"
@@ -82,13 +83,9 @@ def render_all(rows: pd.DataFrame, out: Store, size: int, seed: int, use_ray: bo
         render_batch, fn_kwargs={"out_uri": out.uri(), "size": size, "seed": seed,
                                  "stream": stream},
         batch_size=_RENDER_BATCH, batch_format="pandas", num_cpus=1)
-    done = 0
-    for batch in ds.iter_batches(batch_size=None, batch_format="pandas"):
-        done += len(batch)
-        if progress:
-            print(f"\r  rendered {done}/{len(rows)}", end="", flush=True)
-    if progress:
-        print()
+    with progress_bar(len(rows), "rendered", unit="img", disable=not progress) as bar:
+        for batch in ds.iter_batches(batch_size=None, batch_format="pandas"):
+            bar.update(len(batch))
 
 
 def build(out_dir: str | Path, n: int, size: int = 32, seed: int = 0, spec: Spec | None = None,

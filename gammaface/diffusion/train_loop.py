@@ -23,6 +23,7 @@ from gammaface import ray_train
 from gammaface.diffusion.ema import Ema
 from gammaface.diffusion.sampler import make_scheduler, reverse, row_generators
 from gammaface.images import load_resized, square_grid, to_model_space, to_uint8
+from gammaface.progress import progress
 from gammaface.ray_train import CheckpointError
 from gammaface.seeds import batch_indices, seed_of
 
@@ -125,6 +126,8 @@ def train_loop_per_worker(cfg: dict[str, Any]) -> None:
         print(f"resuming DDPM training from step {step}", flush=True)
 
     ddp.train()
+    bar = progress(cfg["train_steps"], "DDPM steps", unit="step", initial=step,
+                   disable=rank != 0)
     losses: list[float] = []
     tick, tick_step = time.perf_counter(), step
     throughput = {"images_per_s": 0.0}
@@ -140,14 +143,14 @@ def train_loop_per_worker(cfg: dict[str, Any]) -> None:
         ema.update(core, step)
         step += 1
         losses.append(float(loss.detach()))
+        bar.update(1)
         if rank == 0 and (step % cfg["log_every"] == 0 or step == cfg["train_steps"]):
             elapsed = time.perf_counter() - tick
             ips = (step - tick_step) * local_batch * world / max(elapsed, 1e-9)
             throughput["images_per_s"] = ips
             log.metrics({"loss": float(np.mean(losses)), "lr": lr_schedule.get_last_lr()[0],
                          "images_per_s": ips}, step)
-            print(f"step {step}/{cfg['train_steps']} loss {np.mean(losses):.4f} {ips:.0f} img/s",
-                  flush=True)
+            bar.set_postfix(loss=f"{np.mean(losses):.4f}", img_s=f"{ips:.0f}", refresh=False)
             losses, tick, tick_step = [], time.perf_counter(), step
         if step % cfg["checkpoint_every"] == 0 or step == cfg["train_steps"]:
             _report(cfg, rank, world, step, core, ema, optimizer, lr_schedule, throughput)
@@ -156,6 +159,7 @@ def train_loop_per_worker(cfg: dict[str, Any]) -> None:
             grid_img = square_grid(sample_images(cfg["unet"], ema.state_dict(), cfg["scheduler"],
                                            GRID_SAMPLES, cfg["sample_steps"], cfg["seed"], device))
             log.image(grid_img, "samples", step=step)
+    bar.close()
 
 
 def _report(cfg: dict[str, Any], rank: int, world: int, step: int, model: torch.nn.Module,

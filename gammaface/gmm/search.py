@@ -11,6 +11,7 @@ import pandas as pd
 import torch
 
 from gammaface.gmm.mixture import GaussianMixture, check_data
+from gammaface.progress import progress
 
 TABLE_COLUMNS = ("k", "bic", "aic", "lower_bound", "n_iter", "converged", "seconds")
 
@@ -41,9 +42,9 @@ def _fit_task(X: np.ndarray, k: int, gmm_kwargs: dict[str, Any], threads: int
 
 
 def bic_search(X: np.ndarray, ks: Sequence[int], gmm_kwargs: dict[str, Any] | None = None,
-               use_ray: bool = True, cpus_per_task: int = 1, gpus_per_task: float = 0.0
-               ) -> SearchResult:
-    """Fit every K in `ks` and pick the one with the lowest BIC."""
+               use_ray: bool = True, cpus_per_task: int = 1, gpus_per_task: float = 0.0,
+               show: bool = False) -> SearchResult:
+    """Fit every K in `ks` and pick the one with the lowest BIC; `show`: progress as fits end."""
     X = check_data(X, max(ks))
     gmm_kwargs = dict(gmm_kwargs or {})
     if use_ray:
@@ -54,9 +55,19 @@ def bic_search(X: np.ndarray, ks: Sequence[int], gmm_kwargs: dict[str, Any] | No
         # largest K first: its fits run longest (more components, usually more iterations),
         # so the short ones fill the gaps at the end instead of one long fit running alone
         order = sorted(ks, reverse=True)
-        outcomes = ray.get([task.remote(ref, k, gmm_kwargs, cpus_per_task) for k in order])
+        pending = [task.remote(ref, k, gmm_kwargs, cpus_per_task) for k in order]
+        with progress(len(pending), "mixtures fitted", unit="K", disable=not show) as bar:
+            left = list(pending)
+            while left:
+                done, left = ray.wait(left, num_returns=1)
+                bar.update(len(done))
+        outcomes = ray.get(pending)
     else:
-        outcomes = [fit_one(X, k, gmm_kwargs) for k in ks]
+        with progress(len(ks), "mixtures fitted", unit="K", disable=not show) as bar:
+            outcomes = []
+            for k in ks:
+                outcomes.append(fit_one(X, k, gmm_kwargs))
+                bar.update(1)
     table = pd.DataFrame([row for row, _ in outcomes], columns=list(TABLE_COLUMNS))
     mixtures = {int(row["k"]): gm for row, gm in outcomes}
     chosen = int(table.loc[table["bic"].idxmin(), "k"])

@@ -43,11 +43,12 @@ from gammaface.gmm.mixture import GaussianMixture
 from gammaface.gmm.projection import Projection
 from gammaface.images import encode_png
 from gammaface.latents import store as latent_store
+from gammaface.progress import progress
 from gammaface.ray_runtime import actor_resources, connect
 from gammaface.stage import StageContext, StageResult
 
 PLAN_FILE = "plan.json"
-PREDICTED = "predicted_balance.csv"
+PREDICTED = layout.GENERATED_PREDICTED
 
 
 @dataclass
@@ -140,9 +141,9 @@ def _method_weights(cfg: Config, pi: np.ndarray, attr: balance.Balancing) -> dic
 
 def _render_pending(cfg: Config, pending: list[Shard], renderer_kwargs: dict[str, Any],
                    out: Path, keys: dict[str, str], total_images: int, done_images: int,
-                   echo: Callable[[str], None], quota: dict[str, dict[str, Any]] | None = None,
+                   quota: dict[str, dict[str, Any]] | None = None,
                    labeller_dir: str | None = None) -> None:
-    """Render the pending shards on an actor pool, printing progress as shards complete."""
+    """Render the pending shards on an actor pool, with progress as shards complete."""
     import ray
 
     if not pending:
@@ -157,17 +158,10 @@ def _render_pending(cfg: Config, pending: list[Shard], renderer_kwargs: dict[str
                                    out_root=str(out), keys=keys, quota=quota,
                                    labeller_dir=labeller_dir),
         compute=ray.data.ActorPoolStrategy(size=g.concurrency), num_cpus=cpus, num_gpus=g.num_gpus)
-    start, made, shards_done, last = time.perf_counter(), 0, 0, 0.0
-    for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
-        made += int(batch["images"].sum())
-        shards_done += len(batch["images"])
-        now = time.perf_counter()
-        if now - last >= 5.0 or shards_done == len(pending):
-            rate = made / max(now - start, 1e-9)
-            left = total_images - done_images - made
-            echo(f"  shards {shards_done}/{len(pending)} this run, {'renders' if quota else 'images'} "
-                 f"{done_images + made}/{total_images} ({rate:.0f}/s, ETA {left / max(rate, 1e-9):.0f} s)")
-            last = now
+    what = "renders" if quota else "images"
+    with progress(total_images, what, unit="img", initial=done_images) as bar:
+        for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
+            bar.update(int(batch["images"].sum()))
 
 
 def _quota_sets(ctx: StageContext, methods: list[str], mixture_spec: dict[str, Any],
@@ -210,7 +204,7 @@ def _quota_sets(ctx: StageContext, methods: list[str], mixture_spec: dict[str, A
             n = sum(s.count for s in todo)
             echo(f"  quota round {len(active[0].tally.rounds) - 1}: {n} renders in {len(todo)} of "
                  f"{planned} shards ({', '.join(r.method for r in active)})")
-            _render_pending(cfg, todo, renderer_kwargs, out, keys, n, 0, echo, settings,
+            _render_pending(cfg, todo, renderer_kwargs, out, keys, n, 0, settings,
                             labeller_dir)
             made += n
         for r in active:
@@ -338,7 +332,7 @@ def run(ctx: StageContext) -> StageResult:
     echo(f"  {len(todo)} of {sum(len(p) for p in plans.values())} shards to render "
          f"({done_before} images already complete)")
     started = time.perf_counter()
-    _render_pending(cfg, todo, renderer_kwargs, out, keys, total, done_before, echo)
+    _render_pending(cfg, todo, renderer_kwargs, out, keys, total, done_before)
     seconds = time.perf_counter() - started
     kept: dict[str, dict[int, np.ndarray]] = {}
     if quota_methods:

@@ -22,6 +22,7 @@ from gammaface.data import manifest, registry
 from gammaface.errors import UserError
 from gammaface.generate.weights import set_balance
 from gammaface.images import load_resized
+from gammaface.progress import progress
 from gammaface.ray_runtime import actor_resources, connect
 from gammaface.stage import StageContext, StageResult
 
@@ -46,7 +47,11 @@ def _label_manifest(cfg: Config, generated: pd.DataFrame, image_root: str, class
                                                    use_gpu=lc.num_gpus > 0),
                         compute=ray.data.ActorPoolStrategy(size=lc.concurrency), num_cpus=cpus,
                         num_gpus=lc.num_gpus)
-    parts = list(ds.iter_batches(batch_size=None, batch_format="pandas"))
+    parts = []
+    with progress(len(frame), "labelled", unit="img") as bar:
+        for part in ds.iter_batches(batch_size=None, batch_format="pandas"):
+            parts.append(part)
+            bar.update(len(part))
     labelled = pd.concat(parts, ignore_index=True).sort_values("_row").drop(columns="_row")
     return labelled.reset_index(drop=True)
 

@@ -1,4 +1,5 @@
-"""Stage `report`: every stage's artifacts -> `report/report.md` with its figures.
+"""Stage `report`: every stage's artifacts -> `report/report.md` with its figures, and the same
+as one self-contained page, `report/report.html` (figures embedded), logged to MLflow.
 
 The page is meant to let a person judge the run, including when the method does not help:
 dataset skew, DDPM samples, the BIC curve, what each component holds, the balance of every
@@ -11,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from gammaface import figures, layout, tables, tracking
+from gammaface import figures, layout, tables, tracking, webpage
 from gammaface.classifiers import inception
 from gammaface.classifiers.labeller import Labeller
 from gammaface.data import manifest
@@ -66,6 +67,31 @@ def _sample_quality(ctx: StageContext, data: pd.DataFrame, root: str) -> pd.Data
     return table
 
 
+def _predicted_vs_measured(gen: Store, bal: pd.DataFrame, audit: pd.DataFrame, key: str
+                           ) -> pd.DataFrame | None:
+    """Per mixture method: the predicted discrepancy of `key`, the labeller's and the judge's."""
+    if not gen.exists(layout.GENERATED_PREDICTED):
+        return None
+    pred = pd.read_csv(gen.path(layout.GENERATED_PREDICTED))
+    col = f"discrepancy/{key}"
+    if col not in pred.columns:
+        return None
+    rows = []
+    judged = audit[audit["cells"] == key].set_index("set") if "cells" in audit else audit
+    labelled = bal.set_index("set")
+    for _, r in pred.iterrows():
+        m = r["method"]
+        if m not in labelled.index:  # a method the config no longer generates
+            continue
+        j = judged.loc[m] if m in judged.index else None
+        rows.append({"method": m, "predicted": r[col], "labeller": labelled.loc[m, col],
+                     "labeller_std": labelled.loc[m, f"discrepancy_std/{key}"],
+                     "judge": np.nan if j is None else j["corrected"],
+                     "judge_lo": np.nan if j is None else j["corrected_lo"],
+                     "judge_hi": np.nan if j is None else j["corrected_hi"]})
+    return pd.DataFrame(rows) if rows else None
+
+
 def _eval_sentence(results: pd.DataFrame, target: str) -> str:
     """The evaluation cells every job was scored on (the same for all jobs)."""
     cols = [c for c in results.columns if c.startswith("eval_n/")]
@@ -105,7 +131,12 @@ def run(ctx: StageContext) -> StageResult:
     gen = ctx.folder("generate")
     if gen.exists(layout.GENERATED_COMPOSITIONS):
         comp = pd.read_csv(gen.path(layout.GENERATED_COMPOSITIONS))
-        md += ["Component weights under each method and composition over the protected cells "
+        cell_cols = [c for c in comp.columns if c != "component" and not c.startswith("weight/")]
+        out.write_bytes("compositions.png", figures.composition_heatmap(
+            comp.set_index("component")[cell_cols]))
+        md += ["What each component holds: its share of every protected cell.", "",
+               "![compositions](compositions.png)", "",
+               "Component weights under each method and composition over the protected cells "
                "(`generated/compositions.csv`):", "", tables.markdown(comp), ""]
     for method in cfg.generate.methods:
         if _copy(gen.sub(method), layout.GENERATED_GRID, out, f"grid_{method}.png"):
@@ -149,6 +180,14 @@ def run(ctx: StageContext) -> StageResult:
            "to a training image than 99 % of the real test images are.", "",
            tables.markdown(audit[cols]), ""]
 
+    predicted = _predicted_vs_measured(gen, bal, audit, ":".join(cfg.generate.protected))
+    if predicted is not None:
+        out.write_bytes("predicted_vs_measured.png", figures.predicted_vs_measured(predicted))
+        md += ["Each mixture method's intersection discrepancy as predicted from the component "
+               "compositions before rendering, against what its set measured (on the diagonal "
+               "the prediction held):", "", "![predicted against measured](predicted_vs_measured.png)",
+               ""]
+
     quality = _sample_quality(ctx, df, root)
     out.write_bytes(QUALITY, quality.to_csv(index=False).encode())
     skipped = quality.attrs.get("inception_skipped")
@@ -178,7 +217,16 @@ def run(ctx: StageContext) -> StageResult:
         out.write_bytes("group_tpr.png", figures.group_tpr(tprs))
         md += [f"Per-group TPR for `{key}` (baseline, and the methods at ratio {ratio:g}):", "",
                "![group TPR](group_tpr.png)", ""]
-    out.write_bytes(layout.REPORT, "\n".join(md).encode())
+    if tracking.active_run_id() is not None:
+        md += ["", f"MLflow run `{tracking.active_run_id()}`."]
+    text = "\n".join(md)
+    out.write_bytes(layout.REPORT, text.encode())
+    page = webpage.render(text, f"gammaface report: {cfg.name}",
+                          lambda name: out.read_bytes(name) if out.exists(name) else None)
+    lost = webpage.missing_images(page)
+    if lost:  # every figure above is written before the page; a gap is a bug, not a user error
+        raise RuntimeError(f"report.html could not embed {', '.join(lost)}")
+    out.write_bytes(layout.REPORT_HTML, page.encode())
     if out.is_local:
         tracking.log_artifacts(out.path(), artifact_path="report")
     ctx.echo(f"report: {out.uri(layout.REPORT)}")
