@@ -103,7 +103,12 @@ def cmd_gmm_sweep(args: argparse.Namespace) -> int:
     from gammaface import workdir_lock
     from gammaface.storage import Store
 
-    with workdir_lock.hold(Store(cfg.workdir), "gammaface gmm sweep"):
+    from gammaface import tracking
+
+    workdir = Store(cfg.workdir)
+    with workdir_lock.hold(workdir, "gammaface gmm sweep"), \
+            tracking.pipeline_run(cfg, workdir, ["harvest", "gmm_search"], kind="sweep"):
+        # one MLflow run for the sweep, a nested run per setting with its K, BIC gain and NMI
         table = sweep(cfg, _int_list(args.t_star, "--t-star"), _int_list(args.pca, "--pca"),
                       sources, hash_of=lambda name: pipeline.stage_hash(name, cfg))
     print(tables.markdown(table), end="")

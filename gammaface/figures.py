@@ -155,3 +155,27 @@ def composition_heatmap(comp: pd.DataFrame) -> bytes:
     ax.set_xlabel("protected cell")
     fig.colorbar(im, ax=ax, label="share of the component")
     return figure_png(fig)
+
+
+def sweep_curves(table: pd.DataFrame) -> bytes:
+    """The t* sweep: chosen K (left) and the NMI of component with gender and race (right)
+    against t*, one line per harvest source and mixture space."""
+    plt = pyplot()
+    fig, (ax_k, ax_n) = plt.subplots(1, 2, figsize=(8, 3.2), dpi=120)
+    for (source, space), part in table.groupby(["source", "space"]):
+        part = part.sort_values("t_star")
+        label = f"{source}, {space}"
+        ax_k.plot(part["t_star"], part["chosen_k"], "o-", label=label)
+        for attr, style in (("gender", "-"), ("race", "--")):
+            col = f"nmi_{attr}"
+            if col in part and part[col].notna().any():
+                ax_n.plot(part["t_star"], part[col].astype(float), "o" + style,
+                          label=f"{label}: {attr}")
+    ax_k.set_xlabel("t*")
+    ax_k.set_ylabel("K chosen by BIC")
+    ax_n.set_xlabel("t*")
+    ax_n.set_ylabel("NMI (component, attribute)")
+    ax_k.legend(fontsize=6)
+    if ax_n.lines:
+        ax_n.legend(fontsize=6)
+    return figure_png(fig)

@@ -35,6 +35,9 @@ AUDIT_JSON = "audit.json"
 DOWNSTREAM_RESULTS = "results.csv"
 # report: the page (read back by `gammaface run` when the stage is skipped)
 REPORT = "report.md"
+SWEEP_DIR = "sweep"  # `gammaface gmm sweep`, beside the stages' folders
+SWEEP_TABLE = "sweep.csv"
+SWEEP_PLOT = "sweep.png"  # chosen K and NMI against t*, one line per source and space
 REPORT_HTML = "report.html"  # the same page, self-contained
 
 

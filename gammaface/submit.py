@@ -20,7 +20,12 @@ TERMINAL = ("SUCCEEDED", "FAILED", "STOPPED")
 AGENT_WAIT_S = 120.0
 # what never travels with an uploaded working directory
 EXCLUDES = [".git", ".venv", "runs", "mlruns", "mlartifacts", "*.db", "__pycache__",
-            ".pytest_cache", ".hypothesis", "benchmarks/out", "*.egg-info"]
+            ".pytest_cache", ".hypothesis", "benchmarks/out", "*.egg-info",
+            # secrets and credentials never leave this machine, wherever they lie in the tree
+            ".env", ".env.*", "*.env", "*.pem", "*.key", "*.p12", "*.pfx", "*.jks", "*.keystore",
+            "id_rsa*", "id_ecdsa*", "id_ed25519*", "id_dsa*", ".ssh", ".aws", ".azure", ".gcloud",
+            "gcloud", ".kube", "kubeconfig*", ".docker", ".netrc", ".pgpass", ".git-credentials",
+            "credentials*.json", "*service-account*.json", "*.token", "token", ".htpasswd"]
 
 
 def client(address: str):

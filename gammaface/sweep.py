@@ -14,7 +14,7 @@ from typing import Callable, Sequence
 
 import pandas as pd
 
-from gammaface import layout, stage, tables
+from gammaface import figures, layout, stage, tables, tracking
 from gammaface.config import Config
 from gammaface.data import registry
 from gammaface.errors import UserError
@@ -23,8 +23,7 @@ from gammaface.stage import StageContext
 from gammaface.stages import gmm_search, harvest
 from gammaface.storage import Store
 
-SWEEP_DIR = "sweep"
-SWEEP_TABLE = "sweep.csv"
+SWEEP_DIR, SWEEP_TABLE, SWEEP_PLOT = layout.SWEEP_DIR, layout.SWEEP_TABLE, layout.SWEEP_PLOT
 
 
 def _with_latents(cfg: Config, t_star: int, source: str) -> Config:
@@ -62,26 +61,38 @@ def sweep(cfg: Config, t_stars: Sequence[int], pcas: Sequence[int], sources: Seq
             echo(f"harvesting {cfg.harvest.n} {source} latents at t*={t}")
             at = _with_latents(cfg, t, source)
             latents = {"harvest": f"{folder}/latents"}
-            harvest.run(StageContext(at, workdir, "harvest", hash_of, echo=lambda s: None,
-                                     folders=latents))
+            with tracking.setting_run(f"{source} t*={t}", {"harvest.source": source,
+                                                           "harvest.t_star": t}):
+                harvest.run(StageContext(at, workdir, "harvest", hash_of, echo=lambda s: None,
+                                         folders=latents))
             meta = workdir.sub(latents["harvest"]).read_json(latent_store.META_FILE)
             for pca in pcas:
                 space = f"pca{pca}" if pca else "pixels"
                 ctx = StageContext(_with_space(at, pca), workdir, "gmm_search", hash_of,
                                    echo=lambda s: None,
                                    folders={**latents, "gmm_search": f"{folder}/gmm-{space}"})
-                gmm_search.run(ctx)
-                record = ctx.out.read_json(layout.GMM_SELECTED)
-                row = {"source": source, "t_star": meta["t_star"], "space": space,
-                       "chosen_k": record["k"], "bic_gain_over_k1": record["bic_gain_over_k1"]}
-                for attr in registry.ATTRIBUTE_NAMES:
-                    row[f"nmi_{attr}"] = (record.get("nmi") or {}).get(attr)
+                with tracking.setting_run(f"{source} t*={t} {space}", {
+                        "harvest.source": source, "harvest.t_star": meta["t_star"],
+                        "gmm.space": space}):
+                    gmm_search.run(ctx)
+                    record = ctx.out.read_json(layout.GMM_SELECTED)
+                    row = {"source": source, "t_star": meta["t_star"], "space": space,
+                           "chosen_k": record["k"], "bic_gain_over_k1": record["bic_gain_over_k1"]}
+                    for attr in registry.ATTRIBUTE_NAMES:
+                        row[f"nmi_{attr}"] = (record.get("nmi") or {}).get(attr)
+                    tracking.log_metrics({k: float(v) for k, v in row.items()
+                                          if k not in ("source", "space", "t_star")
+                                          and v is not None})
                 rows.append(row)
                 echo(f"  {space}: K = {record['k']}")
     table = _merge(workdir.sub(SWEEP_DIR), pd.DataFrame(rows))
     out = workdir.sub(SWEEP_DIR)
     out.write_bytes(SWEEP_TABLE, table.to_csv(index=False).encode())
     out.write_bytes("sweep.md", tables.markdown(table).encode())
+    out.write_bytes(SWEEP_PLOT, figures.sweep_curves(table))
+    if out.is_local:
+        for name in (SWEEP_TABLE, "sweep.md", SWEEP_PLOT):
+            tracking.log_artifact(out.path(name), artifact_path="sweep")
     return table
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+from pathlib import Path
 from typing import Any, Iterator
 
 from gammaface.config import Config, dump_yaml
@@ -18,7 +19,7 @@ from gammaface.storage import Store
 
 _MAX_PARAM_LEN = 500
 WORKDIR_TAG = "workdir"  # on a pipeline run: the workdir it ran in
-KIND_TAG = "gammaface.kind"  # pipeline, stage or downstream
+KIND_TAG = "gammaface.kind"  # pipeline, stage, downstream, sweep or setting (one of a sweep's)
 PIPELINE_TAG = "gammaface.pipeline_run"  # on a downstream job: the pipeline run it belongs to
 DOWNSTREAM_FILTER = f"tags.`{KIND_TAG}` = 'downstream'"
 
@@ -75,8 +76,10 @@ def _experiment_id(cfg: Config, workdir: Store, uri: str) -> str:
 
 
 @contextlib.contextmanager
-def pipeline_run(cfg: Config, workdir: Store, stages: list[str]) -> Iterator[str]:
-    """Start the parent run; yields its id. The resolved config is logged as params and YAML."""
+def pipeline_run(cfg: Config, workdir: Store, stages: list[str], kind: str = "pipeline"
+                 ) -> Iterator[str]:
+    """Start the parent run; yields its id. The resolved config is logged as params and YAML.
+    `kind`: `sweep` for `gammaface gmm sweep`, whose settings are nested runs (`setting_run`)."""
     import mlflow
 
     workdir.makedirs()
@@ -94,8 +97,9 @@ def pipeline_run(cfg: Config, workdir: Store, stages: list[str]) -> Iterator[str
     interval = cfg.mlflow.system_metrics
     if interval is not None:
         mlflow.set_system_metrics_sampling_interval(interval)
-    with mlflow.start_run(experiment_id=exp_id, run_name=f"{cfg.name}",
-                          tags={KIND_TAG: "pipeline", "stages": ",".join(stages),
+    with mlflow.start_run(experiment_id=exp_id,
+                          run_name=cfg.name if kind == "pipeline" else f"{cfg.name} {kind}",
+                          tags={KIND_TAG: kind, "stages": ",".join(stages),
                                 WORKDIR_TAG: workdir.root},
                           log_system_metrics=interval is not None) as run, _ended_on_failure():
         log_params(cfg.flat())
@@ -179,6 +183,94 @@ def stage_run(stage: str, config_hash: str) -> Iterator[str]:
                           tags={KIND_TAG: "stage", "stage": stage,
                                 "config_hash": config_hash}) as run, _ended_on_failure():
         yield run.info.run_id
+
+
+@contextlib.contextmanager
+def setting_run(name: str, params: dict[str, Any]) -> Iterator[str | None]:
+    """One setting of a sweep as a run nested in the active one (none active: nothing logged);
+    what the stages inside it log lands in it."""
+    import mlflow
+
+    if not _active():
+        yield None
+        return
+    parent = mlflow.active_run()
+    with mlflow.start_run(run_name=name, nested=True, experiment_id=parent.info.experiment_id,
+                          tags={KIND_TAG: "setting"}) as run, _ended_on_failure():
+        log_params(params)
+        yield run.info.run_id
+
+
+_MODEL_CODE = Path(__file__).parent / "mlflow_models"  # the files load_model executes
+_MODEL_PACKAGES = ("torch", "torchvision", "diffusers", "safetensors", "numpy", "pandas", "mlflow")
+
+
+def _requirements() -> list[str]:
+    """Pinned to this environment: MLflow would otherwise infer them by loading the model in a
+    subprocess; gammaface itself is named as the package the model code imports."""
+    from importlib.metadata import version
+
+    return [f"{p}=={version(p)}" for p in _MODEL_PACKAGES] + [f"gammaface=={version('gammaface')}"]
+
+
+def register_labeller(folder: str, files: list[str], image_size: int, attributes: list[str],
+                      registered: str) -> str | None:
+    """Log the classifier (`files` of `folder`) as a pyfunc model from code (no pickle) and
+    register it as `registered`; returns the model's URI (none: no active run)."""
+    import numpy as np
+    from mlflow.models import ModelSignature
+    from mlflow.types import ColSpec, Schema, TensorSpec
+
+    outputs = [ColSpec("string", a) for a in attributes] + [
+        ColSpec("float", f"{a}_conf") for a in attributes]
+    signature = ModelSignature(Schema([TensorSpec(np.dtype(np.uint8), (-1, image_size, image_size, 3))]),
+                               Schema(outputs))
+    return _log_model("labeller", {"classifier": (folder, files)}, signature, registered)
+
+
+def register_ddpm(folder: str, files: list[str], resolution: int, registered: str) -> str | None:
+    """Log the DDPM pipeline folder as a pyfunc model from code (no pickle): a `seed` per row
+    in, one image per row out; `steps` a param."""
+    import numpy as np
+    from mlflow.models import ModelSignature
+    from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema, TensorSpec
+
+    signature = ModelSignature(
+        Schema([ColSpec("long", "seed")]),
+        Schema([TensorSpec(np.dtype(np.uint8), (-1, resolution, resolution, 3))]),
+        params=ParamSchema([ParamSpec("steps", "long", 50)]))
+    return _log_model("ddpm", {"ddpm": (folder, files)}, signature, registered)
+
+
+def registered_name(cfg: Config, kind: str) -> str:
+    """The registry name of a config's `ddpm` or `labeller`: one model, a version per run."""
+    return f"{cfg.name}-{kind}"
+
+
+def _log_model(kind: str, artifacts: dict[str, str], signature: Any, registered: str
+               ) -> str | None:
+    import shutil
+    import tempfile
+
+    import mlflow
+
+    if not _active():
+        return None
+    with tempfile.TemporaryDirectory() as tmp:
+        # only the model's own files: the stage folder also holds Ray Train checkpoints
+        staged = {}
+        for key, (folder, names) in artifacts.items():
+            dest = Path(tmp) / key
+            dest.mkdir()
+            for name in names:
+                src = Path(folder) / name
+                (shutil.copytree if src.is_dir() else shutil.copy2)(src, dest / name)
+            staged[key] = str(dest)
+        info = mlflow.pyfunc.log_model(name=kind, python_model=str(_MODEL_CODE / f"{kind}.py"),
+                                       artifacts=staged, signature=signature,
+                                       pip_requirements=_requirements(),
+                                       registered_model_name=registered)
+    return info.model_uri
 
 
 def _active() -> bool:

@@ -26,7 +26,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from gammaface import config, layout, pipeline, stage, workdir_lock
+from gammaface import config, layout, pipeline, stage, tracking, workdir_lock
 from gammaface.config import QUOTA_METHODS
 from gammaface.data import manifest
 from gammaface.downstream.mixing import BASELINE, jobs
@@ -297,6 +297,23 @@ def test_the_smoke_run_tracks_every_job_in_mlflow_compares_from_it_and_reruns_as
     assert {r.info.run_id for r in found} >= {r.info.run_id for r in job_runs}
     history = mlflow_helpers.client(work).get_metric_history(job_runs[0].info.run_id, "accuracy")
     assert history and history[-1].timestamp >= job_runs[0].info.start_time
+    # system metrics on the pipeline run; the two models registered, each by its stage's run
+    client = mlflow_helpers.client(work)
+    parent = client.get_run(job_runs[0].data.tags[tracking.PIPELINE_TAG])
+    assert "system/cpu_utilization_percentage" in parent.data.metrics
+    for kind, stage_name in (("ddpm", "train_ddpm"), ("labeller", "train_classifiers")):
+        version = client.get_latest_versions(f"{cfg.name}-{kind}")[0]
+        assert version.run_id == mlflow_helpers.stage_run(work, cfg.mlflow.experiment,
+                                                          stage_name).info.run_id
+    # the README's example, against this store
+    import mlflow
+
+    tracking.use_tracking_uri(f"sqlite:///{work / layout.MLFLOW_DB}")
+    faces = mlflow.pyfunc.load_model(f"models:/{cfg.name}-ddpm/latest").predict(
+        pd.DataFrame({"seed": range(3)}), params={"steps": 5})
+    labels = mlflow.pyfunc.load_model(f"models:/{cfg.name}-labeller/latest").predict(faces)
+    assert faces.shape[0] == 3 and faces.dtype.name == "uint8"
+    assert len(labels) == 3 and set(cfg.classifiers.attributes) <= set(labels.columns)
 
     out = root / "cmp"
     cmp = subprocess.run([sys.executable, "-m", "gammaface", "compare", str(smoke),

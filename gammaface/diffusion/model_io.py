@@ -13,6 +13,7 @@ from gammaface.errors import UserError
 
 UNET_DIR = "unet"
 SCHEDULER_DIR = "scheduler"
+PIPELINE_FILES = ("model_index.json", UNET_DIR, SCHEDULER_DIR)  # the pipeline, nothing else
 
 
 def load_ddpm(folder: str | Path) -> tuple[UNet2DModel, DDPMScheduler]:

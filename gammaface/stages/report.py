@@ -128,6 +128,13 @@ def run(ctx: StageContext) -> StageResult:
     if sel.get("nmi"):
         md += ["NMI between component and attribute: " + ", ".join(
             f"{a} {fmt(v)}" for a, v in sel["nmi"].items()) + ".", ""]
+    sweep = ctx.workdir.sub(layout.SWEEP_DIR)
+    if _copy(sweep, layout.SWEEP_PLOT, out, "sweep.png"):
+        md += ["The t* sweep of this workdir (`gammaface gmm sweep`, `sweep/sweep.csv`):", "",
+               "![t* sweep](sweep.png)", ""]
+    else:
+        md += ["No t* sweep in this workdir: `gammaface gmm sweep CONFIG` measures K and NMI "
+               "over t* and the space, and this page then shows it.", ""]
     gen = ctx.folder("generate")
     if gen.exists(layout.GENERATED_COMPOSITIONS):
         comp = pd.read_csv(gen.path(layout.GENERATED_COMPOSITIONS))

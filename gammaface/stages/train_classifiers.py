@@ -66,6 +66,8 @@ def run(ctx: StageContext) -> StageResult:
         tracking.log_metrics({f"{kind}/{k}": v for k, v in metrics[kind].items()})
     tracking.log_artifact(out.path(METRICS_FILE))
     tracking.log_artifact(out.path(labeller_io.INFO_FILE))
+    tracking.register_labeller(out.path(), [labeller_io.INFO_FILE, labeller_io.WEIGHTS_FILE], size,
+                               list(labeller.attributes), tracking.registered_name(cfg, "labeller"))
     ctx.echo("classifier accuracy on the test split (clean / degraded): " + ", ".join(
         f"{a} {metrics['clean'].get(f'accuracy/{a}', float('nan')):.3f}/"
         f"{metrics['degraded'].get(f'accuracy/{a}', float('nan')):.3f}" for a in c.attributes))

@@ -16,7 +16,7 @@ from diffusers import DDPMScheduler, UNet2DModel
 from gammaface import layout, ray_train, tracking
 from gammaface.config import Config
 from gammaface.data import manifest
-from gammaface.diffusion.model_io import save_ddpm
+from gammaface.diffusion.model_io import PIPELINE_FILES, save_ddpm
 from gammaface.diffusion.presets import unet_config
 from gammaface.diffusion.train_loop import loop_config, sample_images, train_loop_per_worker
 from gammaface.errors import UserError
@@ -66,6 +66,8 @@ def run(ctx: StageContext) -> StageResult:
                             cfg.ddpm.sample_steps, cfg.seed, device)
     out.write_bytes(layout.DDPM_SAMPLES, encode_png(square_grid(samples)))
     tracking.log_artifact(out.path(layout.DDPM_SAMPLES))
+    tracking.register_ddpm(out.path(), list(PIPELINE_FILES), loop_cfg["unet"]["sample_size"],
+                           tracking.registered_name(cfg, "ddpm"))
     return StageResult("train_ddpm", rows={"train_images": len(paths), "steps": int(state["step"])},
                        outputs={"unet": out.uri("unet"), "samples": out.uri(layout.DDPM_SAMPLES)},
                        metrics={"parameters": float(n_params)})

@@ -40,6 +40,27 @@ def test_submit_runs_smoke_on_a_real_head_and_logs_to_mlflow(tmp_path):
         assert submit.follow(url, job, echo=lines.append, timeout_s=120) == "FAILED"
         text = "\n".join(lines)
         assert text.index("first line") < text.index("second line")
+
+        # an uploaded working directory leaves secrets and credentials behind, by pattern
+        tree = tmp_path / "checkout"
+        kept = ["gammaface/__init__.py", "jobs/demo.yaml", "README.md", "notes/key_points.md"]
+        secret = [".env", "deploy/.env.prod", "certs/server.pem", "certs/tls.key", ".ssh/id_rsa",
+                  "home/id_ed25519.pub", ".aws/credentials", ".kube/config", ".netrc",
+                  "gcp/credentials-prod.json", "sa/my-service-account.json", ".git-credentials"]
+        for rel in kept + secret:
+            (tree / rel).parent.mkdir(parents=True, exist_ok=True)
+            (tree / rel).write_text("x")
+        lister = ("import os; print('FILES', sorted(os.path.relpath(os.path.join(d, f)) "
+                  "for d, _, fs in os.walk('.') for f in fs))")
+        job = submit.client(url).submit_job(entrypoint=f'{sys.executable} -c "{lister}"',
+                                            runtime_env=submit.runtime_env(str(tree), None))
+        lines = []
+        assert submit.follow(url, job, echo=lines.append, timeout_s=300) == "SUCCEEDED"
+        listed = next(line for line in lines if "FILES" in line)
+        for rel in kept:
+            assert f"'{rel}'" in listed
+        for rel in secret:
+            assert f"'{rel}'" not in listed, rel
     runs = mlflow_helpers.runs(work, "gammaface-smoke")
     assert {r.data.tags.get("stage") for r in runs} >= {"prepare", "train_ddpm"}
     assert (work / "ddpm" / "stage.json").is_file()

@@ -44,8 +44,26 @@ def test_harvest_and_search_stages_write_every_artifact(tmp_path, ray_local):
     def hash_of(stage):
         return pipeline.stage_hash(stage, cfg)
 
-    table = sweep(cfg, [100, 300], [0, 8], ["forward"], hash_of, echo=lambda s: None)
+    from gammaface import tracking
+    from gammaface.storage import Store
+
+    with tracking.pipeline_run(cfg, Store(cfg.workdir), ["harvest", "gmm_search"],
+                               kind="sweep") as sweep_id:
+        table = sweep(cfg, [100, 300], [0, 8], ["forward"], hash_of, echo=lambda s: None)
     assert len(table) == 4 and set(table["space"]) == {"pixels", "pca8"}
+    # tracked: the sweep a run, each (t*, space) a nested run with its params and figures
+    client = mlflow_helpers.client(work)
+    exp = client.get_experiment_by_name("gammaface-smoke").experiment_id
+    nested = client.search_runs([exp], f"tags.mlflow.parentRunId = '{sweep_id}' and "
+                                       f"tags.`{tracking.KIND_TAG}` = 'setting'")
+    searched = {(r.data.params["harvest.t_star"], r.data.params["gmm.space"]): r
+                for r in nested if "gmm.space" in r.data.params}
+    assert set(searched) == {("100", "pixels"), ("100", "pca8"), ("300", "pixels"), ("300", "pca8")}
+    for _, row in table.iterrows():
+        run = searched[(str(row["t_star"]), row["space"])]
+        assert run.data.metrics["chosen_k"] == row["chosen_k"]
+    logged = {a.path for a in client.list_artifacts(sweep_id, "sweep")}
+    assert {"sweep/sweep.csv", "sweep/sweep.png"} <= logged
     assert set(table["t_star"]) == {100, 300}
     again = sweep(cfg, [300], [0], ["forward"], hash_of, echo=lambda s: None)
     assert len(again) == 4
