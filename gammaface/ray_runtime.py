@@ -37,10 +37,12 @@ def connect(cfg: RayConfig) -> None:
 
     if ray.is_initialized():
         return
-    # A token left by an earlier local head would otherwise switch on authentication.
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     address = cfg.address or os.environ.get("RAY_ADDRESS")
+    if not address:
+        # only for the head this process starts for itself: a token left by an earlier local
+        # head would otherwise switch authentication on; a cluster keeps its own setting
+        os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     # ray.init replaces the SIGTERM handler with one that exits at once; keep the caller's
     # (the command line's ends the MLflow runs as KILLED and frees the workdir first)
     on_sigterm = signal.getsignal(signal.SIGTERM)

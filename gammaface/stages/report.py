@@ -14,6 +14,7 @@ import pandas as pd
 
 from gammaface import figures, layout, tables, tracking, webpage
 from gammaface.classifiers import inception
+from gammaface.config import quota_draw
 from gammaface.classifiers.labeller import Labeller
 from gammaface.data import manifest
 from gammaface.downstream import compare
@@ -113,7 +114,8 @@ def run(ctx: StageContext) -> StageResult:
     sel = gmm.read_json(layout.GMM_SELECTED)
     md += [f"Dataset `{cfg.data.dataset}`; harvest `{sel['source']}` at t* = {sel['t_star']}; "
            f"mixture in `{sel['space']}` space, K = {sel['k']} ({sel['chosen_by']}); draws "
-           f"`{cfg.generate.draw}`, eta {cfg.generate.eta:g}, {cfg.generate.n} images per method; "
+           f"`{cfg.generate.draw}`" + (f" (quota sets `{quota_draw(cfg)}`)" if quota_draw(cfg) !=
+                                       cfg.generate.draw else "") + f", eta {cfg.generate.eta:g}, {cfg.generate.n} images per method; "
            f"downstream target `{d.target}`, protected `{', '.join(d.protected)}`.", ""]
 
     df, root = manifest.read(ctx.manifest_path)
