@@ -110,7 +110,8 @@ def train_loop_per_worker(cfg: dict[str, Any]) -> None:
             log.metrics({k: v for k, v in metrics.items() if k != "epoch"}, epoch)
             print(f"epoch {epoch}/{cfg['epochs']} loss {metrics['loss']:.4f} "
                   f"train acc {metrics['train_accuracy']:.3f} "
-                  f"{metrics['images_per_s']:.0f} img/s", flush=True)
+                  f"{metrics['images_per_s']:.0f} img/s, ETA {elapsed * (cfg['epochs'] - epoch):.0f} s",
+                  flush=True)
         _report(cfg, rank, world, epoch, core, optimizer, metrics)
 
 

@@ -76,6 +76,7 @@ def train_loop_per_worker(cfg: dict[str, Any]) -> None:
     test = pd.DataFrame(cfg["test"])
     test_images = load_resized("/", list(test["file"]), cfg["image_size"])
     mine = cfg["jobs"][rank::world]
+    first = time.perf_counter()
     for i, job in enumerate(mine):
         folder = out.sub(job["folder"])
         if folder.exists(PREDICTIONS):
@@ -95,5 +96,6 @@ def train_loop_per_worker(cfg: dict[str, Any]) -> None:
         folder.write_parquet(PREDICTIONS, pred)
         print(f"[worker {rank}] {i + 1}/{len(mine)} {job['name']}: accuracy "
               f"{float((pred['y_pred'] == pred['y_true']).mean()):.3f} "
-              f"in {time.perf_counter() - started:.0f} s", flush=True)
+              f"in {time.perf_counter() - started:.0f} s, ETA "
+              f"{(time.perf_counter() - first) / (i + 1) * (len(mine) - i - 1):.0f} s", flush=True)
     ray.train.report({"jobs": len(mine)})
