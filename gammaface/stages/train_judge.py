@@ -41,7 +41,7 @@ def run(ctx: StageContext) -> StageResult:
         spec = Spec.from_yaml(s.spec) if s.spec else Spec(DEFAULT_SPEC)
         ctx.echo(f"  rendering the judge's own {j.n} faces (seed {j.seed})")
         rows = synthfaces.build(out.uri(DATA_DIR), n=j.n, size=s.size, seed=j.seed, spec=spec,
-                                train=1.0, val=0.0, use_ray=True)
+                                train=1.0, val=0.0, use_ray=True, progress=True)
         train, root = rows.reset_index(drop=True), out.path(DATA_DIR)
         source = f"a fresh SynthFaces render of {j.n} images, seed {j.seed}"
     else:
