@@ -138,5 +138,6 @@ def build_eval(out_dir: str | Path, attributes: list[str], n_per_cell: int, size
     out = Store(out_dir)
     if out.exists(manifest.MANIFEST_FILE):
         out.delete(manifest.MANIFEST_FILE)
-    render_all(rows, out, size, seed, use_ray=use_ray, progress=use_ray, stream=_EVAL_RENDER_STREAM)
+    render_all(rows, out, size, seed, use_ray=use_ray, progress=use_ray,
+               stream=_EVAL_RENDER_STREAM)
     return manifest.write(rows, out, image_root=".")
