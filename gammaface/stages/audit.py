@@ -28,6 +28,7 @@ from gammaface.data import manifest, registry
 from gammaface.data.cells import cell_codes, cells
 from gammaface.images import load_resized
 from gammaface.metrics import judged, novelty
+from gammaface.progress import progress
 from gammaface.stage import StageContext, StageResult
 
 TRAIN, TEST = "train (real)", "test (real)"
@@ -50,14 +51,16 @@ def _nearest(judge: Labeller, root: str, train_paths: list[str], size: int,
     images streamed in chunks so memory is bounded by a chunk, not the split."""
     best = {name: {k: np.full(len(q["pixels"]), np.inf) for k in ("pixels", "features")}
             for name, q in queries.items()}
-    for s in range(0, len(train_paths), REFERENCE_CHUNK):
-        chunk = load_resized(root, train_paths[s:s + REFERENCE_CHUNK], size)
-        ref = {"pixels": chunk.reshape(len(chunk), -1),
-               "features": judge.embed(chunk)}
-        for name, q in queries.items():
-            for k in ("pixels", "features"):
-                d = novelty.nearest_distances(q[k], ref[k])
-                np.minimum(best[name][k], d, out=best[name][k])
+    with progress(len(train_paths), "training images compared", unit="img") as bar:
+        for s in range(0, len(train_paths), REFERENCE_CHUNK):
+            chunk = load_resized(root, train_paths[s:s + REFERENCE_CHUNK], size)
+            ref = {"pixels": chunk.reshape(len(chunk), -1),
+                   "features": judge.embed(chunk)}
+            for name, q in queries.items():
+                for k in ("pixels", "features"):
+                    d = novelty.nearest_distances(q[k], ref[k])
+                    np.minimum(best[name][k], d, out=best[name][k])
+            bar.update(len(chunk))
     return best
 
 
