@@ -208,9 +208,13 @@ _MODEL_PACKAGES = ("torch", "torchvision", "diffusers", "safetensors", "numpy", 
 def _requirements() -> list[str]:
     """Pinned to this environment: MLflow would otherwise infer them by loading the model in a
     subprocess; gammaface itself is named as the package the model code imports."""
-    from importlib.metadata import version
+    from importlib.metadata import PackageNotFoundError, version
 
-    return [f"{p}=={version(p)}" for p in _MODEL_PACKAGES] + [f"gammaface=={version('gammaface')}"]
+    pins = [f"{p}=={version(p)}" for p in _MODEL_PACKAGES]
+    try:
+        return pins + [f"gammaface=={version('gammaface')}"]
+    except PackageNotFoundError:  # run from an uploaded checkout that was never installed
+        return pins + ["gammaface"]
 
 
 def register_labeller(folder: str, files: list[str], image_size: int, attributes: list[str],
