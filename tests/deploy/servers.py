@@ -58,22 +58,30 @@ def env_with_venv() -> dict[str, str]:
 @contextlib.contextmanager
 def ray_head(tmp: Path) -> Iterator[str]:
     """`ray start --head` with the dashboard; yields the job server's URL."""
-    port, dash = free_port(), free_port()
     log = tmp / "ray-head.log"
     ray = str(Path(sys.executable).parent / "ray")
-    # every agent gets a port of its own: the test session's local Ray holds the defaults
-    agents = [f"--{name}={free_port()}" for name in (
-        "dashboard-agent-listen-port", "dashboard-agent-grpc-port", "metrics-export-port",
-        "runtime-env-agent-port", "ray-client-server-port")]
-    proc = subprocess.Popen(
-        [ray, "start", "--head", f"--port={port}", "--dashboard-host=127.0.0.1",
-         f"--dashboard-port={dash}", "--include-dashboard=true", "--num-cpus=2", *agents,
-         "--object-store-memory=200000000", "--disable-usage-stats", "--block"],
-        stdout=log.open("w"), stderr=subprocess.STDOUT, env=env_with_venv(),
-        start_new_session=True)
-    url = f"http://127.0.0.1:{dash}"
+    for attempt in range(2):
+        port, dash = free_port(), free_port()
+        # every agent gets a port of its own: the test session's local Ray holds the defaults
+        agents = [f"--{name}={free_port()}" for name in (
+            "dashboard-agent-listen-port", "dashboard-agent-grpc-port", "metrics-export-port",
+            "runtime-env-agent-port", "ray-client-server-port")]
+        proc = subprocess.Popen(
+            [ray, "start", "--head", f"--port={port}", "--dashboard-host=127.0.0.1",
+             f"--dashboard-port={dash}", "--include-dashboard=true", "--num-cpus=2", *agents,
+             "--object-store-memory=200000000", "--disable-usage-stats", "--block"],
+            stdout=log.open("w"), stderr=subprocess.STDOUT, env=env_with_venv(),
+            start_new_session=True)
+        url = f"http://127.0.0.1:{dash}"
+        try:
+            wait_http(f"{url}/api/version", proc, 300, log)
+            break
+        except RuntimeError:
+            _stop(proc)
+            # Ray gives its raylet a fixed 30 s to register; a loaded machine can miss it once
+            if attempt or "timed out during startup" not in log.read_text():
+                raise
     try:
-        wait_http(f"{url}/api/version", proc, 300, log)
         yield url
     finally:
         _stop(proc)
