@@ -78,7 +78,7 @@ def _predicted_vs_measured(gen: Store, bal: pd.DataFrame, audit: pd.DataFrame, k
     if col not in pred.columns:
         return None
     rows = []
-    judged = audit[audit["cells"] == key].set_index("set") if "cells" in audit else audit
+    judged = audit[audit["cells"] == key].set_index("set")  # audit.csv always names its cells
     labelled = bal.set_index("set")
     for _, r in pred.iterrows():
         m = r["method"]
