@@ -33,7 +33,7 @@ def _load_config(args: argparse.Namespace):
     from gammaface import config
 
     overrides = _parse_sets(getattr(args, "set", None))
-    # a cluster job gets its workdir from its runtime environment (k8s/jobs/*.yaml)
+    # a cluster job gets its workdir from its runtime environment (k8s/jobs/)
     workdir = getattr(args, "workdir", None) or os.environ.get("GAMMAFACE_WORKDIR")
     if workdir:
         overrides["workdir"] = workdir

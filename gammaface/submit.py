@@ -29,10 +29,17 @@ EXCLUDES = [".git", ".venv", "runs", "mlruns", "mlartifacts", "*.db", "__pycache
 
 
 def client(address: str):
+    from ray.exceptions import AuthenticationError
     from ray.job_submission import JobSubmissionClient
 
     try:
         return JobSubmissionClient(address)
+    except AuthenticationError as exc:
+        # Ray's own message names every place a token may come from; ours names the one to use
+        refused = "refuses this token" if "invalid" in str(exc).lower() else "requires a token"
+        raise UserError(f"the Ray cluster at {address} {refused}: set RAY_AUTH_MODE=token and "
+                        "RAY_AUTH_TOKEN to the cluster's token (on Kubernetes the auth_token of "
+                        "the Secret gammaface-ray-auth).") from None
     except (ConnectionError, RuntimeError, ValueError) as exc:
         raise UserError(f"no Ray job server answers at {address} "
                         f"({str(exc).splitlines()[0] if str(exc) else type(exc).__name__}).") from None

@@ -68,7 +68,7 @@ MEANING = ("data.dataset", "classifiers.attributes", "generate.methods", "genera
 
 def rayjob_args(job: Path) -> tuple[list[str] | None, str | None]:
     """(--stages, --from) of the RayJob whose entrypoint runs this config, if one does."""
-    for path in sorted((REPO / "k8s" / "jobs").glob("*.yaml")):
+    for path in sorted((REPO / "k8s" / "jobs").rglob("*.yaml")):
         for doc in yaml.safe_load_all(path.read_text()):
             words = shlex.split((doc or {}).get("spec", {}).get("entrypoint", ""))
             if f"jobs/{job.name}" not in words:

@@ -181,3 +181,73 @@ def json_patch(doc: dict[str, Any], ops: list[dict[str, Any]]) -> dict[str, Any]
         else:
             raise ValueError(f"unsupported patch op {op['op']}")
     return doc
+
+
+def containers(doc: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any]]]:
+    for where, pod in pod_specs(doc):
+        for c in pod.get("containers", []) + pod.get("initContainers", []):
+            yield f"{doc['kind']} {doc['metadata']['name']} {where} container {c['name']}", c
+
+
+def _command_lines(c: dict[str, Any]) -> list[str]:
+    """Every string a container runs with: command, args, and its probes' and hooks' commands."""
+    out = list(c.get("command", [])) + list(c.get("args", []))
+    for probe in ("readinessProbe", "livenessProbe", "startupProbe"):
+        out += c.get(probe, {}).get("exec", {}).get("command", [])
+    for hook in c.get("lifecycle", {}).values():
+        out += hook.get("exec", {}).get("command", [])
+    return [str(s) for s in out]
+
+
+USERINFO = re.compile(r"://[^/@\s:]+:[^/@\s]+@")  # scheme://user:password@host
+
+
+def credential_errors(doc: dict[str, Any]) -> list[str]:
+    """A credential in a command line is readable by anyone who can list processes or read the
+    pod: neither a variable filled from a Secret (Kubernetes' $(VAR) or a shell's $VAR) nor a
+    URI with a password may appear there; a ConfigMap holds no password either."""
+    out = []
+    if doc["kind"] == "ConfigMap":
+        for key, value in (doc.get("data") or {}).items():
+            if USERINFO.search(str(value)):
+                out.append(f"ConfigMap {doc['metadata']['name']}: {key} holds a URI with a password")
+    for name, c in containers(doc):
+        secret = {e["name"] for e in c.get("env", []) if "secretKeyRef" in e.get("valueFrom", {})}
+        if any("secretRef" in e for e in c.get("envFrom", [])):
+            out.append(f"{name}: envFrom a whole Secret (its variables cannot be checked)")
+        for line in _command_lines(c):
+            for var in secret:
+                if re.search(rf"\$[({{]?{var}\b", line):
+                    out.append(f"{name}: the Secret's {var} is in its command line")
+            if USERINFO.search(line):
+                out.append(f"{name}: a URI with a password is in its command line")
+    return out
+
+
+def kustomize_build(path: Path) -> list[dict[str, Any]]:
+    """What `kubectl apply -k path` would send, rendered by kubectl's own kustomize."""
+    import subprocess
+    done = subprocess.run(["kubectl", "kustomize", str(path)], capture_output=True, text=True,
+                          timeout=120)
+    if done.returncode != 0:
+        raise AssertionError(f"kubectl kustomize {path} failed: {done.stderr.strip()}")
+    return [d for d in yaml.safe_load_all(done.stdout) if d]
+
+
+def kustomize_files(path: Path) -> set[Path]:
+    """The manifest files a kustomization takes in, following its resources and components."""
+    doc = yaml.safe_load((path / "kustomization.yaml").read_text())
+    out: set[Path] = set()
+    for entry in doc.get("resources", []) + doc.get("components", []):
+        target = (path / entry).resolve()
+        out |= kustomize_files(target) if target.is_dir() else {target}
+    return out
+
+
+def overlay_images(path: Path) -> dict[str, dict[str, str]]:
+    """The `images` rewrites an overlay applies (its own and its components'), by image name."""
+    doc = yaml.safe_load((path / "kustomization.yaml").read_text())
+    out = {i["name"]: i for i in doc.get("images", [])}
+    for entry in doc.get("components", []):
+        out.update(overlay_images((path / entry).resolve()))
+    return out

@@ -22,13 +22,14 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def wait_http(url: str, proc: subprocess.Popen, timeout: float, log: Path) -> None:
+def wait_http(url: str, proc: subprocess.Popen, timeout: float, log: Path,
+              headers: dict[str, str] | None = None) -> None:
     deadline = time.time() + timeout
     while time.time() < deadline:
         if proc.poll() is not None:
             raise RuntimeError(f"{url} exited early:\n{log.read_text()[-3000:]}")
         try:
-            with urllib.request.urlopen(url, timeout=2) as r:
+            with urllib.request.urlopen(urllib.request.Request(url, headers=headers or {}), timeout=2) as r:
                 if r.status == 200:
                     return
         except OSError:
@@ -56,8 +57,9 @@ def env_with_venv() -> dict[str, str]:
 
 
 @contextlib.contextmanager
-def ray_head(tmp: Path) -> Iterator[str]:
-    """`ray start --head` with the dashboard; yields the job server's URL."""
+def ray_head(tmp: Path, env: dict[str, str] | None = None) -> Iterator[str]:
+    """`ray start --head` with the dashboard; yields the job server's URL. `env` adds to the
+    head's environment (RAY_AUTH_MODE=token and a token, say)."""
     log = tmp / "ray-head.log"
     ray = str(Path(sys.executable).parent / "ray")
     for attempt in range(2):
@@ -70,11 +72,13 @@ def ray_head(tmp: Path) -> Iterator[str]:
             [ray, "start", "--head", f"--port={port}", "--dashboard-host=127.0.0.1",
              f"--dashboard-port={dash}", "--include-dashboard=true", "--num-cpus=2", *agents,
              "--object-store-memory=200000000", "--disable-usage-stats", "--block"],
-            stdout=log.open("w"), stderr=subprocess.STDOUT, env=env_with_venv(),
+            stdout=log.open("w"), stderr=subprocess.STDOUT, env={**env_with_venv(), **(env or {})},
             start_new_session=True)
         url = f"http://127.0.0.1:{dash}"
         try:
-            wait_http(f"{url}/api/version", proc, 300, log)
+            token = (env or {}).get("RAY_AUTH_TOKEN")
+            wait_http(f"{url}/api/version", proc, 300, log,
+                      {"Authorization": f"Bearer {token}"} if token else None)
             break
         except RuntimeError:
             _stop(proc)

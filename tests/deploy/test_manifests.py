@@ -1,11 +1,14 @@
 import copy
 import re
+import shutil
 
 import pytest
 import yaml
 
-from tests.deploy.manifests import (REPO, json_patch, load_all, operator_errors, pinned_ray_version,
-                                    schema_errors, security_errors)
+from tests.deploy.manifests import (REPO, containers, credential_errors, images, json_patch,
+                                    kustomize_build, kustomize_files, load_all, operator_errors,
+                                    overlay_images, pinned_ray_version, schema_errors,
+                                    security_errors)
 
 K8S = REPO / "k8s"
 FILES = sorted(p for p in K8S.rglob("*.yaml") if "crds" not in p.parts
@@ -13,6 +16,13 @@ FILES = sorted(p for p in K8S.rglob("*.yaml") if "crds" not in p.parts
 DOCS = load_all(FILES)
 RAY = [(p, d) for p, d in DOCS if d.get("kind") in ("RayCluster", "RayJob")]
 VERSION = pinned_ray_version()
+# what a user applies: each overlay, and each overlay's RayJobs
+OVERLAYS = sorted(k.parent for k in (K8S / "overlays").rglob("kustomization.yaml")
+                  if yaml.safe_load(k.read_text())["kind"] == "Kustomization")
+JOB_FILES = sorted((K8S / "jobs").rglob("*.yaml"))
+JOB_FILES = [p for p in JOB_FILES if p.name != "kustomization.yaml"]
+needs_kubectl = pytest.mark.skipif(shutil.which("kubectl") is None,
+                                   reason="kubectl (its kustomize renders the overlays) is not installed")
 
 
 def _id(item):
@@ -145,3 +155,130 @@ def test_the_security_check_catches_a_privileged_container():
     assert any("allowPrivilegeEscalation" in e for e in errors)
     assert any("capabilities" in e for e in errors)
     assert any("inline" in e for e in errors) and any("limits" in e for e in errors)
+
+
+# --- the overlays as kustomize renders them ---------------------------------------------------
+
+def _oid(path):
+    return str(path.relative_to(K8S / "overlays"))
+
+
+def test_every_rayjob_is_in_an_overlays_jobs_and_every_overlay_has_jobs():
+    """A RayJob outside every kustomization would never get an overlay's images."""
+    overlays = [o for o in OVERLAYS if o.name != "jobs"]
+    assert {o.name for o in overlays} == {"dev-cpu", "gpu"}
+    reached = set()
+    for o in overlays:
+        assert (o / "jobs" / "kustomization.yaml").is_file(), f"{o} has no jobs/"
+        reached |= kustomize_files(o / "jobs")
+    assert set(JOB_FILES) <= reached, set(JOB_FILES) - reached
+    # the GPU cluster runs every job; the laptop cluster only those without GPUs
+    assert set(JOB_FILES) <= kustomize_files(K8S / "overlays" / "gpu" / "jobs")
+    for p in kustomize_files(K8S / "overlays" / "dev-cpu" / "jobs"):
+        assert "nvidia.com/gpu" not in p.read_text(), f"{p} asks for GPUs on the CPU overlay"
+
+
+def test_project_images_are_named_so_that_the_overlays_rewrite_them():
+    for path, doc in DOCS:
+        for image in images(doc):
+            if "gammaface" in image:
+                assert re.fullmatch(rf"gammaface:ray{re.escape(VERSION)}-(cpu|gpu)", image), \
+                    f"{path}: {image} is not gammaface:ray{VERSION}-cpu|gpu, which the overlays rewrite"
+
+
+@needs_kubectl
+@pytest.mark.parametrize("overlay", OVERLAYS, ids=_oid)
+def test_each_overlay_renders_with_its_images_and_passes_every_check(overlay):
+    docs = kustomize_build(overlay)
+    rewrite = overlay_images(overlay)["gammaface"]
+    registry = rewrite["newName"]
+    seen = set()
+    for doc in docs:
+        for image in images(doc):
+            name, _, tag = image.rpartition(":")
+            assert name and tag and tag != "latest", f"{image} is not pinned to a tag"
+            if image.split("/")[-1].startswith("gammaface"):
+                assert name == registry, f"{doc['kind']} {doc['metadata']['name']}: {image} is not from {registry}"
+                assert tag.startswith(f"ray{VERSION}-") and tag == rewrite.get("newTag", tag)
+                seen.add(image)
+        assert security_errors(doc) == []
+        assert credential_errors(doc) == []
+        if doc["kind"] in ("RayCluster", "RayJob"):
+            assert schema_errors(doc) == [] and operator_errors(doc, VERSION) == []
+        assert doc["metadata"].get("namespace") == "gammaface" or doc["kind"] == "Namespace"
+    assert seen, f"{overlay} renders no gammaface image"
+    kinds = {d["kind"] for d in docs}
+    if overlay.name == "jobs":
+        assert kinds == {"RayJob"}
+    else:
+        assert {"RayCluster", "Deployment", "NetworkPolicy", "ConfigMap"} <= kinds
+
+
+@needs_kubectl
+def test_the_object_store_is_an_option_the_laptop_overlay_takes():
+    gpu = {(d["kind"], d["metadata"]["name"]) for d in kustomize_build(K8S / "overlays" / "gpu")}
+    cpu = kustomize_build(K8S / "overlays" / "dev-cpu")
+    assert not any("object-store" in name for _, name in gpu)
+    assert ("StatefulSet", "gammaface-object-store") in {(d["kind"], d["metadata"]["name"]) for d in cpu}
+    storage = next(d for d in cpu if d["kind"] == "ConfigMap" and d["metadata"]["name"] == "gammaface-storage")
+    assert storage["data"]["MLFLOW_S3_ENDPOINT_URL"] == "http://gammaface-object-store:7070"
+    assert storage["data"]["MLFLOW_ARTIFACTS_DESTINATION"].startswith("s3://")
+
+
+# --- credentials, authentication, the dashboard ------------------------------------------------
+
+@pytest.mark.parametrize("item", DOCS, ids=_id)
+def test_no_credential_is_in_any_command_line(item):
+    _, doc = item
+    assert credential_errors(doc) == []
+
+
+def test_mlflow_reads_its_store_from_settings_and_its_password_through_libpq():
+    mlflow = next(d for _, d in DOCS if d["kind"] == "Deployment" and d["metadata"]["name"] == "gammaface-mlflow")
+    c = mlflow["spec"]["template"]["spec"]["containers"][0]
+    assert not [a for a in c["args"] if "store-uri" in a or "artifacts-destination" in a]
+    assert {"configMapRef": {"name": "gammaface-storage"}} in c["envFrom"]
+    env = {e["name"]: e for e in c["env"]}
+    assert env["PGPASSWORD"]["valueFrom"]["secretKeyRef"]["name"] == "gammaface-mlflow-db"
+    settings = dict(line.split("=", 1) for line in (K8S / "base" / "storage.env").read_text().splitlines()
+                    if line and not line.startswith("#"))
+    assert settings["MLFLOW_BACKEND_STORE_URI"].startswith("postgresql://gammaface-postgres:")
+    assert "@" not in settings["MLFLOW_BACKEND_STORE_URI"]
+
+
+def test_every_ray_cluster_requires_a_token_and_exposes_its_dashboard_only_as_documented():
+    for path, doc in RAY:
+        spec = doc["spec"] if doc["kind"] == "RayCluster" else doc["spec"]["rayClusterSpec"]
+        assert spec.get("authOptions", {}).get("mode") == "token", f"{path}: Ray auth is not on"
+        host = spec["headGroupSpec"]["rayStartParams"].get("dashboard-host", "127.0.0.1")
+        if doc["kind"] == "RayCluster":
+            # reached through `kubectl port-forward`, which connects to the pod's loopback
+            assert host == "127.0.0.1", f"{path}: the dashboard listens on {host}"
+        else:
+            # the submitter pod reaches it through the head's Service: the policy limits who may
+            assert host in ("0.0.0.0", "127.0.0.1")
+    policy = next(d for _, d in DOCS if d["kind"] == "NetworkPolicy")
+    assert policy["spec"]["podSelector"]["matchLabels"] == {"ray.io/node-type": "head"}
+    outside = [r for r in policy["spec"]["ingress"] if any("namespaceSelector" in f for f in r["from"])]
+    assert outside and all(r.get("ports") == [{"port": 8265}] for r in outside)
+    base = yaml.safe_load((K8S / "base" / "kustomization.yaml").read_text())
+    assert "networkpolicy.yaml" in base["resources"]
+
+
+def test_the_credential_check_catches_a_password_in_argv():
+    old = {"kind": "Deployment", "metadata": {"name": "m"}, "spec": {"template": {"spec": {"containers": [{
+        "name": "mlflow", "command": ["mlflow", "server"],
+        "args": ["--backend-store-uri=postgresql://$(POSTGRES_USER):$(POSTGRES_PASSWORD)@db:5432/mlflow"],
+        "env": [{"name": "POSTGRES_PASSWORD", "valueFrom": {"secretKeyRef": {"name": "s", "key": "k"}}}]}]}}}}
+    errors = credential_errors(old)
+    assert any("POSTGRES_PASSWORD" in e for e in errors) and any("URI with a password" in e for e in errors)
+    shell = copy.deepcopy(old)
+    c = shell["spec"]["template"]["spec"]["containers"][0]
+    c["args"] = ['mc alias set store http://s3:9000 "$AWS_KEY" "${POSTGRES_PASSWORD}"']
+    assert any("POSTGRES_PASSWORD" in e for e in credential_errors(shell))
+    c["args"] = ["--port=5000"]
+    c["envFrom"] = [{"secretRef": {"name": "everything"}}]
+    assert any("envFrom" in e for e in credential_errors(shell))
+    cm = {"kind": "ConfigMap", "metadata": {"name": "c"}, "data": {"URI": "postgresql://u:pw@db/mlflow"}}
+    assert credential_errors(cm)
+    assert not [n for n, _ in containers(old) if "initContainers" in n]

@@ -12,9 +12,9 @@ from tests.deploy.servers import env_with_venv, mlflow_server, ray_head
 from tests.deploy.manifests import REPO
 
 
-def _gammaface(*args, **kw):
+def _gammaface(*args, env=None, **kw):
     return subprocess.run([sys.executable, "-m", "gammaface", *args], capture_output=True,
-                          text=True, cwd=REPO, env=env_with_venv(), **kw)
+                          text=True, cwd=REPO, env=env or env_with_venv(), **kw)
 
 
 def test_submit_runs_smoke_on_a_real_head_and_logs_to_mlflow(tmp_path):
@@ -64,6 +64,23 @@ def test_submit_runs_smoke_on_a_real_head_and_logs_to_mlflow(tmp_path):
     runs = mlflow_helpers.runs(work, "gammaface-smoke")
     assert {r.data.tags.get("stage") for r in runs} >= {"prepare", "train_ddpm"}
     assert (work / "ddpm" / "stage.json").is_file()
+
+
+def test_a_head_with_token_authentication_takes_only_its_token(tmp_path):
+    """As on Kubernetes (authOptions: token): without the token, or with another, submit says
+    so in one sentence; with it, a pipeline stage runs on the cluster, whose driver joins Ray
+    under the cluster's own auth setting."""
+    token = {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": "t" * 32}
+    with ray_head(tmp_path, env=token) as url:
+        for env, said in (({}, "requires a token"), ({**token, "RAY_AUTH_TOKEN": "x" * 32}, "refuses this token")):
+            done = _gammaface("submit", "--status", "raysubmit_none", "--address", url, env={**env_with_venv(), **env})
+            assert done.returncode == 2 and said in done.stderr and "Traceback" not in done.stderr, done.stderr[-2000:]
+            assert "RAY_AUTH_TOKEN" in done.stderr
+        work = tmp_path / "work"
+        done = _gammaface("submit", "jobs/smoke.yaml", "--address", url, "--stages", "prepare",
+                          "--workdir", str(work), env={**env_with_venv(), **token}, timeout=600)
+        assert done.returncode == 0 and "SUCCEEDED" in done.stdout, done.stdout[-3000:] + done.stderr[-3000:]
+    assert (work / "data" / "synthfaces" / "stage.json").is_file()
 
 
 def test_submit_refuses_a_bad_config_before_anything_reaches_the_cluster():
