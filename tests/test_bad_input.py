@@ -3,7 +3,6 @@ command line, and no traceback."""
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import signal

@@ -3,7 +3,6 @@
 import subprocess
 import sys
 
-import pytest
 from mlflow.tracking import MlflowClient
 
 from gammaface import config, pipeline
