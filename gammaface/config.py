@@ -57,10 +57,39 @@ def _numeric(annotation: Any) -> bool:
     return any(_numeric(a) for a in args)
 
 
+# the stages whose tasks, actors or training workers run out of the driver, and so can be placed
+PLACED_STAGES = ("train_ddpm", "train_classifiers", "train_judge", "harvest", "gmm_search",
+                 "generate", "pseudo_label", "downstream")
+
+
 class RayConfig(Section):
     address: str | None = None  # None: RAY_ADDRESS if set, else a local Ray started on the spot
     num_cpus: int | None = Field(default=None, gt=0)
     object_store_memory: int | None = Field(default=None, gt=0)  # bytes, local Ray only
+    # custom Ray resources each task, actor or training worker of a stage asks for, by stage:
+    # {generate: {a100: 1}} runs generate's actors only on nodes started with `--resources
+    # '{"a100": N}'` (a node group of the cluster). Where work runs, never what it produces:
+    # no stage's resume key holds it.
+    resources: dict[str, dict[str, float]] = {}
+
+    @field_validator("resources")
+    @classmethod
+    def _placed(cls, value: dict[str, dict[str, float]]) -> dict[str, dict[str, float]]:
+        for stage, wanted in value.items():
+            if stage not in PLACED_STAGES:
+                raise ValueError(f"{stage!r} is no stage with work to place; one of "
+                                 f"{', '.join(PLACED_STAGES)}")
+            for name, amount in wanted.items():
+                if name in ("CPU", "GPU", "memory", "object_store_memory"):
+                    raise ValueError(f"{stage}.{name}: CPUs, GPUs and memory come from the "
+                                     "stage's own settings; name custom resources only")
+                if not amount > 0:
+                    raise ValueError(f"{stage}.{name} must be a positive amount, not {amount}")
+        return value
+
+    def placed(self, stage: str) -> dict[str, float]:
+        """The custom resources `stage`'s work asks for (none: anywhere)."""
+        return dict(self.resources.get(stage, {}))
 
 
 class MlflowConfig(Section):
@@ -331,9 +360,12 @@ class DownstreamConfig(Section):
     epochs: int = Field(default=10, gt=0)
     batch_size: int = Field(default=64, gt=0)
     learning_rate: float = Field(default=1e-4, gt=0)
-    num_workers: int = Field(default=1, gt=0)  # workers share out the jobs, one job at a time each
+    # jobs trained at once, each in its own Ray task, handed out as the cluster frees up
+    num_workers: int = Field(default=1, gt=0)
     use_gpu: bool = False
-    max_failures: int = Field(default=1, ge=0)
+    # a GPU's share per job: a fraction lets several small classifiers share one GPU
+    gpus_per_job: float = Field(default=1.0, gt=0, le=1)
+    max_failures: int = Field(default=1, ge=0)  # retries of a failed job, each job on its own
 
     @field_validator("target")
     @classmethod

@@ -93,7 +93,7 @@ STAGES: tuple[StageSpec, ...] = (
               _keys("generate.protected", "generate.quota.cells", "label.bootstrap", "seed"),
               "gammaface.stages.audit"),
     StageSpec("downstream", _needs("pseudo_label"),
-              _keys(*_section_except("downstream", "num_workers", "use_gpu", "max_failures"),
+              _keys(*_section_except("downstream", "num_workers", "use_gpu", "gpus_per_job", "max_failures"),
                     "label.min_confidence", "classifiers.image_size"),
               "gammaface.stages.downstream"),
     StageSpec("report", _needs("downstream", "audit"), _keys("downstream"), "gammaface.stages.report"),

@@ -9,7 +9,7 @@ import socket
 import threading
 from typing import Any
 
-from gammaface.config import RayConfig
+from gammaface.config import Config, RayConfig
 from gammaface.ray_train import node_cpus
 
 log = logging.getLogger(__name__)
@@ -63,6 +63,13 @@ def connect(cfg: RayConfig) -> None:
         return
     for name in ("ray.data", "ray.train"):
         logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def placement(cfg: Config, stage: str) -> dict[str, Any]:
+    """Ray Data's `map_batches` arguments that place a stage's actors (`ray.resources`): none
+    where the stage may run anywhere."""
+    wanted = cfg.ray.placed(stage)
+    return {"resources": wanted} if wanted else {}
 
 
 def actor_resources(concurrency: int, num_gpus: float,

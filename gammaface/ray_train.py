@@ -115,17 +115,20 @@ def rank_log(cfg: dict[str, Any], rank: int) -> Log:
 
 def fit(loop: Callable[[dict[str, Any]], None], loop_cfg: dict[str, Any], *, num_workers: int,
         use_gpu: bool, cpus_per_worker: int, storage_path: str, name: str, max_failures: int,
-        what: str, checkpointed: bool = True) -> tuple[Path | None, dict[str, Any]]:
+        what: str, checkpointed: bool = True, resources: dict[str, float] | None = None
+        ) -> tuple[Path | None, dict[str, Any]]:
     """Run `loop` on every worker; rerunning with the same storage_path and name resumes from
     the latest checkpoint. Returns a local copy of the final checkpoint (None for a loop that
-    keeps its own progress on disk, `checkpointed=False`) and rank 0's last reported metrics."""
+    keeps its own progress on disk, `checkpointed=False`) and rank 0's last reported metrics.
+    `resources`: custom Ray resources every worker asks for (where it may run)."""
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
     trainer = TorchTrainer(
         loop, train_loop_config=loop_cfg,
         scaling_config=ScalingConfig(num_workers=num_workers, use_gpu=use_gpu,
-                                     resources_per_worker={"CPU": cpus_per_worker}),
+                                     resources_per_worker={"CPU": cpus_per_worker,
+                                                           **(resources or {})}),
         run_config=RunConfig(name=name, storage_path=storage_path,
                              failure_config=FailureConfig(max_failures=max_failures),
                              checkpoint_config=CheckpointConfig(num_to_keep=2)))

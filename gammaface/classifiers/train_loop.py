@@ -130,7 +130,7 @@ def _report(cfg: dict[str, Any], rank: int, world: int, epoch: int, model: torch
 
 def fit_classifier(c: Any, train_paths: list[str], labels: np.ndarray, image_root: str,
                    image_size: int, seed: int, config_hash: str, storage_path: str, name: str,
-                   log: Any) -> AttributeNet:
+                   log: Any, resources: dict[str, float] | None = None) -> AttributeNet:
     """Train one attribute classifier (settings `c`: a ClassifiersConfig) on Ray Train from the
     driver, resuming from `storage_path`/`name` where an earlier run stopped; the trained net."""
     threads = ray_train.cpus_per_worker(None, c.use_gpu, c.num_workers)
@@ -143,7 +143,8 @@ def fit_classifier(c: Any, train_paths: list[str], labels: np.ndarray, image_roo
     }
     final, _ = ray_train.fit(train_loop_per_worker, loop_cfg, num_workers=c.num_workers,
                              use_gpu=c.use_gpu, cpus_per_worker=threads, storage_path=storage_path,
-                             name=name, max_failures=c.max_failures, what=name.split("-")[0])
+                             name=name, max_failures=c.max_failures, what=name.split("-")[0],
+                             resources=resources)
     ray_train.checkpoint_state(final, config_hash, ray_train.FILES_WITHOUT_EMA)
     model = AttributeNet(c.backbone, list(c.attributes), image_size)
     model.load_state_dict(ray_train.load_weights(final, ray_train.MODEL_FILE))

@@ -1,7 +1,6 @@
-"""The downstream loop Ray Train runs on every worker: each worker trains its share of the
-jobs (one independent classifier D per job, no gradient sharing between jobs) and writes each
-job's test predictions when it is done. A restarted worker skips the jobs whose predictions
-exist, so the unit of resume is the job."""
+"""One downstream job: an independent classifier D (no gradient is shared between jobs), trained
+in its own Ray task, which writes the job's test predictions when it is done. A job whose
+predictions exist is skipped, so the unit of retry and of resume is the job."""
 
 from __future__ import annotations
 
@@ -64,38 +63,29 @@ def predict(model: AttributeNet, target: str, images: np.ndarray, device: torch.
     return torch.cat(probs).numpy()
 
 
-def train_loop_per_worker(cfg: dict[str, Any]) -> None:
-    import ray.train
-    import ray.train.torch
-
-    ctx = ray.train.get_context()
-    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+def train_job(job: dict[str, Any], cfg: dict[str, Any]) -> dict[str, Any]:
+    """One job, as its own Ray task: train its classifier, write its test predictions. `cfg`
+    holds what every job shares, the evaluation images included (put in the object store once).
+    A job whose predictions exist is done: a retried or rerun task returns at once."""
+    folder = Store(cfg["out"]).sub(job["folder"])
+    if folder.exists(PREDICTIONS):
+        return {"accuracy": None, "seconds": 0.0}
+    started = time.perf_counter()
     torch.set_num_threads(cfg["threads"])
-    device = ray.train.torch.get_device() if cfg["use_gpu"] else torch.device("cpu")
-    out = Store(cfg["out"])
+    # Ray gives a task with GPUs its own CUDA_VISIBLE_DEVICES: "cuda" is the share it asked for
+    device = torch.device("cuda" if cfg["use_gpu"] and torch.cuda.is_available() else "cpu")
     test = pd.DataFrame(cfg["test"])
-    test_images = load_resized("/", list(test["file"]), cfg["image_size"])
-    mine = cfg["jobs"][rank::world]
-    first = time.perf_counter()
-    for i, job in enumerate(mine):
-        folder = out.sub(job["folder"])
-        if folder.exists(PREDICTIONS):
-            continue
-        started = time.perf_counter()
-        table, _ = folder.read_parquet(TRAIN_TABLE)
-        # files are relative to the workdir, or absolute for a dataset kept elsewhere
-        images = load_resized(cfg["workdir"], list(table["file"]), cfg["image_size"])
-        log = (cfg.get("log") or NoLog()).for_run(job.get("run_id"))  # the job's own run
-        weights = table["weight"].to_numpy() if "weight" in table.columns else None
-        model = train_one(cfg, job, images, table["label"].to_numpy(), device, log, weights)
-        probs = predict(model, cfg["target"], test_images, device)
-        pred = test[["path", "label"] + cfg["protected"]].rename(columns={"label": "y_true"})
-        pred["y_pred"] = probs.argmax(1)
-        for c in range(probs.shape[1]):
-            pred[f"prob_{c}"] = probs[:, c].astype(np.float32)
-        folder.write_parquet(PREDICTIONS, pred)
-        print(f"[worker {rank}] {i + 1}/{len(mine)} {job['name']}: accuracy "
-              f"{float((pred['y_pred'] == pred['y_true']).mean()):.3f} "
-              f"in {time.perf_counter() - started:.0f} s, ETA "
-              f"{(time.perf_counter() - first) / (i + 1) * (len(mine) - i - 1):.0f} s", flush=True)
-    ray.train.report({"jobs": len(mine)})
+    table, _ = folder.read_parquet(TRAIN_TABLE)
+    # files are relative to the workdir, or absolute for a dataset kept elsewhere
+    images = load_resized(cfg["workdir"], list(table["file"]), cfg["image_size"])
+    log = (cfg.get("log") or NoLog()).for_run(job.get("run_id"))  # the job's own run
+    weights = table["weight"].to_numpy() if "weight" in table.columns else None
+    model = train_one(cfg, job, images, table["label"].to_numpy(), device, log, weights)
+    probs = predict(model, cfg["target"], cfg["test_images"], device)
+    pred = test[["path", "label"] + cfg["protected"]].rename(columns={"label": "y_true"})
+    pred["y_pred"] = probs.argmax(1)
+    for c in range(probs.shape[1]):
+        pred[f"prob_{c}"] = probs[:, c].astype(np.float32)
+    folder.write_parquet(PREDICTIONS, pred)
+    return {"accuracy": float((pred["y_pred"] == pred["y_true"]).mean()),
+            "seconds": time.perf_counter() - started}

@@ -43,14 +43,16 @@ def _fit_task(X: np.ndarray, k: int, gmm_kwargs: dict[str, Any], threads: int
 
 def bic_search(X: np.ndarray, ks: Sequence[int], gmm_kwargs: dict[str, Any] | None = None,
                use_ray: bool = True, cpus_per_task: int = 1, gpus_per_task: float = 0.0,
-               show: bool = False) -> SearchResult:
-    """Fit every K in `ks` and pick the one with the lowest BIC; `show`: progress as fits end."""
+               show: bool = False, resources: dict[str, float] | None = None) -> SearchResult:
+    """Fit every K in `ks` and pick the one with the lowest BIC; `show`: progress as fits end;
+    `resources`: custom Ray resources each fit's task asks for."""
     X = check_data(X, max(ks))
     gmm_kwargs = dict(gmm_kwargs or {})
     if use_ray:
         import ray
 
-        task = ray.remote(_fit_task).options(num_cpus=cpus_per_task, num_gpus=gpus_per_task)
+        task = ray.remote(_fit_task).options(num_cpus=cpus_per_task, num_gpus=gpus_per_task,
+                                             resources=resources or {})
         ref = ray.put(np.ascontiguousarray(X))
         # largest K first: its fits run longest (more components, usually more iterations),
         # so the short ones fill the gaps at the end instead of one long fit running alone

@@ -8,8 +8,9 @@ target, protected and n_per_class, with its metrics (accuracy, TPR, worst-group 
 raw and x100, KL reference and fixed range, DEO, per-group TPR, BPC against the baseline of the
 same seed and size), its differences to that baseline (`delta/...`, with paired bootstrap
 bounds over the evaluation images), the count of every evaluation cell (`eval_n/...`) and its
-predictions. Training runs in one TorchTrainer whose workers share out the jobs; evaluation
-runs in the driver once every job has its predictions.
+predictions. Every job trains in its own Ray task (`gammaface.ray_tasks`: handed out as the
+cluster frees up, a failed job retried alone); evaluation runs in the driver once every job has
+its predictions.
 """
 
 from __future__ import annotations
@@ -20,15 +21,16 @@ from typing import Any, Callable
 import numpy as np
 import pandas as pd
 
-from gammaface import layout, ray_train, tracking
+from gammaface import layout, ray_tasks, ray_train, tracking
 from gammaface.config import Config
 from gammaface.data import manifest, registry, synthfaces
 from gammaface.data.cells import cell_codes, cells, equal_cells
 from gammaface.data.synthfaces_spec import DEFAULT_SPEC, Spec
 from gammaface.downstream import compare
 from gammaface.downstream.mixing import BASELINE, Job, Pools, job_key, jobs, mix
-from gammaface.downstream.train_loop import PREDICTIONS, TRAIN_TABLE, train_loop_per_worker
+from gammaface.downstream.train_loop import PREDICTIONS, TRAIN_TABLE, train_job
 from gammaface.errors import UserError
+from gammaface.images import load_resized
 from gammaface.metrics.evaluate import INTERSECTION_SEP, evaluate
 from gammaface.ray_runtime import connect
 from gammaface.seeds import seed_of
@@ -38,7 +40,6 @@ from gammaface.storage import Store
 JOB_FILE = "job.json"
 METRICS_FILE = "metrics.json"
 KIND = "downstream"
-RAY_TRAIN_DIR = "ray_train"
 EVAL_DIR = "eval"
 EVAL_RECORD = "eval.json"
 
@@ -223,14 +224,46 @@ def _evaluate_job(cfg: Config, pred: pd.DataFrame, baseline: dict[str, float] | 
                     {a: pred[a].to_numpy() for a in d.protected}, baseline, train=directions)
 
 
+def _train(ctx: StageContext, out: Store, test: pd.DataFrame, pending: list[Job],
+           run_ids: dict[Job, str]) -> None:
+    """Every pending job in its own Ray task, at most `num_workers` at once."""
+    cfg, d = ctx.cfg, ctx.cfg.downstream
+    at_once = max(1, min(d.num_workers, len(pending)))
+    threads = ray_train.cpus_per_worker(None, d.use_gpu, at_once)
+    shared = {
+        "target": d.target, "protected": list(d.protected), "backbone": d.backbone,
+        "image_size": cfg.classifier_image_size, "epochs": d.epochs, "batch_size": d.batch_size,
+        "learning_rate": d.learning_rate, "use_gpu": d.use_gpu, "threads": threads,
+        "out": out.path(), "workdir": ctx.workdir.path(), "test": test.to_dict(orient="list"),
+        # read once here, shared by every task through the object store
+        "test_images": load_resized("/", list(test["file"]), cfg.classifier_image_size),
+        "log": tracking.worker_run(),
+    }
+    items = [{"folder": j.folder, "seed": j.seed, "name": j.name, "run_id": run_ids.get(j)}
+             for j in pending]
+    started, finished = time.perf_counter(), []
+
+    def done(item: dict[str, Any], result: dict[str, Any]) -> None:
+        finished.append(item)
+        left = len(items) - len(finished)
+        eta = (time.perf_counter() - started) / len(finished) * left
+        accuracy = "" if result["accuracy"] is None else f"accuracy {result['accuracy']:.3f} "
+        ctx.echo(f"  [downstream] {len(finished)}/{len(items)} {item['name']}: {accuracy}"
+                 f"in {result['seconds']:.0f} s, ETA {eta:.0f} s")
+
+    slot = ray_tasks.Slot(num_cpus=threads, num_gpus=d.gpus_per_job if d.use_gpu else 0.0,
+                          resources=cfg.ray.placed("downstream"))
+    ray_tasks.run_each(train_job, items, shared=shared, name=lambda item: f"downstream {item['name']}",
+                       slot=slot, max_retries=d.max_failures, concurrency=at_once, on_done=done)
+
+
 def run(ctx: StageContext) -> StageResult:
     import mlflow
 
-    cfg, workdir = ctx.cfg, ctx.workdir
+    cfg = ctx.cfg
     d = cfg.downstream
     connect(cfg.ray)
     out = ctx.local_out("trains from local files").sub(d.target)
-    key = ctx.hash
 
     def keyed(job: Job) -> str:
         return job_key(cfg, job, ctx.hash_of)
@@ -243,21 +276,7 @@ def run(ctx: StageContext) -> StageResult:
           + ", ".join(f"{k} {v}" for k, v in counts[all_jobs[0]].items()))
     test = _test_table(cfg, *_eval_rows(ctx, out))
     if pending:
-        workers = max(1, min(d.num_workers, len(pending)))
-        threads = ray_train.cpus_per_worker(None, d.use_gpu, workers)
-        loop_cfg = {
-            "target": d.target, "protected": list(d.protected), "backbone": d.backbone,
-            "image_size": cfg.classifier_image_size, "epochs": d.epochs, "batch_size": d.batch_size,
-            "learning_rate": d.learning_rate, "use_gpu": d.use_gpu, "threads": threads,
-            "out": out.path(), "workdir": workdir.path(), "test": test.to_dict(orient="list"),
-            "log": tracking.worker_run(),
-            "jobs": [{"folder": j.folder, "seed": j.seed, "name": j.name,
-                      "run_id": run_ids.get(j)} for j in pending],
-        }
-        ray_train.fit(train_loop_per_worker, loop_cfg, num_workers=workers, use_gpu=d.use_gpu,
-                      cpus_per_worker=threads, storage_path=out.path(RAY_TRAIN_DIR),
-                      name=f"downstream-{key}", max_failures=d.max_failures, what="downstream",
-                      checkpointed=False)
+        _train(ctx, out, test, pending, run_ids)
 
     key_names = INTERSECTION_SEP.join(d.protected)
     binary = registry.get(d.target).n_classes == 2

@@ -44,7 +44,7 @@ from gammaface.gmm.projection import Projection
 from gammaface.images import encode_png
 from gammaface.latents import store as latent_store
 from gammaface.progress import progress
-from gammaface.ray_runtime import actor_resources, connect
+from gammaface.ray_runtime import actor_resources, connect, placement
 from gammaface.stage import StageContext, StageResult
 
 PLAN_FILE = "plan.json"
@@ -157,7 +157,8 @@ def _render_pending(cfg: Config, pending: list[Shard], renderer_kwargs: dict[str
         fn_constructor_kwargs=dict(renderer_kwargs={**renderer_kwargs, "threads": threads},
                                    out_root=str(out), keys=keys, quota=quota,
                                    labeller_dir=labeller_dir),
-        compute=ray.data.ActorPoolStrategy(size=g.concurrency), num_cpus=cpus, num_gpus=g.num_gpus)
+        compute=ray.data.ActorPoolStrategy(size=g.concurrency), num_cpus=cpus, num_gpus=g.num_gpus,
+        **placement(cfg, "generate"))
     what = "renders" if quota else "images"
     with progress(total_images, what, unit="img", initial=done_images) as bar:
         for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):

@@ -75,7 +75,8 @@ def _search(ctx: StageContext) -> tuple[dict[str, Any], pd.DataFrame]:
     backend = resolve_backend(g.backend)
     gpus = 1.0 if backend == "cuml" else 0.0
     result = bic_search(space_X, ks, {**_gmm_kwargs(cfg), "backend": backend},
-                        use_ray=ray.is_initialized(), gpus_per_task=gpus, show=True)
+                        use_ray=ray.is_initialized(), gpus_per_task=gpus, show=True,
+                        resources=cfg.ray.placed("gmm_search"))
     chosen = g.k if g.k is not None else result.chosen_k
     for k, gm in result.mixtures.items():
         gm.save(_local(out, layout.gmm_mixture(k)))

@@ -21,7 +21,7 @@ from gammaface.diffusion.sampler import effective_t, make_scheduler
 from gammaface.errors import UserError
 from gammaface.latents import store
 from gammaface.latents.harvest import HarvestBatch
-from gammaface.ray_runtime import actor_resources, connect
+from gammaface.ray_runtime import actor_resources, connect, placement
 from gammaface.stage import StageContext, StageResult
 
 
@@ -59,7 +59,7 @@ def _harvest(ctx: StageContext, echo: Callable[[str], None]) -> dict[str, Any]:
                                    image_root=image_root, paths=paths, threads=threads,
                                    use_gpu=h.num_gpus > 0),
         compute=ray.data.ActorPoolStrategy(size=h.concurrency), num_cpus=cpus,
-        num_gpus=h.num_gpus)
+        num_gpus=h.num_gpus, **placement(cfg, "harvest"))
     parts, done, start = [], 0, time.perf_counter()
     for batch in ds.iter_batches(batch_size=None, batch_format="pandas"):
         parts.append(batch)

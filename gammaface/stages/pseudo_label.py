@@ -23,7 +23,7 @@ from gammaface.errors import UserError
 from gammaface.generate.weights import set_balance
 from gammaface.images import load_resized
 from gammaface.progress import progress
-from gammaface.ray_runtime import actor_resources, connect
+from gammaface.ray_runtime import actor_resources, connect, placement
 from gammaface.stage import StageContext, StageResult
 
 BALANCE_JSON = "balance.json"
@@ -46,7 +46,7 @@ def _label_manifest(cfg: Config, generated: pd.DataFrame, image_root: str, class
                                                    image_root=image_root, threads=threads,
                                                    use_gpu=lc.num_gpus > 0),
                         compute=ray.data.ActorPoolStrategy(size=lc.concurrency), num_cpus=cpus,
-                        num_gpus=lc.num_gpus)
+                        num_gpus=lc.num_gpus, **placement(cfg, "pseudo_label"))
     parts = []
     with progress(len(frame), "labelled", unit="img") as bar:
         for part in ds.iter_batches(batch_size=None, batch_format="pandas"):

@@ -54,7 +54,7 @@ def run(ctx: StageContext) -> StageResult:
     tracking.log_dataset(train, ctx.manifest_path, "labeller train split", "training")
     model = fit_classifier(c, list(train["path"]), encode(train, list(c.attributes)), image_root,
                            size, cfg.seed, h, out.path(RAY_TRAIN_DIR), f"classifiers-{h}",
-                           tracking.worker_run())
+                           tracking.worker_run(), cfg.ray.placed("train_classifiers"))
     labeller_io.save(Path(out.path()), model, c.backbone, size)
 
     labeller = Labeller.load(out.path())

@@ -53,7 +53,8 @@ def run(ctx: StageContext) -> StageResult:
     final, _ = ray_train.fit(train_loop_per_worker, loop_cfg, num_workers=d.num_workers,
                              use_gpu=d.use_gpu, cpus_per_worker=loop_cfg["threads"],
                              storage_path=out.path(RAY_TRAIN_DIR), name=f"ddpm-{h}",
-                             max_failures=d.max_failures, what="ddpm")
+                             max_failures=d.max_failures, what="ddpm",
+                             resources=cfg.ray.placed("train_ddpm"))
     state = ray_train.checkpoint_state(final, h)
     ema = ray_train.load_weights(final, ray_train.EMA_FILE)
 
