@@ -202,6 +202,11 @@ class GaussianMixture(DensityMixin, BaseEstimator):
                 best = (result["lower_bound"], result)
         assert best is not None
         r = best[1]
+        # the mean log-likelihood of X under the final parameters, from one more pass of the
+        # EM's own (float32 products, float64 sums): what bic/aic of the training rows need,
+        # without the float64 pass of score(X) (scikit-learn's fit ends with such a pass too)
+        total, *_ = self._e_pass(data, centre, rows, r["weights"], r["means"] - centre, r["variances"])
+        self.train_score_ = total / data.shape[0]
         self.weights_ = r["weights"].cpu().double().numpy()
         self.means_ = r["means"].cpu().double().numpy()
         self.covariances_ = r["variances"].cpu().double().numpy()
@@ -230,6 +235,7 @@ class GaussianMixture(DensityMixin, BaseEstimator):
                                random_state=self.random_state, **kwargs).fit(X)
         self.weights_, self.means_, self.covariances_ = sk.weights_, sk.means_, sk.covariances_
         self.converged_, self.n_iter_, self.lower_bound_ = sk.converged_, sk.n_iter_, sk.lower_bound_
+        self.train_score_ = float(sk.score(X))
         self.n_reseeded_ = 0
         self._set_precisions()
         return self
@@ -430,11 +436,18 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         return (k - 1) + 2 * k * d  # scikit-learn's count for diag
 
     def bic(self, X: Any) -> float:
-        n = X.shape[0]
-        return -2 * self.score(X) * n + self._n_parameters() * math.log(n)
+        return self.bic_from_score(self.score(X), X.shape[0])
 
     def aic(self, X: Any) -> float:
-        return -2 * self.score(X) * X.shape[0] + 2 * self._n_parameters()
+        return self.aic_from_score(self.score(X), X.shape[0])
+
+    def bic_from_score(self, score: float, n: int) -> float:
+        """BIC of n rows whose mean log-likelihood is `score` (`train_score_` for the rows the
+        mixture was fitted on)."""
+        return -2 * score * n + self._n_parameters() * math.log(n)
+
+    def aic_from_score(self, score: float, n: int) -> float:
+        return -2 * score * n + 2 * self._n_parameters()
 
     def sample(self, n_samples: int = 1, random_state: int | None = None
                ) -> tuple[np.ndarray, np.ndarray]:

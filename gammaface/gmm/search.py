@@ -30,7 +30,9 @@ def fit_one(X: np.ndarray, k: int, gmm_kwargs: dict[str, Any], threads: int | No
         torch.set_num_threads(threads)
     start = time.perf_counter()
     gm = GaussianMixture(n_components=k, **gmm_kwargs).fit(X)
-    row = {"k": k, "bic": gm.bic(X), "aic": gm.aic(X), "lower_bound": gm.lower_bound_,
+    n = X.shape[0]  # both criteria from the fit's own final pass over X, not two more
+    row = {"k": k, "bic": gm.bic_from_score(gm.train_score_, n),
+           "aic": gm.aic_from_score(gm.train_score_, n), "lower_bound": gm.lower_bound_,
            "n_iter": gm.n_iter_, "converged": bool(gm.converged_),
            "seconds": time.perf_counter() - start}
     return row, gm

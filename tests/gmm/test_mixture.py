@@ -203,3 +203,18 @@ def test_every_init_and_as_many_components_as_rows(init):
     assert np.isfinite(ours.lower_bound_)
     tiny = np.random.default_rng(0).normal(size=(4, 2))
     assert GaussianMixture(4, backend="torch", init_params=init, random_state=0).fit(tiny).means_.shape == (4, 2)
+
+
+@pytest.mark.parametrize("d", [10, 3072])
+def test_the_fits_own_score_of_its_rows_equals_scikit_learns_score(d):
+    """train_score_ comes from the EM's float32 pass; the BIC search reads it instead of two
+    float64 passes of score(X). It must give scikit-learn's BIC to well within 1e-5."""
+    X, _, _ = _mixture_data(n=800, d=d, spread=0.8)
+    X32 = X.astype(np.float32)
+    start = _same_start(X, 3)
+    ours = GaussianMixture(3, backend="torch", **start).fit(X32)
+    sk = SkGaussianMixture(3, covariance_type="diag", weights_init=start["weights_init"],
+                           means_init=start["means_init"], precisions_init=1 / start["variances_init"]).fit(X)
+    assert ours.train_score_ == pytest.approx(ours.score(X32), rel=1e-7)
+    assert ours.bic_from_score(ours.train_score_, len(X)) == pytest.approx(sk.bic(X), rel=1e-6)
+    assert ours.aic_from_score(ours.train_score_, len(X)) == pytest.approx(sk.aic(X), rel=1e-6)
