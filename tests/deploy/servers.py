@@ -5,6 +5,7 @@ the machine (such as the test session's own local Ray) is touched."""
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import socket
@@ -12,6 +13,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
@@ -56,21 +58,33 @@ def env_with_venv() -> dict[str, str]:
             "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"}
 
 
+@dataclass(frozen=True)
+class Head:
+    url: str  # the dashboard and job server
+    gcs: str  # host:port that `ray start --address` and `ray.init(address=...)` join
+
+
+def _own_ports(*names: str) -> list[str]:
+    """A free port for each of Ray's per-node listeners: the test session's local Ray (and any
+    other node on this machine) holds the defaults."""
+    return [f"--{name}={free_port()}" for name in (
+        "dashboard-agent-listen-port", "dashboard-agent-grpc-port", "metrics-export-port",
+        "runtime-env-agent-port", *names)]
+
+
 @contextlib.contextmanager
-def ray_head(tmp: Path, env: dict[str, str] | None = None) -> Iterator[str]:
-    """`ray start --head` with the dashboard; yields the job server's URL. `env` adds to the
-    head's environment (RAY_AUTH_MODE=token and a token, say)."""
+def ray_head(tmp: Path, env: dict[str, str] | None = None, num_cpus: int = 2) -> Iterator[Head]:
+    """`ray start --head` with the dashboard; yields its job server's URL and GCS address.
+    `env` adds to the head's environment (RAY_AUTH_MODE=token and a token, say)."""
     log = tmp / "ray-head.log"
     ray = str(Path(sys.executable).parent / "ray")
     for attempt in range(2):
         port, dash = free_port(), free_port()
-        # every agent gets a port of its own: the test session's local Ray holds the defaults
-        agents = [f"--{name}={free_port()}" for name in (
-            "dashboard-agent-listen-port", "dashboard-agent-grpc-port", "metrics-export-port",
-            "runtime-env-agent-port", "ray-client-server-port")]
         proc = subprocess.Popen(
             [ray, "start", "--head", f"--port={port}", "--dashboard-host=127.0.0.1",
-             f"--dashboard-port={dash}", "--include-dashboard=true", "--num-cpus=2", *agents,
+             f"--dashboard-port={dash}", "--include-dashboard=true", f"--num-cpus={num_cpus}",
+             *_own_ports("ray-client-server-port"), "--min-worker-port=20000",
+             "--max-worker-port=20999",
              "--object-store-memory=200000000", "--disable-usage-stats", "--block"],
             stdout=log.open("w"), stderr=subprocess.STDOUT, env={**env_with_venv(), **(env or {})},
             start_new_session=True)
@@ -86,7 +100,45 @@ def ray_head(tmp: Path, env: dict[str, str] | None = None) -> Iterator[str]:
             if attempt or "timed out during startup" not in log.read_text():
                 raise
     try:
-        yield url
+        yield Head(url, f"127.0.0.1:{port}")
+    finally:
+        _stop(proc)
+
+
+def alive_nodes(head: Head) -> list[dict]:
+    """The cluster's alive nodes, as Ray's state API lists them."""
+    from ray.util.state import list_nodes
+
+    return [n.__dict__ if hasattr(n, "__dict__") else dict(n)
+            for n in list_nodes(address=head.url, filters=[("state", "=", "ALIVE")], detail=True)]
+
+
+@contextlib.contextmanager
+def ray_node(tmp: Path, head: Head, resources: dict[str, float], num_cpus: int = 2) -> Iterator[str]:
+    """A second Ray node on this machine (its own `ray start` process, its own ports) joined
+    to `head`, offering `resources`; yields its node id once the head lists it alive."""
+    log = tmp / "ray-node.log"
+    ray = str(Path(sys.executable).parent / "ray")
+    proc = subprocess.Popen(
+        [ray, "start", f"--address={head.gcs}", f"--num-cpus={num_cpus}",
+         f"--resources={json.dumps(resources)}", *_own_ports("node-manager-port", "object-manager-port"),
+         "--min-worker-port=21000", "--max-worker-port=21999", "--object-store-memory=200000000",
+         "--disable-usage-stats", "--block"],
+        stdout=log.open("w"), stderr=subprocess.STDOUT, env=env_with_venv(), start_new_session=True)
+    try:
+        deadline = time.time() + 300
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"the second Ray node exited early:\n{log.read_text()[-3000:]}")
+            # the node that offers the custom resources is this one
+            new = [n for n in alive_nodes(head)
+                   if set(resources) <= set(n.get("resources_total") or {})]
+            if new:
+                break
+            if time.time() > deadline:
+                raise RuntimeError(f"the second Ray node did not join in 300 s:\n{log.read_text()[-3000:]}")
+            time.sleep(1)
+        yield new[0]["node_id"]
     finally:
         _stop(proc)
 

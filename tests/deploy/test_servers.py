@@ -18,7 +18,8 @@ def _gammaface(*args, env=None, **kw):
 
 def test_submit_runs_smoke_on_a_real_head_and_logs_to_mlflow(tmp_path):
     work = tmp_path / "work"
-    with ray_head(tmp_path) as url:
+    with ray_head(tmp_path) as head:
+        url = head.url
         done = _gammaface("submit", "jobs/smoke.yaml", "--address", url,
                           "--stages", "prepare,train_ddpm", "--workdir", str(work),
                           "--set", "ddpm.train_steps=10", timeout=900)
@@ -70,7 +71,8 @@ def test_a_head_with_token_authentication_takes_only_its_token(tmp_path):
     so in one sentence; with it, a pipeline stage runs on the cluster, whose driver joins Ray
     under the cluster's own auth setting."""
     token = {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": "t" * 32}
-    with ray_head(tmp_path, env=token) as url:
+    with ray_head(tmp_path, env=token) as head:
+        url = head.url
         for env, said in (({}, "requires a token"), ({**token, "RAY_AUTH_TOKEN": "x" * 32}, "refuses this token")):
             done = _gammaface("submit", "--status", "raysubmit_none", "--address", url, env={**env_with_venv(), **env})
             assert done.returncode == 2 and said in done.stderr and "Traceback" not in done.stderr, done.stderr[-2000:]
