@@ -12,7 +12,7 @@ rerun has only the failed ones left to do.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable, Generic, Sequence, TypeVar
+from typing import Any, Callable, Sequence, TypeVar
 
 from gammaface.errors import UserError, explain
 
@@ -28,15 +28,9 @@ class Slot:
     resources: dict[str, float] | None = None  # custom resources: a node group, a GPU type
 
 
-@dataclass
-class Failed(Generic[T]):
-    item: T
-    error: BaseException
-
-
 def _reason(exc: BaseException) -> str:
-    """One line for a job that failed: our own sentence where there is one, else the first line
-    of what the task raised (Ray's wrapper puts the traceback after it)."""
+    """One line for a job that failed: our own sentence where there is one, else the exception's
+    type and the last line of its text (Ray's wrapper puts the traceback before the message)."""
     sentence = explain(exc)
     if sentence:
         return sentence
@@ -65,7 +59,7 @@ def run_each(fn: Callable[..., Any], items: Sequence[T], *, shared: Any, name: C
     waiting = list(range(len(items)))
     running: dict[Any, int] = {}
     results: list[Any] = [None] * len(items)
-    failed: list[Failed[T]] = []
+    failed: list[tuple[T, BaseException]] = []
     while waiting or running:
         while waiting and len(running) < max(1, concurrency):
             i = waiting.pop(0)
@@ -76,12 +70,12 @@ def run_each(fn: Callable[..., Any], items: Sequence[T], *, shared: Any, name: C
         try:
             results[i] = ray.get(ready)
         except Exception as exc:  # noqa: BLE001 - reported below, once the others are done
-            failed.append(Failed(items[i], exc))
+            failed.append((items[i], exc))
             continue
         if on_done is not None:
             on_done(items[i], results[i])
     if failed:
-        lines = "; ".join(f"{name(f.item)}: {_reason(f.error)}" for f in failed)
+        lines = "; ".join(f"{name(item)}: {_reason(exc)}" for item, exc in failed)
         raise UserError(f"{len(failed)} of {len(items)} jobs failed after {max_retries + 1} "
                         f"attempt(s) each ({lines}); the others are done, and a rerun trains "
                         "only these.")

@@ -8,7 +8,6 @@ import time
 from typing import Any
 
 import numpy as np
-import pandas as pd
 import torch
 import torch.nn.functional as F
 
@@ -74,7 +73,7 @@ def train_job(job: dict[str, Any], cfg: dict[str, Any]) -> dict[str, Any]:
     torch.set_num_threads(cfg["threads"])
     # Ray gives a task with GPUs its own CUDA_VISIBLE_DEVICES: "cuda" is the share it asked for
     device = torch.device("cuda" if cfg["use_gpu"] and torch.cuda.is_available() else "cpu")
-    test = pd.DataFrame(cfg["test"])
+    test = cfg["test"]
     table, _ = folder.read_parquet(TRAIN_TABLE)
     # files are relative to the workdir, or absolute for a dataset kept elsewhere
     images = load_resized(cfg["workdir"], list(table["file"]), cfg["image_size"])

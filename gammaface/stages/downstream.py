@@ -234,7 +234,7 @@ def _train(ctx: StageContext, out: Store, test: pd.DataFrame, pending: list[Job]
         "target": d.target, "protected": list(d.protected), "backbone": d.backbone,
         "image_size": cfg.classifier_image_size, "epochs": d.epochs, "batch_size": d.batch_size,
         "learning_rate": d.learning_rate, "use_gpu": d.use_gpu, "threads": threads,
-        "out": out.path(), "workdir": ctx.workdir.path(), "test": test.to_dict(orient="list"),
+        "out": out.path(), "workdir": ctx.workdir.path(), "test": test,
         # read once here, shared by every task through the object store
         "test_images": load_resized("/", list(test["file"]), cfg.classifier_image_size),
         "log": tracking.worker_run(),

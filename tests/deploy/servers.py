@@ -105,12 +105,11 @@ def ray_head(tmp: Path, env: dict[str, str] | None = None, num_cpus: int = 2) ->
         _stop(proc)
 
 
-def alive_nodes(head: Head) -> list[dict]:
-    """The cluster's alive nodes, as Ray's state API lists them."""
+def alive_nodes(head: Head) -> list:
+    """The cluster's alive nodes, as Ray's state API lists them (NodeState records)."""
     from ray.util.state import list_nodes
 
-    return [n.__dict__ if hasattr(n, "__dict__") else dict(n)
-            for n in list_nodes(address=head.url, filters=[("state", "=", "ALIVE")], detail=True)]
+    return list_nodes(address=head.url, filters=[("state", "=", "ALIVE")], detail=True)
 
 
 @contextlib.contextmanager
@@ -132,13 +131,13 @@ def ray_node(tmp: Path, head: Head, resources: dict[str, float], num_cpus: int =
                 raise RuntimeError(f"the second Ray node exited early:\n{log.read_text()[-3000:]}")
             # the node that offers the custom resources is this one
             new = [n for n in alive_nodes(head)
-                   if set(resources) <= set(n.get("resources_total") or {})]
+                   if set(resources) <= set(n.resources_total or {})]
             if new:
                 break
             if time.time() > deadline:
                 raise RuntimeError(f"the second Ray node did not join in 300 s:\n{log.read_text()[-3000:]}")
             time.sleep(1)
-        yield new[0]["node_id"]
+        yield new[0].node_id
     finally:
         _stop(proc)
 

@@ -19,8 +19,7 @@ VERSION = pinned_ray_version()
 # what a user applies: each overlay, and each overlay's RayJobs
 OVERLAYS = sorted(k.parent for k in (K8S / "overlays").rglob("kustomization.yaml")
                   if yaml.safe_load(k.read_text())["kind"] == "Kustomization")
-JOB_FILES = sorted((K8S / "jobs").rglob("*.yaml"))
-JOB_FILES = [p for p in JOB_FILES if p.name != "kustomization.yaml"]
+JOB_FILES = sorted(p for p in (K8S / "jobs").rglob("*.yaml") if p.name != "kustomization.yaml")
 needs_kubectl = pytest.mark.skipif(shutil.which("kubectl") is None,
                                    reason="kubectl (its kustomize renders the overlays) is not installed")
 
