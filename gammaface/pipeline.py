@@ -18,7 +18,7 @@ from gammaface import layout, stage, tracking, workdir_lock
 from gammaface.config import QUOTA_METHODS, Config, uses_labeller
 from gammaface.errors import UserError, explain
 from gammaface.stage import StageContext, StageResult
-from gammaface.storage import Store
+from gammaface.storage import Store, mirror_of, pull, push
 
 
 @dataclass(frozen=True)
@@ -180,19 +180,23 @@ def run(cfg: Config, stages: list[str] | None = None,
         echo: Callable[[str], None] = stage.say, start_from: str | None = None) -> list[StageResult]:
     selected = select(stages)
     workdir = Store(cfg.workdir)
+    # a remote workdir is staged through a local mirror: stages read and write local files,
+    # and each stage's folder goes up whole, stage.json last, when it completes
+    local = workdir if workdir.is_local else mirror_of(workdir)
     for note in cfg.notes:
         echo(f"config: {note}")
     results: list[StageResult] = []
     try:
-        with workdir_lock.hold(workdir, "gammaface run " + ",".join(selected)):
+        with workdir_lock.hold(local, "gammaface run " + ",".join(selected)):
             if start_from:
                 adopt(cfg, Store(start_from), workdir, echo)
             for name in selected:
                 _check_inputs(name, cfg, workdir, selected)
             with tracking.pipeline_run(cfg, workdir, selected) as parent_id:
-                echo(f"workdir {workdir.root}; MLflow run {parent_id}")
+                staged = "" if local is workdir else f" (staged through {local.root})"
+                echo(f"workdir {workdir.root}{staged}; MLflow run {parent_id}")
                 for name in selected:
-                    results.append(_run_one(name, cfg, workdir, echo))
+                    results.append(_run_one(name, cfg, workdir, local, echo))
     except UserError:
         raise
     except Exception as exc:  # a full disk, a read-only folder, an unreachable store
@@ -203,8 +207,23 @@ def run(cfg: Config, stages: list[str] | None = None,
     return results
 
 
-def _run_one(name: str, cfg: Config, workdir: Store, echo: Callable[[str], None]) -> StageResult:
-    folder = workdir.sub(layout.stage_dir(name, cfg))
+def _upstream(name: str, cfg: Config) -> list[str]:
+    """Every stage `name` reads from, directly or through another's artifacts (a generated
+    set's manifest names the prepared images it was drawn from), in pipeline order."""
+    seen: set[str] = set()
+    todo = list(BY_NAME[name].needs(cfg))
+    while todo:
+        need = todo.pop()
+        if need not in seen:
+            seen.add(need)
+            todo.extend(BY_NAME[need].needs(cfg))
+    return [n for n in STAGE_NAMES if n in seen]
+
+
+def _run_one(name: str, cfg: Config, workdir: Store, local: Store,
+             echo: Callable[[str], None]) -> StageResult:
+    rel = layout.stage_dir(name, cfg)
+    folder = workdir.sub(rel)
     h = stage_hash(name, cfg)
     if stage.completed_hash(folder) == h:
         found = stage.damaged(folder)
@@ -218,11 +237,26 @@ def _run_one(name: str, cfg: Config, workdir: Store, echo: Callable[[str], None]
     echo(f"[{name}] running")
     started = time.time()
     module = importlib.import_module(BY_NAME[name].module)  # type: ignore[arg-type]
+    remote = local is not workdir
+    own = local.sub(rel)
+    shared: dict[str, str] = {}
+    if remote:
+        for need in _upstream(name, cfg):
+            stage.fetch(workdir.sub(layout.stage_dir(need, cfg)), local.sub(layout.stage_dir(need, cfg)))
+        stage.mark_incomplete(own)
+        shared = pull(folder, own)  # what an earlier, interrupted run left: resumed from
     with tracking.stage_run(name, h):
-        ctx = StageContext(cfg, workdir, name, lambda n: stage_hash(n, cfg), echo=echo)
+        ctx = StageContext(cfg, local, name, lambda n: stage_hash(n, cfg), echo=echo,
+                           publish=folder if remote else None)
         result = module.run(ctx)
         result.seconds = time.time() - started
         tracking.log_metrics({"stage_seconds": result.seconds})
-    stage.mark_complete(folder, h, result, started)
+    if remote:  # units published meanwhile from other machines, then the whole folder up
+        shared.update(pull(folder, own, skip=shared))
+        stage.mark_complete(own, h, result, started)
+        sent = push(own, folder, shared, last=(layout.STAGE_FILE,))
+        echo(f"[{name}] {sent} file(s) uploaded to {folder.uri()}")
+    else:
+        stage.mark_complete(folder, h, result, started)
     echo(f"[{name}] done in {result.seconds:.1f} s")
     return result

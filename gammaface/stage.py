@@ -21,7 +21,7 @@ from gammaface.config import Config
 from gammaface.data.manifest import MANIFEST_FILE
 from gammaface.errors import UserError
 from gammaface.layout import STAGE_FILE
-from gammaface.storage import TMP_MARK, Store
+from gammaface.storage import TMP_MARK, Store, mirror_of, pull
 
 _VERSIONED = ("gammaface", "torch", "torchvision", "ray", "diffusers", "mlflow", "numpy", "pandas",
               "pyarrow", "scikit-learn")
@@ -55,6 +55,10 @@ class StageContext:
     hash_of: Callable[[str], str]
     echo: Callable[[str], None] = say
     folders: dict[str, str] = field(default_factory=dict)
+    # Where the workdir is remote, `workdir` is its local mirror and `publish` this stage's
+    # remote folder: a stage whose actors finish units (shards) uploads each one there as it
+    # completes, so a run killed anywhere resumes from them, on this machine or another.
+    publish: Store | None = None
 
     @property
     def hash(self) -> str:
@@ -76,8 +80,9 @@ class StageContext:
         """This stage's folder, refused with one sentence where the workdir is remote and the
         stage writes through local files."""
         if not self.out.is_local:
-            raise UserError(f"{self.stage} {why}; workdir {self.workdir.root} is remote, which "
-                            "this stage does not support yet.")
+            raise UserError(f"{self.stage} {why}; workdir {self.workdir.root} is remote: run it "
+                            "with `gammaface run`, which stages a remote workdir through a local "
+                            "mirror.")
         return self.out
 
     @property
@@ -168,3 +173,28 @@ def mark_complete(folder: Store, config_hash: str, result: StageResult, started:
         "timings": {"started": started, "finished": finished, "seconds": finished - started},
     })
 
+
+
+def fetch(remote: Store, local: Store) -> None:
+    """Make `local` a copy of the completed stage folder `remote`: its recorded files, each
+    fetched only where the local copy differs from the record, its `stage.json`, and nothing
+    else (a stale local file would be read as the stage's)."""
+    record = remote.read_json(STAGE_FILE)
+    files = record.get("files") or {}
+    pull(remote, local, files)
+    for rel in local.files():
+        if rel not in files and rel != STAGE_FILE:
+            local.delete(rel)
+    remote.copy_to(STAGE_FILE, local)
+
+
+def local_view(workdir: Store, folders: list[str]) -> Store:
+    """A workdir whose completed stage `folders` (workdir-relative) are local files: the
+    workdir itself where it is local, else its mirror with those folders fetched."""
+    if workdir.is_local:
+        return workdir
+    local = mirror_of(workdir)
+    for rel in folders:
+        if workdir.sub(rel).exists(STAGE_FILE):
+            fetch(workdir.sub(rel), local.sub(rel))
+    return local

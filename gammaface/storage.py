@@ -9,8 +9,11 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import os
 import posixpath
+import shutil
 import uuid
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -67,6 +70,16 @@ class Store:
         elif info.type == pafs.FileType.File:
             self.fs.delete_file(info.path)
 
+    def copy_to(self, rel: str, dest: Store, dest_rel: str | None = None) -> None:
+        """Copy one file into `dest` (any filesystem), streamed, through a temporary name, so
+        the destination never holds half of it."""
+        target = dest.path(dest_rel or rel)
+        dest.fs.create_dir(posixpath.dirname(target), recursive=True)
+        tmp = f"{target}{TMP_MARK}{uuid.uuid4().hex[:8]}"
+        with self.fs.open_input_stream(self.path(rel)) as src, dest.fs.open_output_stream(tmp) as out:
+            shutil.copyfileobj(src, out, 1 << 22)
+        dest.fs.move(tmp, target)
+
     def read_bytes(self, rel: str) -> bytes:
         with self.fs.open_input_stream(self.path(rel)) as f:
             return f.read()
@@ -113,3 +126,56 @@ class Store:
         meta = {k.decode(): v.decode() for k, v in (table.schema.metadata or {}).items()
                 if not k.startswith(b"pandas")}
         return table.to_pandas(), meta
+
+
+CACHE_ENV = "GAMMAFACE_CACHE"  # where the local mirrors of remote workdirs live
+
+
+def mirror_of(remote: Store) -> Store:
+    """The local folder that stands in for a remote workdir on this machine: stages read and
+    write local files there, and what they finish is copied to the remote one. Keyed by the
+    remote URI, so every workdir has its own, and a rerun on this machine finds its own."""
+    base = os.environ.get(CACHE_ENV) or os.path.join(Path.home(), ".cache", "gammaface")
+    key = hashlib.sha256(remote.uri().encode()).hexdigest()[:16]
+    return Store(os.path.join(base, "mirror", key))
+
+
+def pull(remote: Store, local: Store, record: dict[str, list[Any]] | None = None,
+         skip: Iterable[str] = ()) -> dict[str, str]:
+    """Fetch into `local` each file of `remote` that `local` lacks or holds in another size,
+    or, where `record` (path -> [size, sha256], a completed stage's) names it, with another
+    digest; with a record, only the recorded files; never those in `skip`. Returns path ->
+    sha256 of every fetched or matching file: what `local` and `remote` now share."""
+    present = local.files()
+    shared = {}
+    wanted = ({rel: size for rel, (size, _) in record.items()} if record is not None
+              else {rel: size for rel, size in remote.files().items() if TMP_MARK not in rel})
+    skipped = set(skip)
+    for rel, size in wanted.items():
+        if rel in skipped:
+            continue
+        sha = record[rel][1] if record is not None else None
+        if present.get(rel) == size and (sha is None or local.sha256(rel) == sha):
+            shared[rel] = sha or local.sha256(rel)
+            continue
+        remote.copy_to(rel, local)
+        shared[rel] = local.sha256(rel)
+    return shared
+
+
+def push(local: Store, remote: Store, shared: dict[str, str], last: tuple[str, ...] = ()
+         ) -> int:
+    """Make `remote` hold what `local` holds: upload each file not in `shared` (what both held,
+    by digest) or changed since, delete remote files `local` no longer has, and upload the
+    files named in `last` after everything else (a completion record). Returns files sent."""
+    present = {rel: size for rel, size in local.files().items() if TMP_MARK not in rel}
+    there = remote.files()  # one listing, not a request per file
+    sent = 0
+    for rel in sorted(present, key=lambda r: r in last):
+        if there.get(rel) != present[rel] or shared.get(rel) != local.sha256(rel):
+            local.copy_to(rel, remote)
+            sent += 1
+    for rel in there:
+        if rel not in present:
+            remote.delete(rel)
+    return sent

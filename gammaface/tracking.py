@@ -71,7 +71,11 @@ def _experiment_id(cfg: Config, workdir: Store, uri: str) -> str:
     exp = mlflow.get_experiment_by_name(cfg.mlflow.experiment)
     if exp is not None:
         return exp.experiment_id
-    location = workdir.path(MLFLOW_ARTIFACTS) if uri.startswith("sqlite:") else None
+    location = None  # a server, or a file store, keeps its own
+    if uri.startswith("sqlite:"):  # beside the workdir's data, or beside a SQLite file elsewhere
+        location = (workdir.path(MLFLOW_ARTIFACTS) if workdir.is_local else
+                    os.path.join(os.path.dirname(os.path.abspath(uri.split(":///", 1)[-1])),
+                                 MLFLOW_ARTIFACTS))
     return mlflow.create_experiment(cfg.mlflow.experiment, artifact_location=location)
 
 
