@@ -26,6 +26,7 @@ from gammaface.generate import shards as shard_io
 from gammaface.generate.plan import Shard, image_seed
 from gammaface.gmm.projection import Projection
 from gammaface.images import load_resized, to_model_space, to_uint8
+from gammaface.storage import Store
 
 SAMPLING_FILE = "sampling.npz"  # per method: what its draws start from
 
@@ -150,13 +151,15 @@ def quota_marks(labeller: Any, images: np.ndarray, attributes: list[str], min_co
 class RenderShards:
     """Ray Data actor: the DDPM loaded once; maps one shard row to a written shard folder. For
     quota sets (`quota`: method -> attributes and minimum confidence) the labeller, loaded once
-    too, labels every render in the same pass, and only renders worth keeping are written."""
+    too, labels every render in the same pass, and only renders worth keeping are written.
+    `publish` (a remote workdir's stage folder) receives each shard as soon as it is written."""
 
     def __init__(self, renderer_kwargs: dict[str, Any], out_root: str, keys: dict[str, str],
                  quota: dict[str, dict[str, Any]] | None = None,
-                 labeller_dir: str | None = None) -> None:
+                 labeller_dir: str | None = None, publish: str | None = None) -> None:
         self.renderer = Renderer(**renderer_kwargs)
         self.out_root = Path(out_root)
+        self.publish = None if publish is None else Store(publish)
         self.keys = keys
         self.quota = quota or {}
         self.labeller = None
@@ -181,5 +184,7 @@ class RenderShards:
             images = self.renderer.render(spec, shard.component, shard.count, shard.seed)
             marks = self._marks(shard, images) if shard.open_cells else None
             shard_io.write(method_dir, shard, images, self.keys[shard.method], renders=marks)
+            if self.publish is not None:
+                shard_io.publish(method_dir, shard, self.publish.sub(shard.method))
             done.append(shard.count)
         return {"method": batch["method"], "shard": batch["shard"], "images": np.array(done)}

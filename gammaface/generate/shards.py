@@ -21,7 +21,7 @@ import pandas as pd
 
 from gammaface.generate.plan import Shard, image_seed
 from gammaface.images import encode_png, grid, load_rgb
-from gammaface.storage import TMP_MARK
+from gammaface.storage import TMP_MARK, Store
 
 SHARD_FILE = "shard.json"
 TMP_PREFIX = TMP_MARK
@@ -51,6 +51,15 @@ def write(method_dir: Path, shard: Shard, images: np.ndarray, method_key: str,
     if final.exists():
         shutil.rmtree(final)
     os.rename(tmp, final)
+
+
+def publish(method_dir: Path, shard: Shard, remote: Store) -> None:
+    """Upload a written shard folder to `remote` (the method's folder of a remote workdir),
+    its record last: a remote shard without its record is incomplete and rendered again."""
+    local = Store(method_dir / shard.name)
+    target = remote.sub(shard.name)
+    for rel in sorted(local.files(), key=lambda r: r == SHARD_FILE):
+        local.copy_to(rel, target)
 
 
 def is_complete(method_dir: Path, shard: Shard, method_key: str) -> bool:

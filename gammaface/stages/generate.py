@@ -46,6 +46,7 @@ from gammaface.latents import store as latent_store
 from gammaface.progress import progress
 from gammaface.ray_runtime import actor_resources, connect, placement
 from gammaface.stage import StageContext, StageResult
+from gammaface.storage import pull
 
 PLAN_FILE = "plan.json"
 PREDICTED = layout.GENERATED_PREDICTED
@@ -142,7 +143,7 @@ def _method_weights(cfg: Config, pi: np.ndarray, attr: balance.Balancing) -> dic
 def _render_pending(cfg: Config, pending: list[Shard], renderer_kwargs: dict[str, Any],
                    out: Path, keys: dict[str, str], total_images: int, done_images: int,
                    quota: dict[str, dict[str, Any]] | None = None,
-                   labeller_dir: str | None = None) -> None:
+                   labeller_dir: str | None = None, publish: str | None = None) -> None:
     """Render the pending shards on an actor pool, with progress as shards complete."""
     import ray
 
@@ -156,13 +157,28 @@ def _render_pending(cfg: Config, pending: list[Shard], renderer_kwargs: dict[str
         RenderShards, batch_size=1, batch_format="numpy",
         fn_constructor_kwargs=dict(renderer_kwargs={**renderer_kwargs, "threads": threads},
                                    out_root=str(out), keys=keys, quota=quota,
-                                   labeller_dir=labeller_dir),
+                                   labeller_dir=labeller_dir, publish=publish),
         compute=ray.data.ActorPoolStrategy(size=g.concurrency), num_cpus=cpus, num_gpus=g.num_gpus,
         **placement(cfg, "generate"))
     what = "renders" if quota else "images"
     with progress(total_images, what, unit="img", initial=done_images) as bar:
         for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
             bar.update(int(batch["images"].sum()))
+
+
+def _published(ctx: StageContext) -> str | None:
+    return None if ctx.publish is None else ctx.publish.uri()
+
+
+def _gather(ctx: StageContext, rendered: list[Shard]) -> None:
+    """Fetch the shards that actors on other machines rendered and published (a remote
+    workdir), so the driver reads every shard from its own mirror."""
+    if ctx.publish is None:
+        return
+    for s in rendered:
+        rel = f"{s.method}/{s.name}"
+        if not ctx.out.exists(f"{rel}/{shard_io.SHARD_FILE}"):
+            pull(ctx.publish.sub(rel), ctx.out.sub(rel))
 
 
 def _quota_sets(ctx: StageContext, methods: list[str], mixture_spec: dict[str, Any],
@@ -206,7 +222,8 @@ def _quota_sets(ctx: StageContext, methods: list[str], mixture_spec: dict[str, A
             echo(f"  quota round {len(active[0].tally.rounds) - 1}: {n} renders in {len(todo)} of "
                  f"{planned} shards ({', '.join(r.method for r in active)})")
             _render_pending(cfg, todo, renderer_kwargs, out, keys, n, 0, settings,
-                            labeller_dir)
+                            labeller_dir, _published(ctx))
+            _gather(ctx, todo)
             made += n
         for r in active:
             r.absorb(rounds[r.method],
@@ -333,7 +350,9 @@ def run(ctx: StageContext) -> StageResult:
     echo(f"  {len(todo)} of {sum(len(p) for p in plans.values())} shards to render "
          f"({done_before} images already complete)")
     started = time.perf_counter()
-    _render_pending(cfg, todo, renderer_kwargs, out, keys, total, done_before)
+    _render_pending(cfg, todo, renderer_kwargs, out, keys, total, done_before,
+                    publish=_published(ctx))
+    _gather(ctx, todo)
     seconds = time.perf_counter() - started
     kept: dict[str, dict[int, np.ndarray]] = {}
     if quota_methods:
