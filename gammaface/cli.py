@@ -120,7 +120,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     from gammaface import tracking
     from gammaface.downstream import compare
     from gammaface.layout import COMPARE_DIR, MLFLOW_DB
-    from gammaface.storage import Store
+    from gammaface.storage import Store, mirror_of
 
     uri, experiment, out = args.tracking_uri, args.experiment, args.out
     if args.config:
@@ -132,7 +132,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
             raise UserError(f"workdir {workdir.root} holds no MLflow store ({MLFLOW_DB}); run the "
                             "config first, or name the store with --tracking-uri.")
         experiment = experiment or cfg.mlflow.experiment
-        out = out or workdir.path(COMPARE_DIR)  # not report/: that is a stage's, with its record
+        # not report/: that is a stage's, with its record; a remote workdir's goes to its mirror
+        out = out or (workdir if workdir.is_local else mirror_of(workdir)).path(COMPARE_DIR)
     uri = uri or os.environ.get("MLFLOW_TRACKING_URI")
     if not uri:
         raise UserError("compare needs a config, --tracking-uri or MLFLOW_TRACKING_URI to find "

@@ -30,6 +30,7 @@ SPLIT = "train"
 COPY_WARNING = 0.05  # near-copy share above which the card says the faces are not new (real: 0.01)
 METADATA = "metadata.jsonl"
 CARD = "README.md"
+_READS = ("prepare", "harvest", "generate", "pseudo_label", "audit")  # the stages a card draws on
 # The terms each source dataset is distributed under; a generated set derives from it.
 LICENCES = {
     "synthfaces": ("apache-2.0", "SynthFaces is rendered procedurally by gammaface (Apache-2.0); "
@@ -119,7 +120,8 @@ def export(cfg: Config, method: str, out_dir: str | Path, hashes: dict[str, str]
     out = Path(out_dir)
     if out.exists() and any(out.iterdir()):
         raise UserError(f"{out} already exists and is not empty; name a new folder with --out.")
-    workdir = Store(cfg.workdir)
+    # the images are copied from local files: a remote workdir's stages are fetched first
+    workdir = stage.local_view(Store(cfg.workdir), [layout.stage_dir(n, cfg) for n in _READS])
     gen = _completed(workdir, cfg, "generate", hashes["generate"])
     labels = _completed(workdir, cfg, "pseudo_label", hashes["pseudo_label"])
     audit_dir = _completed(workdir, cfg, "audit", hashes["audit"])

@@ -40,7 +40,9 @@ class Sampler:
     """The DDPM, the mixture's draws and the labeller of one finished run."""
 
     def __init__(self, cfg: Config, use_gpu: bool = False, batch_size: int | None = None) -> None:
-        workdir = Store(cfg.workdir)
+        # the renderer reads local files: a remote workdir's stages are fetched first
+        workdir = stage.local_view(Store(cfg.workdir), [layout.stage_dir(n, cfg) for n in (
+            "prepare", "train_ddpm", "harvest", "generate", "train_classifiers")])
         self.cfg = cfg
         folder = {n: workdir.sub(layout.stage_dir(n, cfg))
                   for n in ("train_ddpm", "harvest", "generate", "train_classifiers")}

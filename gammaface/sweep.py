@@ -50,6 +50,9 @@ def sweep(cfg: Config, t_stars: Sequence[int], pcas: Sequence[int], sources: Seq
     train_ddpm completed for this config, and runs the harvest and gmm_search stages into its
     own folders (outside any MLflow run)."""
     workdir = Store(cfg.workdir)
+    if not workdir.is_local:  # its settings' folders are scratch, not stages to stage up
+        raise UserError(f"gammaface gmm sweep runs in a local workdir; {workdir.root} is remote. "
+                        "Sweep in a local one and put the chosen t* and space in the config.")
     ddpm = workdir.sub(layout.stage_dir("train_ddpm", cfg))
     if stage.completed_hash(ddpm) != hash_of("train_ddpm"):
         raise UserError(f"the sweep needs a trained DDPM for this config in {workdir.root}; run "

@@ -30,10 +30,12 @@ def run(ctx: StageContext) -> StageResult:
                               train=s.splits.train, val=s.splits.val,
                               balanced_test=s.balanced_test, use_ray=True, progress=True)
     elif d.dataset == "ffhq":
-        df = ffhq.prepare(Path(d.ffhq.images), Path(d.ffhq.features), Path(out.path()),
+        local = Path(ctx.local_out("writes its images through a local folder").path())
+        df = ffhq.prepare(Path(d.ffhq.images), Path(d.ffhq.features), local,
                           variant=d.ffhq.variant, names=ffhq.CONFIG_NAMES)
     else:
-        df = fairface.prepare(Path(d.fairface.labels), Path(d.fairface.images), Path(out.path()),
+        local = Path(ctx.local_out("writes its images through a local folder").path())
+        df = fairface.prepare(Path(d.fairface.labels), Path(d.fairface.images), local,
                               names=fairface.CONFIG_NAMES)
     text = manifest.summary(df)
     ctx.echo(text)
