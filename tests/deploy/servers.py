@@ -160,3 +160,35 @@ def mlflow_server(tmp: Path) -> Iterator[str]:
         yield url
     finally:
         _stop(proc)
+
+
+@dataclass(frozen=True)
+class S3:
+    endpoint: str
+    env: dict[str, str]  # what a process needs to reach it: endpoint and throwaway keys
+
+    def bucket(self, name: str) -> str:
+        """Create bucket `name`; returns its s3:// URI."""
+        import boto3
+
+        boto3.client("s3", endpoint_url=self.endpoint, region_name="us-east-1",
+                     aws_access_key_id="test", aws_secret_access_key="test").create_bucket(Bucket=name)
+        return f"s3://{name}"
+
+
+@contextlib.contextmanager
+def s3_server(tmp: Path) -> Iterator[S3]:
+    """An S3-compatible server (moto in server mode) on loopback, in its own process group."""
+    port = free_port()
+    log = tmp / "s3-server.log"
+    proc = subprocess.Popen([str(Path(sys.executable).parent / "moto_server"), "-H", "127.0.0.1",
+                             "-p", str(port)], stdout=log.open("w"), stderr=subprocess.STDOUT,
+                            start_new_session=True, cwd=tmp)
+    endpoint = f"http://127.0.0.1:{port}"
+    try:
+        wait_http(f"{endpoint}/moto-api/", proc, 60, log)
+        yield S3(endpoint, {"AWS_ENDPOINT_URL": endpoint, "AWS_ACCESS_KEY_ID": "test",
+                            "AWS_SECRET_ACCESS_KEY": "test", "AWS_DEFAULT_REGION": "us-east-1",
+                            "AWS_EC2_METADATA_DISABLED": "true"})
+    finally:
+        _stop(proc)

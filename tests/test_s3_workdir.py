@@ -1,0 +1,156 @@
+"""An `s3://` workdir against a real S3-compatible server on loopback: the copies between a
+local mirror and the bucket, and the smoke pipeline run there, killed mid-generation and
+resumed on another machine (another mirror) from what the first one had published."""
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from gammaface import config, layout, stage
+from gammaface.storage import CACHE_ENV, TMP_MARK, Store, mirror_of, pull, push
+from tests.deploy.servers import s3_server
+
+REPO = Path(__file__).resolve().parents[1]
+SMOKE = REPO / "jobs" / "smoke.yaml"
+
+
+@pytest.fixture(scope="module")
+def s3(tmp_path_factory):
+    with s3_server(tmp_path_factory.mktemp("s3")) as server:
+        saved = {k: os.environ.get(k) for k in server.env}
+        os.environ.update(server.env)  # pyarrow's S3 filesystem reads the endpoint from here
+        try:
+            yield server
+        finally:
+            for k, v in saved.items():
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v
+
+
+def _tree(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def _remote_tree(store: Store) -> dict[str, bytes]:
+    return {rel: store.read_bytes(rel) for rel in sorted(store.files())}
+
+
+def test_push_and_pull_copy_only_what_differs_and_the_record_goes_last(s3, tmp_path):
+    remote = Store(s3.bucket("copies") + "/stage")
+    local = tmp_path / "a"
+    (local / "shard-0").mkdir(parents=True)
+    for i in range(3):
+        (local / "shard-0" / f"{i}.png").write_bytes(bytes([i]) * (100 + i))
+    (local / "old.txt").write_text("gone soon")
+    (local / "stage.json").write_text("{}")
+    assert push(Store(local), remote, {}, last=("stage.json",)) == 5
+    assert _remote_tree(remote) == _tree(local)
+
+    # a second machine: everything fetched; then it changes one file (same size) and drops one
+    other = tmp_path / "b"
+    shared = pull(remote, Store(other))
+    assert _tree(other) == _tree(local) and len(shared) == 5
+    (other / "shard-0" / "1.png").write_bytes(b"\xff" * 101)
+    (other / "old.txt").unlink()
+    (other / "stage.json").write_text('{"done": 1}')
+    assert push(Store(other), remote, shared, last=("stage.json",)) == 2
+    assert _remote_tree(remote) == _tree(other)
+    assert not any(TMP_MARK in rel for rel in remote.files())
+
+    # against a stage's record, a local copy of the right size but other bytes is fetched again
+    record = stage.digests(Store(other))
+    (local / "shard-0" / "1.png").write_bytes(b"\x00" * 101)
+    pull(remote, Store(local), record)
+    assert (local / "shard-0" / "1.png").read_bytes() == b"\xff" * 101
+
+
+def test_fetch_leaves_exactly_the_completed_stage(s3, tmp_path):
+    src = tmp_path / "src"
+    (src / "sub").mkdir(parents=True)
+    (src / "sub" / "x.bin").write_bytes(b"x" * 10)
+    (src / "y.json").write_text("[1]")
+    Store(src).write_json(layout.STAGE_FILE, {"config_hash": "h", "files": stage.digests(Store(src))})
+    remote = Store(s3.bucket("fetch") + "/stage")
+    push(Store(src), remote, {})
+    mirror = tmp_path / "mirror"
+    (mirror / "sub").mkdir(parents=True)
+    (mirror / "sub" / "stale.bin").write_bytes(b"left by another config")
+    stage.fetch(remote, Store(mirror))
+    assert _tree(mirror) == _tree(src)
+    assert stage.completed_hash(Store(mirror)) == "h"
+
+
+def _cmd(workdir: str, tmp: Path, stages: str | None = None) -> list[str]:
+    cmd = [sys.executable, "-m", "gammaface", "run", str(SMOKE), "--set", f"workdir={workdir}",
+           "--set", f"mlflow.tracking_uri=sqlite:///{tmp / 'mlflow.db'}",
+           "--set", "generate.methods=[gmm,unconditional]", "--set", "generate.n=48",
+           "--set", "downstream.methods=[baseline,gmm]", "--set", "downstream.ratios=[1.0]"]
+    return cmd + (["--stages", stages] if stages else [])
+
+
+UPSTREAM = "prepare,train_ddpm,train_classifiers,harvest,gmm_search"
+
+
+@pytest.mark.e2e
+def test_the_smoke_pipeline_on_s3_resumes_a_killed_generation_on_another_machine(s3, tmp_path,
+                                                                                 monkeypatch):
+    root = s3.bucket("gammaface") + "/smoke"
+    cfg = config.load(SMOKE, {"workdir": root})
+    machine = {m: {**os.environ, "RAY_AUTH_MODE": "disabled", "PYTHONUNBUFFERED": "1",
+                   "GAMMAFACE_CACHE": str(tmp_path / m)} for m in ("a", "b")}
+    up = subprocess.run(_cmd(root, tmp_path, UPSTREAM), env=machine["a"], capture_output=True,
+                        text=True, timeout=900)
+    assert up.returncode == 0, up.stdout[-2000:] + up.stderr[-2000:]
+    assert "uploaded to s3://gammaface/smoke/ddpm" in up.stdout
+
+    # machine a is killed (driver, raylet, actors) once two shards have reached the bucket
+    gen = Store(root).sub(layout.stage_dir("generate", cfg))
+    proc = subprocess.Popen(_cmd(root, tmp_path, "generate"), env=machine["a"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    deadline = time.time() + 600
+    while time.time() < deadline and proc.poll() is None and sum(
+            rel.endswith("/shard.json") for rel in gen.files()) < 2:
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    time.sleep(3)  # an upload the server had whole when the sender died still lands
+    published = sum(rel.endswith("/shard.json") for rel in gen.files())
+    assert 2 <= published < 12 and not gen.exists(layout.STAGE_FILE), "the kill missed the run"
+
+    # machine b has no mirror: it starts from the bucket, keeps the published shards, finishes
+    rest = subprocess.run(_cmd(root, tmp_path), env=machine["b"], capture_output=True, text=True,
+                          timeout=1200)
+    assert rest.returncode == 0, rest.stdout[-2000:] + rest.stderr[-2000:]
+    assert "[prepare] complete for this config, skipped" in rest.stdout
+    said = [line for line in rest.stdout.splitlines() if "shards to render" in line]
+    assert said and said[0].startswith(f"  {12 - published} of 12 shards to render"), said
+    for name in ("train_judge", "generate", "pseudo_label", "audit", "downstream", "report"):
+        folder = Store(root).sub(layout.stage_dir(name, cfg))
+        assert stage.completed_hash(folder) is not None, name
+        assert stage.damaged(folder) == [], name
+    assert not any(TMP_MARK in rel for rel in Store(root).files())
+    assert (tmp_path / "mlartifacts").is_dir()  # MLflow's artifacts beside its SQLite file
+
+    # the same generated bytes as a local workdir that started from the same upstream stages
+    local = tmp_path / "local"
+    monkeypatch.setenv(CACHE_ENV, str(tmp_path / "b"))
+    mirror = Path(mirror_of(Store(root)).path())  # machine b's, which fetched every upstream stage
+    for name in UPSTREAM.split(","):
+        rel = layout.stage_dir(name, cfg)
+        shutil.copytree(mirror / rel, local / rel)
+    ref = subprocess.run(_cmd(str(local), tmp_path / "local", "generate"), env=machine["a"],
+                         capture_output=True, text=True, timeout=600)
+    assert ref.returncode == 0, ref.stdout[-2000:] + ref.stderr[-2000:]
+    want = {k: v for k, v in _tree(local / layout.stage_dir("generate", cfg)).items()
+            if k.endswith((".png", ".parquet"))}
+    got = {k: v for k, v in _remote_tree(gen).items() if k.endswith((".png", ".parquet"))}
+    assert len(want) > 96 and got == want
