@@ -40,12 +40,30 @@ _LOG_2PI = math.log(2 * math.pi)
 # products per chunk stay in the data's dtype, on rows centred by the column means, where their
 # rounding changes neither the iterations nor the BIC (tests/gmm and benchmarks/gmm_bic.py).
 _STAT_DTYPE = torch.float64
-# A chunk's [x - c, (x - c)^2] buffer: 4 MiB, so both products of a chunk read it from cache
-# and the data itself is read from memory once per iteration. Measured on the 2-core build
-# machine (32 MiB L3) at d = 3,072: 128 to 512 rows (3 to 12 MiB) run an iteration in 83 to
-# 86 ms, 64 rows in 94 ms, 4,096 rows (200 MiB) in 187 ms.
-_BUFFER_BYTES = 4 << 20
+# A chunk's [x - c, (x - c)^2] buffer is written once and read by both products of the chunk,
+# so it should stay in the last-level cache; within that, more rows per chunk let the products
+# block better. Measured on the 2-core build machine (AVX-512, 2 MiB L2, 480 MiB L3) at
+# d = 3,072, K = 11, one thread: 170 rows (4 MiB) 179 ms an iteration, 512 to 1,024 rows
+# (12 to 24 MiB) 163 to 157 ms, 2,048 rows 198 ms, 4,096 rows (96 MiB) 287 ms; a buffer that
+# fits L2 (64 rows) 202 ms. So: a quarter of the last-level cache, at most 16 MiB.
+_MAX_BUFFER_BYTES = 16 << 20
 _MAX_ROWS = 16384
+
+
+def _last_level_cache_bytes() -> int | None:
+    """The largest CPU cache Linux reports for CPU 0, or None where it says nothing."""
+    sizes = []
+    for entry in Path("/sys/devices/system/cpu/cpu0/cache").glob("index*/size"):
+        try:
+            text = entry.read_text().strip().upper()
+            sizes.append(int(text[:-1]) << {"K": 10, "M": 20, "G": 30}[text[-1]])
+        except (OSError, ValueError, KeyError, IndexError):
+            continue
+    return max(sizes) if sizes else None
+
+
+_CACHE_BYTES = _last_level_cache_bytes()
+_BUFFER_BYTES = min(_MAX_BUFFER_BYTES, _CACHE_BYTES // 4) if _CACHE_BYTES else _MAX_BUFFER_BYTES
 
 
 def _chunk_rows(d: int, itemsize: int, chunk_size: int | None) -> int:
@@ -126,6 +144,59 @@ def _as_tensor(X: Any) -> torch.Tensor:
         return torch.from_numpy(np.ascontiguousarray(X))
 
 
+def kmeans_plusplus(data: torch.Tensor, n_clusters: int, random_state: np.random.RandomState,
+                    centre: torch.Tensor | None = None, rows: int | None = None,
+                    n_local_trials: int | None = None) -> np.ndarray:
+    """Row indices of k-means++ seeds, drawn as scikit-learn's `kmeans_plusplus` draws them:
+    the same calls on the same RandomState (the first seed by `choice`, then 2 + log k
+    candidates a step by `uniform` against the cumulative squared distances, the greedy best
+    kept), with the same float32 distance arrays and sums. Only the distances are computed
+    differently: in chunks, float products on rows centred by `centre` with float64 norms,
+    instead of scikit-learn's float64 copy of each chunk (about 5 times slower), so a seed
+    differs only where two draws are closer than rounding (tests/gmm compare the indices)."""
+    n, d = data.shape
+    rows = rows or _chunk_rows(d, data.element_size(), None)
+    if n_local_trials is None:
+        n_local_trials = 2 + int(np.log(n_clusters))
+    np_dtype = np.float32 if data.dtype in (torch.float32, torch.float16, torch.bfloat16) \
+        else np.float64
+    weight = np.ones(n, dtype=np_dtype)  # scikit-learn's sample_weight when none is given
+    shift = (torch.zeros(d, dtype=data.dtype, device=data.device) if centre is None
+             else centre.to(device=data.device, dtype=data.dtype))
+    norms = torch.empty(n, dtype=_STAT_DTYPE, device=data.device)
+    for start in range(0, n, rows):
+        x = data[start:start + rows] - shift
+        norms[start:start + len(x)] = (x * x).sum(dim=1, dtype=_STAT_DTYPE)
+
+    def distances(ids: np.ndarray) -> np.ndarray:
+        """Squared distances from the rows `ids` to every row, (len(ids), n)."""
+        cand = data[torch.as_tensor(ids, device=data.device)] - shift
+        cand_norms = (cand * cand).sum(dim=1, dtype=_STAT_DTYPE)
+        out = torch.empty((len(ids), n), dtype=_STAT_DTYPE, device=data.device)
+        for start in range(0, n, rows):
+            x = data[start:start + rows] - shift
+            dots = (x @ cand.T).to(_STAT_DTYPE).T
+            out[:, start:start + len(x)] = cand_norms[:, None] + norms[None, start:start + len(x)] \
+                - 2 * dots
+        return out.clamp_(min=0).cpu().numpy().astype(np_dtype)
+
+    indices = np.full(n_clusters, -1, dtype=int)
+    indices[0] = random_state.choice(n, p=weight / weight.sum())
+    closest = distances(indices[:1])
+    pot = closest @ weight
+    for c in range(1, n_clusters):
+        draws = random_state.uniform(size=n_local_trials) * pot
+        candidates = np.searchsorted(np.cumsum(weight * closest), draws)
+        np.clip(candidates, None, n - 1, out=candidates)
+        to_candidates = distances(candidates)
+        np.minimum(closest, to_candidates, out=to_candidates)
+        pots = to_candidates @ weight.reshape(-1, 1)
+        best = int(np.argmin(pots))
+        pot, closest = pots[best], to_candidates[best]
+        indices[c] = candidates[best]
+    return indices
+
+
 class GaussianMixture(DensityMixin, BaseEstimator):
     """Diagonal-covariance Gaussian mixture; a scikit-learn estimator (settings in `__init__`,
     checked in `fit`; `clone`, `Pipeline` and `GridSearchCV` take it), with the attributes and
@@ -196,7 +267,7 @@ class GaussianMixture(DensityMixin, BaseEstimator):
                      for i in range(0, data.shape[0], rows)) / data.shape[0]
         best: tuple[float, dict[str, Any]] | None = None
         for _ in range(self.n_init):
-            params = self._initial_parameters(X, data, rng, backend)
+            params = self._initial_parameters(X, data, rng, backend, centre)
             result = self._em(data, centre, rows, *params)
             if best is None or result["lower_bound"] > best[0]:
                 best = (result["lower_bound"], result)
@@ -251,21 +322,24 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         self.precisions_cholesky_ = np.sqrt(self.precisions_)
 
     def _initial_parameters(self, X: Any, data: torch.Tensor, rng: np.random.RandomState,
-                            backend: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                            backend: str, centre: torch.Tensor
+                            ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(weights, means, variances) as scikit-learn would start, honouring *_init overrides."""
         n, k = data.shape[0], self.n_components
         if self.means_init is not None and self.weights_init is not None \
                 and self.variances_init is not None:
             return tuple(torch.as_tensor(np.asarray(a), dtype=_STAT_DTYPE, device=data.device)
                          for a in (self.weights_init, self.means_init, self.variances_init))  # type: ignore[return-value]
-        per_row, picks = self._initial_labels(X, data, rng, backend)
-        resp = torch.zeros((n, k), dtype=_STAT_DTYPE, device=data.device)
+        per_row, picks = self._initial_labels(X, data, rng, backend, centre)
         picks_t = torch.as_tensor(picks, device=data.device)
         if per_row:  # a component label for every row
+            resp = torch.zeros((n, k), dtype=_STAT_DTYPE, device=data.device)
             resp[torch.arange(n, device=data.device), picks_t] = 1
-        else:  # one chosen row per component
-            resp[picks_t, torch.arange(k, device=data.device)] = 1
-        weights, means, variances = self._m_step_from_resp(data, resp)
+            weights, means, variances = self._m_step_from_resp(data, resp)
+        else:  # one chosen row per component: the M-step's sums are those rows themselves
+            x = data[picks_t].to(_STAT_DTYPE)
+            weights, means, variances = self._m_step(
+                torch.ones(k, dtype=_STAT_DTYPE, device=data.device), x, x * x, n)
         if self.weights_init is not None:
             weights = torch.as_tensor(self.weights_init, dtype=_STAT_DTYPE, device=data.device)
         if self.means_init is not None:
@@ -275,7 +349,7 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         return weights, means, variances
 
     def _initial_labels(self, X: Any, data: torch.Tensor, rng: np.random.RandomState,
-                        backend: str) -> tuple[bool, np.ndarray]:
+                        backend: str, centre: torch.Tensor) -> tuple[bool, np.ndarray]:
         """(True, a label per row) for k-means, (False, K row indices) for k-means++ and
         random_from_data."""
         k = self.n_components
@@ -288,15 +362,12 @@ class GaussianMixture(DensityMixin, BaseEstimator):
                           random_state=int(rng.randint(np.iinfo(np.int32).max)))
             km.fit(data.float())
             return True, np.asarray(km.labels_.get() if hasattr(km.labels_, "get") else km.labels_)
-        host = X.detach().cpu().numpy() if isinstance(X, torch.Tensor) else X
         if self.init_params == "kmeans":
             from sklearn.cluster import KMeans
 
+            host = X.detach().cpu().numpy() if isinstance(X, torch.Tensor) else X
             return True, KMeans(n_clusters=k, n_init=1, random_state=rng).fit(host).labels_
-        from sklearn.cluster import kmeans_plusplus
-
-        _, indices = kmeans_plusplus(host, k, random_state=rng)
-        return False, indices
+        return False, kmeans_plusplus(data, k, rng, centre, self._rows(data))
 
     def _m_step_from_resp(self, data: torch.Tensor, resp: torch.Tensor
                           ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -312,10 +383,15 @@ class GaussianMixture(DensityMixin, BaseEstimator):
             r = resp[start:start + rows]
             sx += r.T @ x
             sxx += r.T @ (x * x)
-        nk = resp.sum(0) + _EPS
+        return self._m_step(resp.sum(0), sx, sxx, data.shape[0])
+
+    def _m_step(self, counts: torch.Tensor, sx: torch.Tensor, sxx: torch.Tensor, n: int
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """scikit-learn's M-step from the summed responsibilities, sum(r x) and sum(r x^2):
+        (weights, means, variances)."""
+        nk = counts + _EPS
         means = sx / nk[:, None]
-        variances = sxx / nk[:, None] - means * means + self.reg_covar
-        return nk / data.shape[0], means, variances
+        return nk / n, means, sxx / nk[:, None] - means * means + self.reg_covar
 
     def _em(self, data: torch.Tensor, centre: torch.Tensor, rows: int, weights: torch.Tensor,
             means: torch.Tensor, variances: torch.Tensor) -> dict[str, Any]:
@@ -328,11 +404,8 @@ class GaussianMixture(DensityMixin, BaseEstimator):
             total_lp, nk, sx, sxx, worst = self._e_pass(data, centre, rows, weights, means,
                                                         variances)
             lower_bound = total_lp / n
-            nk = nk + _EPS
-            weights = nk / n
-            means = sx / nk[:, None]
-            variances = sxx / nk[:, None] - means * means + self.reg_covar
-            dead = (nk < 1.0 + _EPS).nonzero().flatten()
+            weights, means, variances = self._m_step(nk, sx, sxx, n)
+            dead = (nk + _EPS < 1.0 + _EPS).nonzero().flatten()
             if len(dead):  # a component that lost its points starts again at a poorly fitted
                 reseeded += len(dead)  # row, each at its own, so reseeded ones do not coincide
                 spread = data.var(dim=0).to(_STAT_DTYPE) + self.reg_covar
@@ -362,9 +435,11 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         k, d = means.shape
         work = data.dtype
         precision, mean_prec, bias = self._log_gaussian_consts(weights, means, variances)
-        # (K, 2d) @ (2d, rows) and (K, rows) @ (rows, 2d): with K on the outside both products
-        # run several times faster in MKL than (rows, 2d) @ (2d, K) does
-        proj = torch.cat([mean_prec, -0.5 * precision], dim=1).to(work).contiguous()
+        # (rows, 2d) @ (2d, K), then (K, rows) @ (rows, 2d) through a transposed view: with
+        # the buffer larger than L2 (see _BUFFER_BYTES), MKL runs the E-step's product about
+        # twice as fast this way round as (K, 2d) @ (2d, rows) (80 against 40 GFLOP/s at K = 11
+        # on the build machine); the M-step's is as fast either way
+        proj = torch.cat([mean_prec, -0.5 * precision], dim=1).to(work).T.contiguous()
         shift = centre.to(work)
         stats = torch.zeros((k, 2 * d), dtype=_STAT_DTYPE, device=data.device)
         nk = torch.zeros(k, dtype=_STAT_DTYPE, device=data.device)
@@ -373,12 +448,12 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         for start in range(0, data.shape[0], rows):
             x = data[start:start + rows]
             b = _squares(buf[:len(x)], x, shift)
-            weighted = (proj @ b.T).to(_STAT_DTYPE).add_(bias[:, None])  # (K, rows)
-            norm = torch.logsumexp(weighted, dim=0)
-            resp = weighted.sub_(norm[None, :]).exp_()
+            weighted = (b @ proj).to(_STAT_DTYPE).add_(bias)  # (rows, K)
+            norm = torch.logsumexp(weighted, dim=1)
+            resp = weighted.sub_(norm[:, None]).exp_()
             norms[start:start + len(x)] = norm
-            nk += resp.sum(1)
-            stats += resp.to(work) @ b
+            nk += resp.sum(0)
+            stats += resp.to(work).T @ b
         worst = torch.topk(norms, min(k, len(norms)), largest=False).indices.tolist()
         return float(norms.sum()), nk, stats[:, :d], stats[:, d:], worst
 
@@ -407,7 +482,7 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         precision, mean_prec, bias = self._log_gaussian_consts(
             *(torch.from_numpy(np.array(a, dtype=np.float64))
               for a in (self.weights_, self.means_, self.covariances_)))
-        proj = torch.cat([mean_prec, -0.5 * precision], dim=1)  # (K, 2d), as in _e_pass
+        proj = torch.cat([mean_prec, -0.5 * precision], dim=1).T.contiguous()  # (2d, K), as in _e_pass
         d = data.shape[1]
         rows = _chunk_rows(d, 8, self.chunk_size)
         out = torch.empty((data.shape[0], len(bias)), dtype=torch.float64)
@@ -415,7 +490,7 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         for start in range(0, data.shape[0], rows):
             x = data[start:start + rows].cpu()
             b = _squares(buf[:len(x)], x)
-            out[start:start + len(x)] = (proj @ b.T).T + bias
+            out[start:start + len(x)] = b @ proj + bias
         return out
 
     def score_samples(self, X: Any) -> np.ndarray:

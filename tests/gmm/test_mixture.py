@@ -218,3 +218,31 @@ def test_the_fits_own_score_of_its_rows_equals_scikit_learns_score(d):
     assert ours.train_score_ == pytest.approx(ours.score(X32), rel=1e-7)
     assert ours.bic_from_score(ours.train_score_, len(X)) == pytest.approx(sk.bic(X), rel=1e-6)
     assert ours.aic_from_score(ours.train_score_, len(X)) == pytest.approx(sk.aic(X), rel=1e-6)
+
+
+def _latent_like(n, d, seed=0):
+    """Rows like forward latents: six clusters of smooth images plus unit noise, float32."""
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(0, 0.6, (6, d // 4 + 1)).repeat(4, axis=1)[:, :d]
+    z = rng.choice(6, n, p=np.array([3, 2, 2, 1, 1, 1]) / 10)
+    return (centres[z] + rng.standard_normal((n, d)) * 0.8).astype(np.float32)
+
+
+@pytest.mark.parametrize("data", [
+    lambda: _latent_like(4000, 768),
+    lambda: _close_components(3000, 256, 30.0),  # far from 0: the distances are taken centred
+    lambda: _mixture_data(seed=3)[0],  # float64 rows
+])
+def test_kmeans_plusplus_draws_sklearns_seeds(data):
+    from sklearn.cluster import kmeans_plusplus as sk_kmeans_plusplus
+
+    from gammaface.gmm.mixture import kmeans_plusplus
+
+    X = data()
+    T = torch.from_numpy(X)
+    centre = T.double().mean(0)
+    for seed in range(3):
+        for k in (1, 2, 5, 11):
+            expected = sk_kmeans_plusplus(X, k, random_state=np.random.RandomState(seed))[1]
+            got = kmeans_plusplus(T, k, np.random.RandomState(seed), centre, rows=700)
+            assert got.tolist() == expected.tolist(), (seed, k)

@@ -47,3 +47,20 @@ def test_composition_shares():
     assert list(table["count"]) == [2, 3]
     assert table.loc[0, "gender=female"] == 0.5
     assert table.loc[1, "gender=male"] == 1.0
+
+
+def test_the_search_is_sklearns_search_k_by_k():
+    # what benchmarks/gmm_bic.py times at full size: k-means++ from the same seed, then EM;
+    # every K stops at scikit-learn's iteration with its BIC, so the chosen K is the same
+    from sklearn.mixture import GaussianMixture as SkGaussianMixture
+
+    from tests.gmm.test_mixture import _latent_like
+
+    X = _latent_like(3000, 768, seed=1)
+    ours = bic_search(X, range(1, 8), {"random_state": 0, "backend": "torch"}, use_ray=False)
+    for row in ours.table.itertuples():
+        sk = SkGaussianMixture(int(row.k), covariance_type="diag", init_params="k-means++",
+                               random_state=0).fit(X.astype(np.float64))
+        assert row.n_iter == sk.n_iter_, row.k
+        assert row.bic == pytest.approx(sk.bic(X.astype(np.float64)), rel=1e-5), row.k
+    assert sum(ours.table["n_iter"] > 3) >= 2  # some K need many iterations
