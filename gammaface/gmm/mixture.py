@@ -8,7 +8,8 @@ Every step mirrors scikit-learn's
 component counts, the same convergence test), so given the same initial parameters both reach
 the same solution. Backends:
 
-- `torch`: this EM on the given device (CPU unless told otherwise);
+- `torch`: this EM on the given device (CPU unless told otherwise), from k-means++ seeds drawn
+  as scikit-learn draws them (`kmeans_plusplus`);
 - `cuml`: k-means++ initial means from cuML's KMeans on the GPU, then this EM on the GPU;
 - `sklearn`: scikit-learn's own GaussianMixture, the reference and fallback;
 - `auto`: `cuml` when a GPU and cuML are present, else `torch` on the CPU.
@@ -172,12 +173,15 @@ def kmeans_plusplus(data: torch.Tensor, n_clusters: int, random_state: np.random
         """Squared distances from the rows `ids` to every row, (len(ids), n)."""
         cand = data[torch.as_tensor(ids, device=data.device)] - shift
         cand_norms = (cand * cand).sum(dim=1, dtype=_STAT_DTYPE)
+        # (x - s).(c - s) = x.(c - s) - s.(c - s): the product reads the rows as they are (no
+        # centred copy of each chunk, which took as long as the product), and its rounding is
+        # that of |x| |c - s|, not of the distance's own cancellation
+        offset = (shift.to(_STAT_DTYPE) @ cand.T.to(_STAT_DTYPE))[:, None]
         out = torch.empty((len(ids), n), dtype=_STAT_DTYPE, device=data.device)
         for start in range(0, n, rows):
-            x = data[start:start + rows] - shift
-            dots = (x @ cand.T).to(_STAT_DTYPE).T
-            out[:, start:start + len(x)] = cand_norms[:, None] + norms[None, start:start + len(x)] \
-                - 2 * dots
+            dots = (cand @ data[start:start + rows].T).to(_STAT_DTYPE).sub_(offset)
+            out[:, start:start + dots.shape[1]] = cand_norms[:, None] \
+                + norms[None, start:start + dots.shape[1]] - 2 * dots
         return out.clamp_(min=0).cpu().numpy().astype(np_dtype)
 
     indices = np.full(n_clusters, -1, dtype=int)
