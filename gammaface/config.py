@@ -158,6 +158,8 @@ class DdpmConfig(Section):
     batch_size: int = Field(default=64, gt=0)  # global: split across workers
     learning_rate: float = Field(default=1e-4, gt=0)
     warmup_steps: int = Field(default=100, ge=0)
+    # after the warmup: constant, or a cosine from learning_rate down to 0 at train_steps
+    lr_schedule: Literal["constant", "cosine"] = "constant"
     grad_clip: float = Field(default=1.0, gt=0)
     ema_decay: float = Field(default=0.999, ge=0, lt=1)
     num_workers: int = Field(default=1, gt=0)

@@ -45,6 +45,18 @@ def train_step(model: torch.nn.Module, noise_scheduler: DDPMScheduler, batch: np
     return torch.nn.functional.mse_loss(pred.float(), noise.to(device))
 
 
+def lr_factor(step: int, warmup_steps: int, train_steps: int, schedule: str) -> float:
+    """The learning rate of `step` as a share of the configured one: a linear warmup, then
+    constant or a cosine that reaches 0 at `train_steps`."""
+    warmup = max(1, warmup_steps)
+    if step < warmup:
+        return (step + 1) / warmup
+    if schedule == "constant" or train_steps <= warmup:
+        return 1.0
+    done = min(1.0, (step - warmup) / (train_steps - warmup))
+    return 0.5 * (1.0 + math.cos(math.pi * done))
+
+
 def sample_images(unet_config: dict[str, Any], weights: dict[str, torch.Tensor],
                   scheduler_config: dict[str, Any], n: int, steps: int, seed: int,
                   device: torch.device) -> np.ndarray:
@@ -81,7 +93,8 @@ def loop_config(ddpm: Any, unet: dict[str, Any], seed: int, config_hash: str, pa
         "unet": unet,
         "scheduler": {"num_train_timesteps": d.num_train_timesteps, "beta_schedule": d.beta_schedule},
         "train_steps": d.train_steps, "batch_size": d.batch_size, "learning_rate": d.learning_rate,
-        "warmup_steps": d.warmup_steps, "grad_clip": d.grad_clip, "ema_decay": d.ema_decay,
+        "warmup_steps": d.warmup_steps, "lr_schedule": d.lr_schedule, "grad_clip": d.grad_clip,
+        "ema_decay": d.ema_decay,
         "checkpoint_every": d.checkpoint_every, "sample_every": d.sample_every,
         "sample_steps": d.sample_steps, "log_every": d.log_every, "use_gpu": d.use_gpu,
         "seed": seed, "config_hash": config_hash, "paths": paths, "image_root": image_root,
@@ -116,8 +129,8 @@ def train_loop_per_worker(cfg: dict[str, Any]) -> None:
     core = ddp.module if hasattr(ddp, "module") else ddp
     ema.shadow = {k: v.to(device) for k, v in ema.shadow.items()}
     optimizer = torch.optim.AdamW(ddp.parameters(), lr=cfg["learning_rate"], weight_decay=0.0)
-    warmup = max(1, cfg["warmup_steps"])
-    lr_schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / warmup))
+    lr_schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: lr_factor(s, cfg["warmup_steps"], cfg["train_steps"], cfg["lr_schedule"]))
     if optimizer_state is not None:
         optimizer.load_state_dict(optimizer_state["optimizer"])
         lr_schedule.load_state_dict(optimizer_state["lr_schedule"])

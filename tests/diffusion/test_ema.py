@@ -1,5 +1,6 @@
 import math
 
+import pytest
 import torch
 from diffusers.training_utils import EMAModel
 
@@ -58,3 +59,22 @@ def test_copy_to_and_load_state_dict_round_trip():
     other = Ema(target, decay=0.5)
     other.load_state_dict(ema.state_dict())
     assert all(torch.equal(other.state_dict()[k], v) for k, v in ema.state_dict().items())
+
+
+def test_cosine_learning_rate_is_torchs_cosine_annealing_after_the_warmup():
+    from gammaface.diffusion.train_loop import lr_factor
+
+    warmup, steps = 10, 110
+    model = torch.nn.Linear(2, 2)
+    opt = torch.optim.SGD(model.parameters(), lr=1.0)
+    reference = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps - warmup, eta_min=0.0)
+    for step in range(warmup, steps + 1):
+        assert lr_factor(step, warmup, steps, "cosine") == pytest.approx(opt.param_groups[0]["lr"],
+                                                                          abs=1e-12)
+        opt.step()
+        reference.step()
+    assert [lr_factor(s, warmup, steps, "cosine") for s in range(warmup)] == \
+        [lr_factor(s, warmup, steps, "constant") for s in range(warmup)] == \
+        [(s + 1) / warmup for s in range(warmup)]
+    assert lr_factor(steps, warmup, steps, "cosine") == 0.0
+    assert {lr_factor(s, warmup, steps, "constant") for s in range(warmup, steps)} == {1.0}
