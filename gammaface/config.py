@@ -237,8 +237,9 @@ class QuotaConfig(Section):
     those attributes in order; cells not named get none), kept while at most `budget` renders
     per kept image are spent. An image is kept only if every attribute of its cell has at least
     `min_confidence` (none: `label.min_confidence`, which also filters downstream). The mixture
-    proposals draw by `draw` (none: `generate.draw`): a set to hand over wants `gaussian`, whose
-    faces are new, where `resample` finishes noised training faces into near copies of them."""
+    proposals draw by `draw` (none: `generate.draw`): `resample` finishes noised training faces,
+    near copies of them unless `t_start` noises them far enough up that the DDPM makes new
+    faces; `gaussian` draws new faces from the components themselves."""
 
     cells: list[str] | None = None
     shares: dict[str, float] | None = None
@@ -246,6 +247,9 @@ class QuotaConfig(Section):
     budget: float = Field(default=20.0, ge=1)
     max_rounds: int = Field(default=12, gt=0)
     draw: Literal["gaussian", "resample"] | None = None  # none: generate.draw
+    # resampled draws only: the level a picked source is noised to and finished from (none:
+    # the harvest's t*); higher levels keep less of the source face, so the faces are new
+    t_start: int | None = Field(default=None, gt=0)
 
     _known_cells = field_validator("cells")(
         lambda cls, v: None if v is None else _protected_list(v))
@@ -516,6 +520,15 @@ class Config(Section):
         if not 0 < self.harvest.t_star < n:
             raise ValueError(f"harvest.t_star = {self.harvest.t_star} must lie between 1 and "
                              f"{n - 1} (ddpm.num_train_timesteps = {n})")
+        t_start = self.generate.quota.t_start
+        if t_start is not None:
+            if quota_draw(self) != "resample":
+                raise ValueError("generate.quota.t_start applies to resampled draws only; set "
+                                 "generate.quota.draw = 'resample' or leave t_start out")
+            if not self.harvest.t_star <= t_start < n:
+                raise ValueError(f"generate.quota.t_start = {t_start} must lie between harvest."
+                                 f"t_star ({self.harvest.t_star}) and {n - 1} "
+                                 f"(ddpm.num_train_timesteps = {n})")
         made = sorted({split_arm(m)[0] for m in self.downstream.methods} - {"baseline"}
                       - set(CONTROL_ARMS) - set(self.generate.methods))
         if made:

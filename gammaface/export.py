@@ -69,7 +69,8 @@ def _card(cfg: Config, method: str, hashes: dict[str, str], rows: pd.DataFrame,
              f"sampled with DDIM, {cfg.generate.steps} steps, eta {cfg.generate.eta}",
              f"- method `{method}`; latents harvested by `{cfg.harvest.source}` at t* = {t_star}, "
              f"mixture in `{cfg.gmm.space}` space, draw "
-             f"`{(quota.get('draw') or 'none, plain DDPM samples') if quota else cfg.generate.draw}`",
+             f"`{(quota.get('draw') or 'none, plain DDPM samples') if quota else cfg.generate.draw}`"
+             + (f", finished from t = {quota['t_start']}" if quota and quota.get("t_start") else ""),
              f"- labeller: {cfg.classifiers.backbone}; labels are its predictions, not ground truth"]
     if quota:
         lines += [f"- quota: {quota['target']} images over the cells of {':'.join(attrs)}, proposal "

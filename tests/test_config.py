@@ -30,6 +30,10 @@ def test_defaults_are_the_papers_settings():
     ({"data": {"dataset": "ffhq"}}, "needs data.ffhq.images"),
     ({"gmm": {"space": "features"}, "generate": {"draw": "resample", "quota": {"draw": "gaussian"}}},
      "needs generate.quota.draw = 'resample'"),
+    ({"generate": {"draw": "gaussian", "quota": {"t_start": 400}}},
+     "generate.quota.t_start applies to resampled draws only"),
+    ({"harvest": {"t_star": 300}, "generate": {"quota": {"draw": "resample", "t_start": 200}}},
+     "generate.quota.t_start = 200 must lie between harvest.t_star (300) and 999"),
 ])
 def test_bad_values_name_the_key(data, fragment):
     with pytest.raises(UserError) as err:

@@ -90,6 +90,8 @@ def _quota(**sections):
     ({"judge": {"n": 999}}, {"gmm", "quota_adaptive", "quota_unconditional"}, set()),
     ({"generate": {"quota": {"min_confidence": 0.9}}}, {"gmm"},
      {"quota_adaptive", "quota_unconditional"}),
+    ({"generate": {"quota": {"draw": "resample", "t_start": 400}}},
+     {"gmm", "quota_unconditional"}, {"quota_adaptive"}),
 ])
 def test_a_quota_set_is_keyed_on_its_labeller_its_cells_and_its_proposal(change, unchanged, changed):
     base, other = _quota(), _quota(**change)
@@ -109,6 +111,14 @@ def test_a_quota_draw_of_its_own_frees_the_set_from_the_mixture_methods_draw():
     a, b = _quota(generate=own), _quota(generate={**own, "draw": "resample"})
     assert method_key(a, "quota_adaptive") == method_key(b, "quota_adaptive")
     assert method_key(a, "gmm") != method_key(b, "gmm")
+
+
+def test_a_quota_start_level_keys_only_the_resampled_quota_sets():
+    own = {"quota": {"draw": "resample"}}
+    a, b = _quota(generate=own), _quota(generate={"quota": {"draw": "resample", "t_start": 400}})
+    assert method_key(a, "quota_adaptive") != method_key(b, "quota_adaptive")
+    assert method_key(a, "quota_unconditional") == method_key(b, "quota_unconditional")
+    assert method_key(a, "gmm") == method_key(b, "gmm")
 
 
 def test_a_quota_confidence_of_its_own_frees_the_set_from_the_downstream_filter():

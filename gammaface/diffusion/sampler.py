@@ -108,5 +108,16 @@ def forward_noise(x0: torch.Tensor, t: int, scheduler: SchedulerMixin,
     return scheduler.add_noise(x0, noise, timesteps.to(x0.device))
 
 
+def renoise(x_t: torch.Tensor, t: int, s: int, scheduler: SchedulerMixin,
+            generator: Generators = None) -> torch.Tensor:
+    """A draw from q(x_s | x_t) for s >= t: N(sqrt(abar_s / abar_t) x_t, (1 - abar_s / abar_t) I),
+    the forward process continued from level t to the noisier level s."""
+    if s < t:
+        raise ValueError(f"renoise goes up the noise levels only: s={s} lies below t={t}.")
+    abar = scheduler.alphas_cumprod.to(torch.float64)
+    ratio = float(abar[int(s)] / abar[int(t)])
+    return ratio ** 0.5 * x_t + (1.0 - ratio) ** 0.5 * noise_like(x_t, generator)
+
+
 def row_generators(seeds: Sequence[int]) -> list[torch.Generator]:
     return [torch.Generator().manual_seed(int(s)) for s in seeds]

@@ -4,7 +4,9 @@ Kinds of draw (a method's `kind` in its sampling file):
 - `gaussian`: x_{t*} ~ N(mu_k, diag (temperature sigma_k)^2) in the mixture's space, mapped back
   to latent space (PCA adds the discarded variance back as noise);
 - `resample`: an actual harvested latent of component k, picked with probability proportional
-  to its posterior responsibility; for `forward` latents, its source image is noised afresh;
+  to its posterior responsibility; for `forward` latents, its source image is noised afresh.
+  With `t_start` (a quota set's `generate.quota.t_start`) the pick is noised on up to that
+  level and finished from there: the further up, the less of the source face survives;
 - `images`: a training image of the shard's protected cell, noised to t* (stratified);
 - `noise`: x_T ~ N(0, I), the plain DDPM sampler (unconditional).
 Everything random in a shard comes from its seed: the shard's picks from one numpy generator,
@@ -21,7 +23,8 @@ import numpy as np
 import torch
 
 from gammaface.diffusion.model_io import load_ddpm
-from gammaface.diffusion.sampler import forward_noise, make_scheduler, reverse, row_generators
+from gammaface.diffusion.sampler import (forward_noise, make_scheduler, renoise, reverse,
+                                         row_generators)
 from gammaface.generate import shards as shard_io
 from gammaface.generate.plan import Shard, image_seed
 from gammaface.gmm.projection import Projection
@@ -85,9 +88,10 @@ class Renderer:
             self._latents = store.load_rows(Store(self.latent_dir))  # type: ignore[arg-type]
         return self._latents
 
-    def _noised(self, paths: list[str], gens: list[torch.Generator]) -> torch.Tensor:
+    def _noised(self, paths: list[str], gens: list[torch.Generator], level: int | None = None
+                ) -> torch.Tensor:
         x0 = to_model_space(load_resized(self.image_root, paths, self.size))
-        return forward_noise(x0, self.t_star, self.train_sched, gens)
+        return forward_noise(x0, self.t_star if level is None else level, self.train_sched, gens)
 
     def start(self, spec: dict[str, Any], component: int, count: int, seed: int,
               gens: list[torch.Generator]) -> tuple[torch.Tensor, int]:
@@ -109,9 +113,13 @@ class Renderer:
         if kind == "resample":
             probs = spec["probs"][component]
             rows = rng.choice(len(probs), size=count, p=probs / probs.sum())
+            level = int(spec.get("t_start", self.t_star))
             if spec.get("source") == "forward":
-                return self._noised([spec["source_paths"][r] for r in rows], gens), self.t_star
-            return torch.from_numpy(self._harvested()[rows].reshape(shape)), self.t_star
+                return self._noised([spec["source_paths"][r] for r in rows], gens, level), level
+            x = torch.from_numpy(self._harvested()[rows].reshape(shape))
+            if level > self.t_star:
+                x = renoise(x, self.t_star, level, self.train_sched, gens)
+            return x, level
         if kind == "images":
             pool = spec["cell_paths"][str(component)]
             picks = rng.integers(0, len(pool), size=count)

@@ -97,6 +97,8 @@ def method_key(cfg: Config, method: str, hash_of: Callable[[str], str]) -> str:
             keys.append("generate.quota.draw" if g.quota.draw else "generate.draw")
             if quota_draw(cfg) == "gaussian":
                 keys.append("generate.temperature")
+            elif g.quota.t_start is not None:
+                keys.append("generate.quota.t_start")
     elif method == "unconditional":  # pure DDPM samples from T: no latents, no mixture
         upstream = ["train_ddpm"]
     elif method == "stratified":  # train images noised to the harvest's t*

@@ -234,7 +234,9 @@ def _quota_sets(ctx: StageContext, methods: list[str], mixture_spec: dict[str, A
         summary = quota_lib.summary(r.tally, targets, names)
         summary.update(method=r.method, proposal=r.proposal, cells_of=attrs, stopped=r.stopped,
                        min_confidence=quota_confidence(cfg), budget=q.budget,
-                       draw=None if r.proposal == "unconditional" else quota_draw(cfg))
+                       draw=None if r.proposal == "unconditional" else quota_draw(cfg),
+                       t_start=None if r.proposal == "unconditional" else
+                       int(mixture_spec.get("t_start", renderer_kwargs["t_star"])))
         store = ctx.out
         store.write_json(f"{r.method}/{layout.GENERATED_QUOTA}", summary)
         store.write_json(f"{r.method}/{PLAN_FILE}", {"method_key": keys[r.method], "method": r.method,
@@ -363,6 +365,13 @@ def run(ctx: StageContext) -> StageResult:
                                                  len(cells(q_attrs)))
         q_spec = chosen_spec if quota_draw(cfg) == g.draw else _mixture_spec(
             inputs, gm.means_, gm.covariances_, resp, quota_draw(cfg))
+        if g.quota.t_start is not None:  # resampled picks noised on up and finished from there
+            t_q = effective_t(make_scheduler(load_scheduler(ddpm_dir), "ddim"), g.steps,
+                              g.quota.t_start)
+            if t_q != g.quota.t_start:
+                echo(f"  generate.quota.t_start = {g.quota.t_start} lies off the {g.steps}-step "
+                     f"grid; quota draws start from {t_q}")
+            q_spec = {**q_spec, "t_start": t_q}
         q_plans, kept, q_renders, q_seconds = _quota_sets(
             ctx, quota_methods, q_spec, gm.n_components, comp_prior, renderer_kwargs, out,
             keys)

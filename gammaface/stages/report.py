@@ -14,7 +14,7 @@ import pandas as pd
 
 from gammaface import figures, layout, tables, tracking, webpage
 from gammaface.classifiers import inception
-from gammaface.config import quota_draw
+from gammaface.config import Config, quota_draw
 from gammaface.classifiers.labeller import Labeller
 from gammaface.data import manifest
 from gammaface.downstream import compare
@@ -104,6 +104,14 @@ def _eval_sentence(results: pd.DataFrame, target: str) -> str:
             + ".")
 
 
+def _quota_draw_note(cfg: Config) -> str:
+    """How the quota sets draw, where that differs from the other mixture methods."""
+    parts = [] if quota_draw(cfg) == cfg.generate.draw else [f"`{quota_draw(cfg)}`"]
+    if cfg.generate.quota.t_start is not None:
+        parts.append(f"finished from t = {cfg.generate.quota.t_start}")
+    return f" (quota sets {', '.join(parts)})" if parts else ""
+
+
 def run(ctx: StageContext) -> StageResult:
     cfg, fmt = ctx.cfg, tables.cell
     d = cfg.downstream
@@ -114,8 +122,8 @@ def run(ctx: StageContext) -> StageResult:
     sel = gmm.read_json(layout.GMM_SELECTED)
     md += [f"Dataset `{cfg.data.dataset}`; harvest `{sel['source']}` at t* = {sel['t_star']}; "
            f"mixture in `{sel['space']}` space, K = {sel['k']} ({sel['chosen_by']}); draws "
-           f"`{cfg.generate.draw}`" + (f" (quota sets `{quota_draw(cfg)}`)" if quota_draw(cfg) !=
-                                       cfg.generate.draw else "") + f", eta {cfg.generate.eta:g}, {cfg.generate.n} images per method; "
+           f"`{cfg.generate.draw}`" + _quota_draw_note(cfg) + f", eta {cfg.generate.eta:g}, "
+           f"{cfg.generate.n} images per method; "
            f"downstream target `{d.target}`, protected `{', '.join(d.protected)}`.", ""]
 
     df, root = manifest.read(ctx.manifest_path)

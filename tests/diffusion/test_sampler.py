@@ -4,8 +4,8 @@ import torch
 from diffusers import DDIMPipeline, DDIMScheduler, DDPMScheduler, UNet2DModel
 
 from gammaface.diffusion.presets import unet_config
-from gammaface.diffusion.sampler import (effective_t, forward_noise, grid, make_scheduler, reverse,
-                                         row_generators)
+from gammaface.diffusion.sampler import (effective_t, forward_noise, grid, make_scheduler, renoise,
+                                         reverse, row_generators)
 
 T = 1000
 
@@ -86,6 +86,19 @@ def test_forward_noise_has_the_closed_form_moments(train_scheduler):
     again = forward_noise(x0[:5], t, train_scheduler, generator=row_generators(range(5)))
     first = forward_noise(x0[:2], t, train_scheduler, generator=row_generators(range(2)))
     torch.testing.assert_close(again[:2], first)
+
+
+def test_renoising_from_t_to_s_is_the_forward_process_to_s(train_scheduler):
+    # x_0 -> x_100 -> x_400 must have q(x_400 | x_0)'s closed-form moments
+    abar = train_scheduler.alphas_cumprod.double()
+    x0 = torch.full((6000, 3, 2, 2), -0.4)
+    x_t = forward_noise(x0, 100, train_scheduler, generator=torch.Generator().manual_seed(1))
+    x_s = renoise(x_t, 100, 400, train_scheduler, generator=torch.Generator().manual_seed(2))
+    assert float(x_s.mean()) == pytest.approx(float(abar[400].sqrt()) * -0.4, abs=0.01)
+    assert float(x_s.var()) == pytest.approx(float(1 - abar[400]), rel=0.03)
+    torch.testing.assert_close(renoise(x_t[:3], 100, 100, train_scheduler), x_t[:3])
+    with pytest.raises(ValueError, match="goes up"):
+        renoise(x_t[:1], 400, 100, train_scheduler)
 
 
 def test_t_to_above_t_from_is_refused(unet, train_scheduler):

@@ -73,6 +73,21 @@ def test_forward_resample_noises_the_picked_source_images_with_each_images_gener
     torch.testing.assert_close(x, expected)
 
 
+def test_a_quota_start_level_noises_the_picked_source_that_far_up(assets):
+    r = _renderer(assets)
+    df, root = manifest.read(assets / "data" / manifest.MANIFEST_FILE)
+    paths = list(df["path"][:6])
+    probs = np.zeros((1, 6))
+    probs[0, 2] = 1.0
+    spec = {"kind": "resample", "probs": probs, "source": "forward", "source_paths": paths,
+            "t_start": 600}
+    x, level = r.start(spec, 0, 3, 4, _gens(4, 3))
+    x0 = to_model_space(load_resized(root, [paths[2]] * 3, 8))
+    expected = forward_noise(x0, 600, DDPMScheduler(num_train_timesteps=1000), _gens(4, 3))
+    assert level == 600
+    torch.testing.assert_close(x, expected)
+
+
 def test_unconditional_images_are_the_plain_sampler_from_each_images_noise(assets):
     r = _renderer(assets)
     images = r.render({"kind": "noise"}, -1, 5, 3)
