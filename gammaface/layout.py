@@ -14,6 +14,9 @@ COMPARE_DIR = "compare"  # `gammaface compare`'s tables: outside every stage's f
 
 # train_ddpm: the diffusers folders `unet/` and `scheduler/`, and a sample sheet
 DDPM_SAMPLES = "samples.png"
+# Ray Train's checkpoints inside a training stage's folder. On a remote workdir Ray Train
+# writes them to the bucket itself, so the mirror neither fetches nor deletes them.
+RAY_TRAIN_DIR = "ray_train"
 # gmm_search
 GMM_SELECTED = "selected.json"  # the chosen K and the space the mixture lives in
 GMM_BIC_PLOT = "bic.png"

@@ -244,7 +244,9 @@ def _run_one(name: str, cfg: Config, workdir: Store, local: Store,
         for need in _upstream(name, cfg):
             stage.fetch(workdir.sub(layout.stage_dir(need, cfg)), local.sub(layout.stage_dir(need, cfg)))
         stage.mark_incomplete(own)
-        shared = pull(folder, own)  # what an earlier, interrupted run left: resumed from
+        # what an earlier, interrupted run left: resumed from (Ray Train reads its checkpoints
+        # from the bucket itself)
+        shared = pull(folder, own, leave=(layout.RAY_TRAIN_DIR,))
     with tracking.stage_run(name, h):
         ctx = StageContext(cfg, local, name, lambda n: stage_hash(n, cfg), echo=echo,
                            publish=folder if remote else None)
@@ -252,9 +254,9 @@ def _run_one(name: str, cfg: Config, workdir: Store, local: Store,
         result.seconds = time.time() - started
         tracking.log_metrics({"stage_seconds": result.seconds})
     if remote:  # units published meanwhile from other machines, then the whole folder up
-        shared.update(pull(folder, own, skip=shared))
+        shared.update(pull(folder, own, skip=shared, leave=(layout.RAY_TRAIN_DIR,)))
         stage.mark_complete(own, h, result, started)
-        sent = push(own, folder, shared, last=(layout.STAGE_FILE,))
+        sent = push(own, folder, shared, last=(layout.STAGE_FILE,), leave=(layout.RAY_TRAIN_DIR,))
         echo(f"[{name}] {sent} file(s) uploaded to {folder.uri()}")
     else:
         stage.mark_complete(folder, h, result, started)

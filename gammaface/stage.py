@@ -85,6 +85,14 @@ class StageContext:
                             "mirror.")
         return self.out
 
+    def checkpoints(self) -> str:
+        """Where Ray Train keeps this stage's checkpoints: for a remote workdir the bucket (a
+        killed run resumes from them on any machine, and workers on any node write them there),
+        else the stage's own folder."""
+        if self.publish is not None:
+            return self.publish.uri(layout.RAY_TRAIN_DIR)
+        return self.out.path(layout.RAY_TRAIN_DIR)
+
     @property
     def manifest_path(self) -> str:
         """The dataset's manifest (prepare's output), as a local path."""

@@ -140,19 +140,24 @@ def mirror_of(remote: Store) -> Store:
     return Store(os.path.join(base, "mirror", key))
 
 
+def _under(rel: str, folders: tuple[str, ...]) -> bool:
+    return any(rel.startswith(f"{f.rstrip('/')}/") for f in folders)
+
+
 def pull(remote: Store, local: Store, record: dict[str, list[Any]] | None = None,
-         skip: Iterable[str] = ()) -> dict[str, str]:
+         skip: Iterable[str] = (), leave: tuple[str, ...] = ()) -> dict[str, str]:
     """Fetch into `local` each file of `remote` that `local` lacks or holds in another size,
     or, where `record` (path -> [size, sha256], a completed stage's) names it, with another
-    digest; with a record, only the recorded files; never those in `skip`. Returns path ->
-    sha256 of every fetched or matching file: what `local` and `remote` now share."""
+    digest; with a record, only the recorded files; never those in `skip` or under the folders
+    in `leave`. Returns path -> sha256 of every fetched or matching file: what `local` and
+    `remote` now share."""
     present = local.files()
     shared = {}
     wanted = ({rel: size for rel, (size, _) in record.items()} if record is not None
               else {rel: size for rel, size in remote.files().items() if TMP_MARK not in rel})
     skipped = set(skip)
     for rel, size in wanted.items():
-        if rel in skipped:
+        if rel in skipped or _under(rel, leave):
             continue
         sha = record[rel][1] if record is not None else None
         if present.get(rel) == size and (sha is None or local.sha256(rel) == sha):
@@ -163,11 +168,12 @@ def pull(remote: Store, local: Store, record: dict[str, list[Any]] | None = None
     return shared
 
 
-def push(local: Store, remote: Store, shared: dict[str, str], last: tuple[str, ...] = ()
-         ) -> int:
+def push(local: Store, remote: Store, shared: dict[str, str], last: tuple[str, ...] = (),
+         leave: tuple[str, ...] = ()) -> int:
     """Make `remote` hold what `local` holds: upload each file not in `shared` (what both held,
-    by digest) or changed since, delete remote files `local` no longer has, and upload the
-    files named in `last` after everything else (a completion record). Returns files sent."""
+    by digest) or changed since, delete remote files `local` no longer has (but none under the
+    folders in `leave`, which something else writes there), and upload the files named in
+    `last` after everything else (a completion record). Returns files sent."""
     present = {rel: size for rel, size in local.files().items() if TMP_MARK not in rel}
     there = remote.files()  # one listing, not a request per file
     sent = 0
@@ -176,6 +182,6 @@ def push(local: Store, remote: Store, shared: dict[str, str], last: tuple[str, .
             local.copy_to(rel, remote)
             sent += 1
     for rel in there:
-        if rel not in present:
+        if rel not in present and not _under(rel, leave):
             remote.delete(rel)
     return sent

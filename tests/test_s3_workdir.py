@@ -71,6 +71,18 @@ def test_push_and_pull_copy_only_what_differs_and_the_record_goes_last(s3, tmp_p
     pull(remote, Store(local), record)
     assert (local / "shard-0" / "1.png").read_bytes() == b"\xff" * 101
 
+    # a folder something else writes in the bucket (Ray Train's checkpoints) is neither
+    # fetched nor deleted
+    remote.write_bytes("ray_train/run/checkpoint_0/model.safetensors", b"weights")
+    fresh = tmp_path / "c"
+    assert "ray_train/run/checkpoint_0/model.safetensors" not in pull(
+        remote, Store(fresh), leave=("ray_train",))
+    assert not (fresh / "ray_train").exists() and (fresh / "stage.json").exists()
+    push(Store(fresh), remote, {}, leave=("ray_train",))
+    assert remote.read_bytes("ray_train/run/checkpoint_0/model.safetensors") == b"weights"
+    push(Store(fresh), remote, {})
+    assert not remote.exists("ray_train/run/checkpoint_0/model.safetensors")
+
 
 def test_fetch_leaves_exactly_the_completed_stage(s3, tmp_path):
     src = tmp_path / "src"
@@ -110,6 +122,16 @@ def test_the_smoke_pipeline_on_s3_resumes_a_killed_generation_on_another_machine
                         text=True, timeout=900)
     assert up.returncode == 0, up.stdout[-2000:] + up.stderr[-2000:]
     assert "uploaded to s3://gammaface/smoke/ddpm" in up.stdout
+    # Ray Train wrote the training stages' checkpoints to the bucket itself (a killed training
+    # resumes from them on any machine); machine a's mirror holds none of them
+    monkeypatch.setenv(CACHE_ENV, str(tmp_path / "a"))
+    mirror_a = Path(mirror_of(Store(root)).path())
+    for name in ("train_ddpm", "train_classifiers"):
+        rel = layout.stage_dir(name, cfg)
+        held = [f for f in Store(root).sub(rel).files() if f.startswith(f"{layout.RAY_TRAIN_DIR}/")]
+        assert any(f.endswith("/model.safetensors") for f in held), (name, held)
+        assert (mirror_a / rel / layout.STAGE_FILE).exists()
+        assert not (mirror_a / rel / layout.RAY_TRAIN_DIR).exists(), name
 
     # machine a is killed (driver, raylet, actors) once two shards have reached the bucket
     gen = Store(root).sub(layout.stage_dir("generate", cfg))

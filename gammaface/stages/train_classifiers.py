@@ -24,7 +24,6 @@ from gammaface.ray_runtime import connect
 from gammaface.stage import StageContext, StageResult
 
 METRICS_FILE = "metrics.json"
-RAY_TRAIN_DIR = "ray_train"
 
 
 def run(ctx: StageContext) -> StageResult:
@@ -53,7 +52,7 @@ def run(ctx: StageContext) -> StageResult:
     tracking.log_params({"classifiers.image_size_used": size, "classifiers.train_rows": len(train)})
     tracking.log_dataset(train, ctx.manifest_path, "labeller train split", "training")
     model = fit_classifier(c, list(train["path"]), encode(train, list(c.attributes)), image_root,
-                           size, cfg.seed, h, out.path(RAY_TRAIN_DIR), f"classifiers-{h}",
+                           size, cfg.seed, h, ctx.checkpoints(), f"classifiers-{h}",
                            tracking.worker_run(), cfg.ray.placed("train_classifiers"))
     labeller_io.save(Path(out.path()), model, c.backbone, size)
 

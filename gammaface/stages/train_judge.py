@@ -26,7 +26,6 @@ from gammaface.stage import StageContext, StageResult
 
 DATA_DIR = "data"
 METRICS_FILE = "metrics.json"
-RAY_TRAIN_DIR = "ray_train"
 
 
 def run(ctx: StageContext) -> StageResult:
@@ -59,7 +58,7 @@ def run(ctx: StageContext) -> StageResult:
     tracking.log_params({"judge.source": source, "judge.train_rows": len(train)})
     tracking.log_dataset(train, root, "judge training images", "training")
     model = fit_classifier(c, list(train["path"]), encode(train, list(c.attributes)), root, size,
-                           j.seed, h, out.path(RAY_TRAIN_DIR), f"judge-{h}", tracking.worker_run(),
+                           j.seed, h, ctx.checkpoints(), f"judge-{h}", tracking.worker_run(),
                            cfg.ray.placed("train_judge"))
     labeller_io.save(Path(out.path()), model, c.backbone, size)
     judge = Labeller.load(out.path())
