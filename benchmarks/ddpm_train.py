@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import torch
 from diffusers import DDIMPipeline, DDIMScheduler, DDPMScheduler, UNet2DModel
 
@@ -43,11 +44,12 @@ def train_throughput(args: argparse.Namespace, workers: int, data_dir: Path, pat
                                      "max_failures": 0, "use_gpu": gpu}})
     threads = max(1, (os.cpu_count() or 1) // workers)
     loop = loop_config(cfg.ddpm, unet_config(args.preset, args.resolution), cfg.seed,
-                       f"bench{workers}", paths, str(data_dir), threads)
+                       f"bench{workers}", str(data_dir), threads)
     with tempfile.TemporaryDirectory() as storage:
         _, metrics = ray_train.fit(train_loop_per_worker, loop, num_workers=workers, use_gpu=gpu,
                                    cpus_per_worker=threads, storage_path=storage,
-                                   name=f"bench-{workers}", max_failures=0, what="ddpm")
+                                   name=f"bench-{workers}", max_failures=0, what="ddpm",
+                                   table=pd.DataFrame({"path": paths}))
     return float(metrics["images_per_s"])
 
 

@@ -12,12 +12,17 @@ from __future__ import annotations
 import json
 import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Protocol
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Protocol, TypeVar
 
 from gammaface.errors import UserError, explain
 
 if TYPE_CHECKING:  # imported where used: the CPU sharing below serves stages that need no torch
+    import pandas as pd
     import torch
+
+T = TypeVar("T")
+TABLE = "train"  # the Ray dataset of training rows every worker reads its share from
+ROW = "_row"  # the driver's row order, restored on the worker whatever order blocks arrive in
 
 MODEL_FILE = "model.safetensors"
 EMA_FILE = "ema.safetensors"
@@ -113,19 +118,58 @@ def rank_log(cfg: dict[str, Any], rank: int) -> Log:
     return log if rank == 0 and log is not None else NoLog()
 
 
+def worker_rows(rank: int, world: int) -> pd.DataFrame:
+    """This worker's share of the table `fit` was given (rows rank, rank + world, ... of the
+    driver's order), read through Ray Data. Every worker receives the whole table and takes its
+    share by rank, so each step's rows stay a function of (seed, rank, step) and a resumed run
+    draws what an uninterrupted one would; the table holds paths and labels, never pixels."""
+    import pandas as pd
+    import ray.train
+
+    shard = ray.train.get_dataset_shard(TABLE)
+    parts = list(shard.iter_batches(batch_format="pandas", batch_size=None))
+    table = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame({ROW: []})
+    table = table.sort_values(ROW, kind="stable").reset_index(drop=True)
+    return table.iloc[rank::world].reset_index(drop=True)
+
+
+def read_ahead(load: Callable[[int], T], steps: Iterable[int]) -> Iterator[T]:
+    """`load(step)` for each step in order, the next one read on a thread while the caller
+    trains on this one: images come from storage a batch at a time, so a worker's memory holds
+    two batches, never its whole share."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    order = iter(steps)
+    with ThreadPoolExecutor(1) as pool:
+        pending = next((pool.submit(load, s) for s in order), None)
+        while pending is not None:
+            ready = pending.result()
+            pending = next((pool.submit(load, s) for s in order), None)
+            yield ready
+
+
 def fit(loop: Callable[[dict[str, Any]], None], loop_cfg: dict[str, Any], *, num_workers: int,
         use_gpu: bool, cpus_per_worker: int, storage_path: str, name: str, max_failures: int,
-        what: str, checkpointed: bool = True, resources: dict[str, float] | None = None
-        ) -> tuple[Path | None, dict[str, Any]]:
+        what: str, checkpointed: bool = True, resources: dict[str, float] | None = None,
+        table: pd.DataFrame | None = None) -> tuple[Path | None, dict[str, Any]]:
     """Run `loop` on every worker; rerunning with the same storage_path and name resumes from
     the latest checkpoint. Returns a local copy of the final checkpoint (None for a loop that
     keeps its own progress on disk, `checkpointed=False`) and rank 0's last reported metrics.
-    `resources`: custom Ray resources every worker asks for (where it may run)."""
-    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    `resources`: custom Ray resources every worker asks for (where it may run). `table`: the
+    training rows (paths, labels), handed to every worker as a Ray dataset (`worker_rows`)."""
+    import numpy as np
+    import ray.data
+    from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
+    datasets = None
+    if table is not None:
+        rows = table.reset_index(drop=True).assign(**{ROW: np.arange(len(table))})
+        datasets = {TABLE: ray.data.from_pandas(rows)}
     trainer = TorchTrainer(
-        loop, train_loop_config=loop_cfg,
+        loop, train_loop_config=loop_cfg, datasets=datasets,
+        # not split by Ray Data: each worker takes its share by rank (see worker_rows)
+        dataset_config=DataConfig(datasets_to_split=[]),
         scaling_config=ScalingConfig(num_workers=num_workers, use_gpu=use_gpu,
                                      resources_per_worker={"CPU": cpus_per_worker,
                                                            **(resources or {})}),

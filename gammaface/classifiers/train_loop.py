@@ -4,7 +4,8 @@ masked cross-entropy per attribute, with the degradation augmentation, one check
 Every worker takes the same number of steps per epoch (DDP needs it): the global step count is
 the train split over the global batch, and each worker draws its rows from its own shard with
 the step-seeded permutations of the DDPM loop, so a resumed run takes the steps an
-uninterrupted one would have.
+uninterrupted one would have. The rows (paths and label codes) reach the workers as a Ray
+dataset; the images are read from storage a batch at a time.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import torch
 import torch.nn.functional as F
 
@@ -52,13 +54,14 @@ def train_loop_per_worker(cfg: dict[str, Any]) -> None:
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     torch.set_num_threads(cfg["threads"])
     device = ray.train.torch.get_device() if cfg["use_gpu"] else torch.device("cpu")
-    images = load_resized(cfg["image_root"], cfg["paths"][rank::world], cfg["image_size"])
-    targets = torch.as_tensor(np.asarray(cfg["labels"], dtype=np.int64)[rank::world])
-    if len(images) == 0:
-        raise ValueError(f"worker {rank} has no training images; use fewer workers.")
-    local_batch = math.ceil(cfg["batch_size"] / world)
-    steps_per_epoch = math.ceil(len(cfg["paths"]) / cfg["batch_size"])
     attributes = cfg["attributes"]
+    share = ray_train.worker_rows(rank, world)
+    if share.empty:
+        raise ValueError(f"worker {rank} has no training images; use fewer workers.")
+    paths = list(share["path"])
+    targets = torch.as_tensor(share[[_label(a) for a in attributes]].to_numpy(np.int64))
+    local_batch = math.ceil(cfg["batch_size"] / world)
+    steps_per_epoch = math.ceil(cfg["rows"] / cfg["batch_size"])
 
     torch.manual_seed(seed_of(cfg["seed"], 0))
     model = AttributeNet(cfg["backbone"], attributes, cfg["image_size"])
@@ -77,14 +80,20 @@ def train_loop_per_worker(cfg: dict[str, Any]) -> None:
     core = ddp.module if hasattr(ddp, "module") else ddp
     log = ray_train.rank_log(cfg, rank)
 
+    def batch_of(step: int) -> tuple[np.ndarray, np.ndarray]:
+        rows = batch_indices(step, len(paths), local_batch, cfg["seed"], rank)
+        return load_resized(cfg["image_root"], [paths[r] for r in rows], cfg["image_size"]), rows
+
+    batches = ray_train.read_ahead(batch_of, range(epoch * steps_per_epoch,
+                                                   cfg["epochs"] * steps_per_epoch))
     while epoch < cfg["epochs"]:
         ddp.train()
         tick, losses, correct, seen = time.perf_counter(), [], 0.0, 0.0
         for i in range(steps_per_epoch):
             step = epoch * steps_per_epoch + i
-            rows = batch_indices(step, len(images), local_batch, cfg["seed"], rank)
+            images, rows = next(batches)
             gen = torch.Generator().manual_seed(seed_of(cfg["seed"], rank, step, 2))
-            x = to_model_space(images[rows])
+            x = to_model_space(images)
             flip = torch.rand(len(rows), generator=gen) < 0.5
             x = torch.where(flip[:, None, None, None], x.flip(3), x)
             if cfg["augment"] > 0:
@@ -128,6 +137,11 @@ def _report(cfg: dict[str, Any], rank: int, world: int, epoch: int, model: torch
         ray.train.report(metrics, checkpoint=ckpt)
 
 
+def _label(attribute: str) -> str:
+    """The training table's column of an attribute's class codes."""
+    return f"label/{attribute}"
+
+
 def fit_classifier(c: Any, train_paths: list[str], labels: np.ndarray, image_root: str,
                    image_size: int, seed: int, config_hash: str, storage_path: str, name: str,
                    log: Any, resources: dict[str, float] | None = None) -> AttributeNet:
@@ -138,13 +152,15 @@ def fit_classifier(c: Any, train_paths: list[str], labels: np.ndarray, image_roo
         "backbone": c.backbone, "attributes": list(c.attributes), "image_size": image_size,
         "epochs": c.epochs, "batch_size": c.batch_size, "learning_rate": c.learning_rate,
         "augment": c.augment, "use_gpu": c.use_gpu, "seed": seed, "config_hash": config_hash,
-        "paths": list(train_paths), "labels": np.asarray(labels).tolist(),
-        "image_root": image_root, "threads": threads, "log": log,
+        "rows": len(train_paths), "image_root": image_root, "threads": threads, "log": log,
     }
+    codes = np.asarray(labels, dtype=np.int64).reshape(len(train_paths), len(c.attributes))
+    table = pd.DataFrame({"path": list(train_paths),
+                          **{_label(a): codes[:, j] for j, a in enumerate(c.attributes)}})
     final, _ = ray_train.fit(train_loop_per_worker, loop_cfg, num_workers=c.num_workers,
                              use_gpu=c.use_gpu, cpus_per_worker=threads, storage_path=storage_path,
                              name=name, max_failures=c.max_failures, what=name.split("-")[0],
-                             resources=resources)
+                             resources=resources, table=table)
     ray_train.checkpoint_state(final, config_hash, ray_train.FILES_WITHOUT_EMA)
     model = AttributeNet(c.backbone, list(c.attributes), image_size)
     model.load_state_dict(ray_train.load_weights(final, ray_train.MODEL_FILE))

@@ -1,8 +1,9 @@
 """The DDPM training loop (the paper's eq. 5: epsilon prediction with MSE).
 
 `train_step` is plain torch. `train_loop_per_worker` is the function Ray Train runs on every
-worker: it loads this worker's share of the manifest, restores the latest checkpoint when there
-is one, and reports checkpoints through `ray.train.report`. Data order, flips, noise and
+worker: it reads this worker's share of the training rows (through Ray Data), restores the latest
+checkpoint when there is one, reads each step's images from storage as it goes, and reports
+checkpoints through `ray.train.report`. Data order, flips, noise and
 timesteps of a step are drawn from generators seeded by (seed, rank, step), so a run resumed
 from a checkpoint takes exactly the steps an uninterrupted run would have taken.
 """
@@ -84,10 +85,11 @@ def _restore(folder: Path, cfg: dict[str, Any], model: torch.nn.Module, ema: Ema
     return int(state["step"]), ray_train.load_optimizer(folder)
 
 
-def loop_config(ddpm: Any, unet: dict[str, Any], seed: int, config_hash: str, paths: list[str],
-                image_root: str, threads: int, log: ray_train.Log | None = None) -> dict[str, Any]:
-    """What `train_loop_per_worker` reads: the settings of the config's `ddpm` section, the
-    UNet's config, the images (paths under `image_root`) and where rank 0 logs."""
+def loop_config(ddpm: Any, unet: dict[str, Any], seed: int, config_hash: str, image_root: str,
+                threads: int, log: ray_train.Log | None = None) -> dict[str, Any]:
+    """What `train_loop_per_worker` reads besides its rows: the settings of the config's `ddpm`
+    section, the UNet's config, where the images lie and where rank 0 logs. The rows (a `path`
+    per training image, relative to `image_root`) go to `ray_train.fit` as its table."""
     d = ddpm
     return {
         "unet": unet,
@@ -97,7 +99,7 @@ def loop_config(ddpm: Any, unet: dict[str, Any], seed: int, config_hash: str, pa
         "ema_decay": d.ema_decay,
         "checkpoint_every": d.checkpoint_every, "sample_every": d.sample_every,
         "sample_steps": d.sample_steps, "log_every": d.log_every, "use_gpu": d.use_gpu,
-        "seed": seed, "config_hash": config_hash, "paths": paths, "image_root": image_root,
+        "seed": seed, "config_hash": config_hash, "image_root": image_root,
         "threads": threads, "log": log,
     }
 
@@ -111,8 +113,8 @@ def train_loop_per_worker(cfg: dict[str, Any]) -> None:
     torch.set_num_threads(cfg["threads"])
     device = ray.train.torch.get_device() if cfg["use_gpu"] else torch.device("cpu")
     amp = device.type == "cuda"
-    images = load_resized(cfg["image_root"], cfg["paths"][rank::world], cfg["unet"]["sample_size"])
-    if len(images) == 0:
+    share = list(ray_train.worker_rows(rank, world)["path"])
+    if not share:
         raise ValueError(f"worker {rank} has no training images; use fewer workers.")
     local_batch = math.ceil(cfg["batch_size"] / world)
 
@@ -144,10 +146,15 @@ def train_loop_per_worker(cfg: dict[str, Any]) -> None:
     losses: list[float] = []
     tick, tick_step = time.perf_counter(), step
     throughput = {"images_per_s": 0.0}
+
+    def images_of(s: int) -> np.ndarray:
+        rows = batch_indices(s, len(share), local_batch, cfg["seed"], rank)
+        return load_resized(cfg["image_root"], [share[i] for i in rows], cfg["unet"]["sample_size"])
+
+    batches = ray_train.read_ahead(images_of, range(step, cfg["train_steps"]))
     while step < cfg["train_steps"]:
-        rows = batch_indices(step, len(images), local_batch, cfg["seed"], rank)
         gen = torch.Generator().manual_seed(seed_of(cfg["seed"], rank, step, 1))
-        loss = train_step(ddp, noise_scheduler, images[rows], gen, device, amp)
+        loss = train_step(ddp, noise_scheduler, next(batches), gen, device, amp)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(ddp.parameters(), cfg["grad_clip"])

@@ -1,9 +1,9 @@
 """Stage `train_ddpm`: the manifest's train split -> `ddpm/` (diffusers layout + samples.png).
 
 Training runs in Ray Train's TorchTrainer (DDP over gloo on CPU workers, NCCL on GPUs). Ray
-Train keeps its checkpoints under `ddpm/ray_train/<run name>`, where the run name carries the
-stage's config hash: rerunning the same config resumes from the latest checkpoint, another
-config starts afresh.
+Train keeps its checkpoints under `ddpm/ray_train/<run name>` (in the bucket itself where the
+workdir is remote), where the run name carries the stage's config hash: rerunning the same
+config resumes from the latest checkpoint, on any machine, another config starts afresh.
 """
 
 from __future__ import annotations
@@ -25,7 +25,6 @@ from gammaface.ray_runtime import connect
 from gammaface.stage import StageContext, StageResult
 
 FINAL_SAMPLES = 64
-RAY_TRAIN_DIR = "ray_train"
 
 
 def _cpus_per_worker(cfg: Config) -> int:
@@ -38,12 +37,12 @@ def run(ctx: StageContext) -> StageResult:
     out = ctx.local_out("writes its model through a local folder")
     out.makedirs()
     df, image_root = manifest.read(ctx.manifest_path)
-    paths = list(df.loc[df["split"] == "train", "path"])
-    if len(paths) < cfg.ddpm.num_workers:
-        raise UserError(f"the train split has {len(paths)} images, fewer than ddpm.num_workers.")
+    train = df.loc[df["split"] == "train", ["path"]]
+    if len(train) < cfg.ddpm.num_workers:
+        raise UserError(f"the train split has {len(train)} images, fewer than ddpm.num_workers.")
     h = ctx.hash
     loop_cfg = loop_config(cfg.ddpm, unet_config(cfg.ddpm.preset, cfg.ddpm_resolution), cfg.seed,
-                           h, paths, image_root, _cpus_per_worker(cfg), tracking.worker_run())
+                           h, image_root, _cpus_per_worker(cfg), tracking.worker_run())
     n_params = sum(p.numel() for p in UNet2DModel(**loop_cfg["unet"]).parameters())
     tracking.log_params({"ddpm.resolution_used": loop_cfg["unet"]["sample_size"],
                          "ddpm.parameters": n_params})
@@ -52,9 +51,9 @@ def run(ctx: StageContext) -> StageResult:
     d = cfg.ddpm
     final, _ = ray_train.fit(train_loop_per_worker, loop_cfg, num_workers=d.num_workers,
                              use_gpu=d.use_gpu, cpus_per_worker=loop_cfg["threads"],
-                             storage_path=out.path(RAY_TRAIN_DIR), name=f"ddpm-{h}",
+                             storage_path=ctx.checkpoints(), name=f"ddpm-{h}",
                              max_failures=d.max_failures, what="ddpm",
-                             resources=cfg.ray.placed("train_ddpm"))
+                             resources=cfg.ray.placed("train_ddpm"), table=train)
     state = ray_train.checkpoint_state(final, h)
     ema = ray_train.load_weights(final, ray_train.EMA_FILE)
 
@@ -69,6 +68,6 @@ def run(ctx: StageContext) -> StageResult:
     tracking.log_artifact(out.path(layout.DDPM_SAMPLES))
     tracking.register_ddpm(out.path(), list(PIPELINE_FILES), loop_cfg["unet"]["sample_size"],
                            tracking.registered_name(cfg, "ddpm"))
-    return StageResult("train_ddpm", rows={"train_images": len(paths), "steps": int(state["step"])},
+    return StageResult("train_ddpm", rows={"train_images": len(train), "steps": int(state["step"])},
                        outputs={"unet": out.uri("unet"), "samples": out.uri(layout.DDPM_SAMPLES)},
                        metrics={"parameters": float(n_params)})
