@@ -19,9 +19,18 @@ from typing import Iterator
 
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    return free_ports(1)[0]
+
+
+def free_ports(n: int) -> list[int]:
+    """`n` distinct free ports: every socket is held open until all are bound, since a port
+    given back by one bind can be handed out again by the next (Ray refuses two of its
+    listeners on one port)."""
+    with contextlib.ExitStack() as stack:
+        socks = [stack.enter_context(socket.socket()) for _ in range(n)]
+        for s in socks:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in socks]
 
 
 def wait_http(url: str, proc: subprocess.Popen, timeout: float, log: Path,
@@ -64,12 +73,21 @@ class Head:
     gcs: str  # host:port that `ray start --address` and `ray.init(address=...)` join
 
 
-def _own_ports(*names: str) -> list[str]:
-    """A free port for each of Ray's per-node listeners: the test session's local Ray (and any
-    other node on this machine) holds the defaults."""
-    return [f"--{name}={free_port()}" for name in (
-        "dashboard-agent-listen-port", "dashboard-agent-grpc-port", "metrics-export-port",
-        "runtime-env-agent-port", *names)]
+def _own_ports(*names: str, extra: int = 0) -> tuple[list[str], list[int]]:
+    """A free port for each of Ray's per-node listeners (the test session's local Ray, and any
+    other node on this machine, holds the defaults), and `extra` more distinct ones."""
+    names = ("dashboard-agent-listen-port", "dashboard-agent-grpc-port", "metrics-export-port",
+             "runtime-env-agent-port", *names)
+    ports = free_ports(len(names) + extra)
+    return [f"--{name}={p}" for name, p in zip(names, ports)], ports[len(names):]
+
+
+def _port_race(log: Path) -> bool:
+    """Whether a start failed only because another process took a chosen port meanwhile, or
+    Ray's fixed 30 s raylet wait ran out on a loaded machine: worth one more try."""
+    text = log.read_text()
+    return "timed out during startup" in text or "used by other components" in text \
+        or "address already in use" in text.lower()
 
 
 @contextlib.contextmanager
@@ -79,11 +97,11 @@ def ray_head(tmp: Path, env: dict[str, str] | None = None, num_cpus: int = 2) ->
     log = tmp / "ray-head.log"
     ray = str(Path(sys.executable).parent / "ray")
     for attempt in range(2):
-        port, dash = free_port(), free_port()
+        own, (port, dash) = _own_ports("ray-client-server-port", extra=2)
         proc = subprocess.Popen(
             [ray, "start", "--head", f"--port={port}", "--dashboard-host=127.0.0.1",
              f"--dashboard-port={dash}", "--include-dashboard=true", f"--num-cpus={num_cpus}",
-             *_own_ports("ray-client-server-port"), "--min-worker-port=20000",
+             *own, "--min-worker-port=20000",
              "--max-worker-port=20999",
              "--object-store-memory=200000000", "--disable-usage-stats", "--block"],
             stdout=log.open("w"), stderr=subprocess.STDOUT, env={**env_with_venv(), **(env or {})},
@@ -96,8 +114,7 @@ def ray_head(tmp: Path, env: dict[str, str] | None = None, num_cpus: int = 2) ->
             break
         except RuntimeError:
             _stop(proc)
-            # Ray gives its raylet a fixed 30 s to register; a loaded machine can miss it once
-            if attempt or "timed out during startup" not in log.read_text():
+            if attempt or not _port_race(log):
                 raise
     try:
         yield Head(url, f"127.0.0.1:{port}")
@@ -120,7 +137,7 @@ def ray_node(tmp: Path, head: Head, resources: dict[str, float], num_cpus: int =
     ray = str(Path(sys.executable).parent / "ray")
     proc = subprocess.Popen(
         [ray, "start", f"--address={head.gcs}", f"--num-cpus={num_cpus}",
-         f"--resources={json.dumps(resources)}", *_own_ports("node-manager-port", "object-manager-port"),
+         f"--resources={json.dumps(resources)}", *_own_ports("node-manager-port", "object-manager-port")[0],
          "--min-worker-port=21000", "--max-worker-port=21999", "--object-store-memory=200000000",
          "--disable-usage-stats", "--block"],
         stdout=log.open("w"), stderr=subprocess.STDOUT, env=env_with_venv(), start_new_session=True)
