@@ -56,6 +56,11 @@ class Sampler:
             raise UserError("generate.methods holds no mixture method, so the run wrote no "
                             "mixture draws to sample from.")
         self.spec = read_sampling(folder["generate"].path(mixture_sets[0], SAMPLING_FILE))
+        # cells() draws as the run's quota sets drew (their own draw and start level), where it
+        # made one
+        quota_sets = [m for m in mixture_sets if m in QUOTA_METHODS]
+        self.quota_spec = (read_sampling(folder["generate"].path(quota_sets[0], SAMPLING_FILE))
+                           if quota_sets else self.spec)
         g = cfg.generate
         ddpm_dir = folder["train_ddpm"].path()
         t_star = int(folder["harvest"].read_json(META_FILE)["t_star"])
@@ -120,7 +125,7 @@ class Sampler:
                 break
             marks = {}
             for s in shards:
-                made = self.renderer.render(self.spec, s.component, s.count, s.seed)
+                made = self.renderer.render(self.quota_spec, s.component, s.count, s.seed)
                 m, frame = quota_marks(self.labeller, made, attrs, min_confidence, s.open_cells)
                 marks[s.shard] = np.array([[c, f] for c, f, _ in m], dtype=np.int64).reshape(-1, 2)
                 for i in np.flatnonzero([w for _, _, w in m]):
