@@ -82,7 +82,9 @@ def train_loop_per_worker(cfg: dict[str, Any]) -> None:
 
     def batch_of(step: int) -> tuple[np.ndarray, np.ndarray]:
         rows = batch_indices(step, len(paths), local_batch, cfg["seed"], rank)
-        return load_resized(cfg["image_root"], [paths[r] for r in rows], cfg["image_size"]), rows
+        # on the read-ahead thread already: a pool of its own would only compete for the cores
+        return load_resized(cfg["image_root"], [paths[r] for r in rows], cfg["image_size"],
+                            workers=1), rows
 
     batches = ray_train.read_ahead(batch_of, range(epoch * steps_per_epoch,
                                                    cfg["epochs"] * steps_per_epoch))

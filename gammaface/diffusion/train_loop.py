@@ -149,7 +149,9 @@ def train_loop_per_worker(cfg: dict[str, Any]) -> None:
 
     def images_of(s: int) -> np.ndarray:
         rows = batch_indices(s, len(share), local_batch, cfg["seed"], rank)
-        return load_resized(cfg["image_root"], [share[i] for i in rows], cfg["unet"]["sample_size"])
+        # on the read-ahead thread already: a pool of its own would only compete for the cores
+        return load_resized(cfg["image_root"], [share[i] for i in rows], cfg["unet"]["sample_size"],
+                            workers=1)
 
     batches = ray_train.read_ahead(images_of, range(step, cfg["train_steps"]))
     while step < cfg["train_steps"]:
