@@ -156,7 +156,10 @@ def run(ctx: StageContext) -> StageResult:
                "Component weights under each method and composition over the protected cells "
                "(`generated/compositions.csv`):", "", tables.markdown(comp), ""]
     for method in cfg.generate.methods:
-        if _copy(gen.sub(method), layout.GENERATED_GRID, out, f"grid_{method}.png"):
+        kept, _ = gen.read_parquet(f"{method}/{manifest.MANIFEST_FILE}")
+        if kept.empty:  # a quota set that kept nothing: a blank grid would say nothing
+            md += [f"**{method}** kept no image.", ""]
+        elif _copy(gen.sub(method), layout.GENERATED_GRID, out, f"grid_{method}.png"):
             md += [f"**{method}**, one row per component (or cell):", "",
                    f"![{method}](grid_{method}.png)", ""]
 
