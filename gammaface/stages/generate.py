@@ -266,7 +266,8 @@ def run(ctx: StageContext) -> StageResult:
     t_star = int(inputs.meta["t_star"])
     ddpm_dir = ctx.folder("train_ddpm").path()
     latent_dir = ctx.folder("harvest").path()
-    t_used = effective_t(make_scheduler(load_scheduler(ddpm_dir), "ddim"), g.steps, t_star)
+    ddim = make_scheduler(load_scheduler(ddpm_dir), "ddim")  # the grid every start level snaps to
+    t_used = effective_t(ddim, g.steps, t_star)
     if t_used != t_star:
         echo(f"  t* = {t_star} of the harvest lies off the {g.steps}-step grid; starting from {t_used}")
     renderer_kwargs = dict(ddpm_dir=ddpm_dir, t_star=t_used, steps=g.steps, eta=g.eta,
@@ -366,8 +367,7 @@ def run(ctx: StageContext) -> StageResult:
         q_spec = chosen_spec if quota_draw(cfg) == g.draw else _mixture_spec(
             inputs, gm.means_, gm.covariances_, resp, quota_draw(cfg))
         if g.quota.t_start is not None:  # resampled picks noised on up and finished from there
-            t_q = effective_t(make_scheduler(load_scheduler(ddpm_dir), "ddim"), g.steps,
-                              g.quota.t_start)
+            t_q = effective_t(ddim, g.steps, g.quota.t_start)
             if t_q != g.quota.t_start:
                 echo(f"  generate.quota.t_start = {g.quota.t_start} lies off the {g.steps}-step "
                      f"grid; quota draws start from {t_q}")
