@@ -38,9 +38,18 @@ _LOG_2PI = math.log(2 * math.pi)
 # Log-likelihoods, responsibilities and the sums of the M-step are float64: a row's log-density
 # at d = 3,072 is a sum of thousands of terms, and the convergence test (tol = 1e-3 on the mean)
 # and the variances (E[x^2] - E[x]^2) need more digits than float32 keeps. The two matrix
-# products per chunk stay in the data's dtype, on rows centred by the column means, where their
-# rounding changes neither the iterations nor the BIC (tests/gmm and benchmarks/gmm_bic.py).
+# products per chunk stay in the data's dtype, on rows centred by the column means.
 _STAT_DTYPE = torch.float64
+# ... but the E-step's product is summed in float32 only over blocks of this many columns of
+# [x - c, (x - c)^2], and the blocks' partial sums in float64. One float32 sum over all 2d
+# columns is a log-density of thousands rounded to float32's digits: at d = 3,072 the mean
+# log-likelihood came out 7.5e-5 off (scikit-learn's float64 as reference), which is 7 % of
+# tol, enough to stop an iteration early or late (K = 8, 9, 10 of benchmarks/gmm_bic.py's
+# search). The error grows with the block (measured on the same rows: 64 columns 8.6e-7,
+# 128 1.4e-6, 256 5.1e-6, 1,024 4.3e-5); 64 columns take scikit-learn's iterations on every K
+# of the benchmark (tests/gmm). The M-step's sums need no such care: an error in the
+# parameters moves the likelihood only to second order.
+_BLOCK = 64
 # A chunk's [x - c, (x - c)^2] buffer is written once and read by both products of the chunk,
 # so it should stay in the last-level cache; within that, more rows per chunk let the products
 # block better. Measured on the 2-core build machine (AVX-512, 2 MiB L2, 480 MiB L3) at
@@ -75,14 +84,61 @@ def _chunk_rows(d: int, itemsize: int, chunk_size: int | None) -> int:
 
 
 def _squares(b: torch.Tensor, x: torch.Tensor, shift: torch.Tensor | None = None) -> torch.Tensor:
-    """Fill the buffer b with [x - shift, (x - shift)^2] and return it."""
+    """Fill the buffer b with [x - shift, (x - shift)^2] (columns beyond 2d untouched) and
+    return it."""
     d = x.shape[1]
     if shift is None:
         b[:, :d].copy_(x)
     else:
         torch.sub(x, shift, out=b[:, :d])
-    torch.mul(b[:, :d], b[:, :d], out=b[:, d:])
+    torch.mul(b[:, :d], b[:, :d], out=b[:, d:2 * d])
     return b
+
+
+class _Products:
+    """The EM pass's two products over a chunk buffer b = [x - c, (x - c)^2], padded with zero
+    columns to whole blocks of _BLOCK:
+
+    - `log_densities(b)`: b @ proj, (rows, K) in float64, summed in float32 block by block;
+    - `statistics(resp, b)`: resp.T @ b, (K, width), in b's dtype.
+
+    On the CPU both go through NumPy's BLAS: for these shapes (thousands of columns against
+    at most a few dozen components) it is 3 to 4 times faster than torch's on the build
+    machine (rows = 341, 2d = 6,144, K = 11, one thread: the blocked E-step product 0.87 ms
+    against 3.5 ms for torch's single float32 product; `benchmarks/gmm_bic.py`). The arrays
+    are views of the same memory, so nothing is copied. On a GPU the same sums are torch's."""
+
+    def __init__(self, proj: torch.Tensor, width: int) -> None:
+        two_d, k = proj.shape
+        padded = torch.zeros((width, k), dtype=proj.dtype, device=proj.device)
+        padded[:two_d] = proj
+        self.k, self.blocks = k, width // _BLOCK
+        self.blocked = proj.dtype != torch.float64  # float64 sums need no blocks
+        self.cpu = proj.device.type == "cpu"
+        self.proj = padded.view(self.blocks, _BLOCK, k) if self.blocked else padded
+        if self.cpu:
+            self.proj_np = self.proj.numpy()
+
+    def log_densities(self, b: torch.Tensor) -> torch.Tensor:
+        rows = b.shape[0]
+        if not self.blocked:
+            return torch.from_numpy(b.numpy() @ self.proj_np) if self.cpu else b @ self.proj
+        if self.cpu:
+            parts = np.matmul(b.numpy().reshape(rows, self.blocks, _BLOCK).transpose(1, 0, 2),
+                              self.proj_np)  # (blocks, rows, K)
+            return torch.from_numpy(parts.sum(axis=0, dtype=np.float64))
+        parts = torch.bmm(b.view(rows, self.blocks, _BLOCK).transpose(0, 1), self.proj)
+        return parts.sum(dim=0, dtype=_STAT_DTYPE)
+
+    def statistics(self, resp: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        if self.cpu:
+            return torch.from_numpy(resp.numpy().T @ b.numpy())
+        return resp.T @ b
+
+
+def _padded_width(d: int) -> int:
+    """The buffer's columns: 2d rounded up to whole blocks."""
+    return -(-2 * d // _BLOCK) * _BLOCK
 
 
 def cuml_available() -> bool:
@@ -439,27 +495,25 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         k, d = means.shape
         work = data.dtype
         precision, mean_prec, bias = self._log_gaussian_consts(weights, means, variances)
-        # (rows, 2d) @ (2d, K), then (K, rows) @ (rows, 2d) through a transposed view: with
-        # the buffer larger than L2 (see _BUFFER_BYTES), MKL runs the E-step's product about
-        # twice as fast this way round as (K, 2d) @ (2d, rows) (80 against 40 GFLOP/s at K = 11
-        # on the build machine); the M-step's is as fast either way
-        proj = torch.cat([mean_prec, -0.5 * precision], dim=1).to(work).T.contiguous()
+        width = _padded_width(d)
+        products = _Products(torch.cat([mean_prec, -0.5 * precision], dim=1).to(work).T, width)
         shift = centre.to(work)
-        stats = torch.zeros((k, 2 * d), dtype=_STAT_DTYPE, device=data.device)
+        stats = torch.zeros((k, width), dtype=_STAT_DTYPE, device=data.device)
         nk = torch.zeros(k, dtype=_STAT_DTYPE, device=data.device)
         norms = torch.empty(data.shape[0], dtype=_STAT_DTYPE, device=data.device)
-        buf = torch.empty((min(rows, data.shape[0]), 2 * d), dtype=work, device=data.device)
+        # the padding columns stay zero: the fill writes the first 2d only
+        buf = torch.zeros((min(rows, data.shape[0]), width), dtype=work, device=data.device)
         for start in range(0, data.shape[0], rows):
             x = data[start:start + rows]
             b = _squares(buf[:len(x)], x, shift)
-            weighted = (b @ proj).to(_STAT_DTYPE).add_(bias)  # (rows, K)
+            weighted = products.log_densities(b).add_(bias)  # (rows, K)
             norm = torch.logsumexp(weighted, dim=1)
             resp = weighted.sub_(norm[:, None]).exp_()
             norms[start:start + len(x)] = norm
             nk += resp.sum(0)
-            stats += resp.to(work).T @ b
+            stats += products.statistics(resp.to(work), b)
         worst = torch.topk(norms, min(k, len(norms)), largest=False).indices.tolist()
-        return float(norms.sum()), nk, stats[:, :d], stats[:, d:], worst
+        return float(norms.sum()), nk, stats[:, :d], stats[:, d:2 * d], worst
 
     @staticmethod
     def _log_gaussian_consts(weights: torch.Tensor, means: torch.Tensor, variances: torch.Tensor

@@ -220,6 +220,19 @@ def test_the_fits_own_score_of_its_rows_equals_scikit_learns_score(d):
     assert ours.aic_from_score(ours.train_score_, len(X)) == pytest.approx(sk.aic(X), rel=1e-6)
 
 
+def test_the_log_likelihood_of_float32_rows_keeps_the_digits_the_convergence_test_reads():
+    """The mean log-likelihood at d = 3,072 is about -3,700 and EM stops when it moves by less
+    than tol = 1e-3; one float32 sum over a row's 6,144 terms put it 7.5e-5 off, enough to stop
+    an iteration early or late. It must match scikit-learn's float64 to 1e-5 absolute."""
+    X = _latent_like(3000, 3072)
+    X64 = X.astype(np.float64)
+    sk = SkGaussianMixture(8, covariance_type="diag", init_params="k-means++", random_state=0,
+                           max_iter=3).fit(X64)
+    ours = GaussianMixture(8, backend="torch", max_iter=1, weights_init=sk.weights_,
+                           means_init=sk.means_, variances_init=sk.covariances_).fit(X)
+    assert abs(ours.lower_bound_ - sk.score(X64)) < 1e-5
+
+
 def _latent_like(n, d, seed=0):
     """Rows like forward latents: six clusters of smooth images plus unit noise, float32."""
     rng = np.random.default_rng(seed)
