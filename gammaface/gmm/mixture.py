@@ -114,7 +114,8 @@ class _Products:
         padded[:two_d] = proj
         self.k, self.blocks = k, width // _BLOCK
         self.blocked = proj.dtype != torch.float64  # float64 sums need no blocks
-        self.cpu = proj.device.type == "cpu"
+        # NumPy on the CPU where it has the dtype (it has no bfloat16), torch elsewhere
+        self.cpu = proj.device.type == "cpu" and proj.dtype in (torch.float32, torch.float64)
         self.proj = padded.view(self.blocks, _BLOCK, k) if self.blocked else padded
         if self.cpu:
             self.proj_np = self.proj.numpy()
