@@ -251,6 +251,27 @@ def search(a: argparse.Namespace) -> None:
           + ", ".join(f"{k}: {o}/{r}" for k, (o, r) in iters.items()))
 
 
+def machine() -> str:
+    """The CPU, its core count and the BLAS libraries NumPy and torch run on: the products'
+    speed depends on all three, so figures are only comparable on the same line."""
+    import platform
+
+    import torch
+    from threadpoolctl import threadpool_info
+
+    model = platform.processor() or "unknown CPU"
+    try:
+        with open("/proc/cpuinfo") as fh:
+            model = next(line.split(":", 1)[1].strip() for line in fh
+                         if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    blas = sorted({f"{i['internal_api']} {i['version']}" for i in threadpool_info()
+                   if i["user_api"] == "blas"})
+    return (f"{model}, {os.cpu_count()} CPUs; NumPy BLAS: {', '.join(blas) or 'none found'}; "
+            f"torch {torch.__version__}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, default=20000)
@@ -261,6 +282,7 @@ def main() -> None:
     ap.add_argument("--skip-fit", action="store_true")
     ap.add_argument("--skip-search", action="store_true")
     a = ap.parse_args()
+    print(f"Machine: {machine()}")
     if not a.skip_fit:
         one_fit(a)
     if not a.skip_search:
