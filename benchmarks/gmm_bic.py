@@ -14,11 +14,13 @@ scikit-learn's default is kmeans). gammaface reads the store and runs
 `bic_search` on a local Ray (one task per K, the data put once in the object store), exactly as
 the stage does; scikit-learn reads the same store and fits every K in turn. scikit-learn is given
 the rows as float64: on float32 input it runs EM in float32, whose lower bound at this d keeps
-too few digits for its own convergence test. Each side runs in its own child process; memory is
-the peak, above the side's start, of the summed proportional set size (PSS) of its processes
-(for Ray: the driver, the raylet and every worker, the workers started and warm before the
-clock starts), sampled every 200 ms (reading
-smaps_rollup walks a process's page tables, so a faster sampler would slow what it measures).
+too few digits for its own convergence test. Each side runs in child processes of its own;
+memory is the peak, above the side's start, of the summed proportional set size (PSS) of its
+processes (for Ray: the driver, the raylet and every worker, the workers started and warm
+before the clock starts), sampled every 200 ms (reading smaps_rollup walks a process's page
+tables, so a faster sampler would slow what it measures). Each search runs twice, each time in a
+fresh process: timed with no sampler, then sampled for memory; the one fit (a single process,
+cheap to sample) is timed and sampled in the same run.
 """
 
 from __future__ import annotations
@@ -99,9 +101,17 @@ def _tree(root: int) -> list[int]:
 class PeakMemory:
     """Peak summed PSS (shared pages split between their users, so the object store counts
     once) of this process and all its descendants, above the figure at start, sampled every
-    200 ms (Linux)."""
+    200 ms (Linux). `on=False`: no sampling, `added_mb()` is None.
 
-    def __init__(self) -> None:
+    Sampling a local Ray's processes is not free: reading smaps_rollup walks the page tables
+    of every worker and of the object store mapped into each, which took 4.9 s of CPU during a
+    15.8 s search on 2 cores. So the searches are timed in runs without it and their memory
+    measured in runs of their own."""
+
+    def __init__(self, on: bool = True) -> None:
+        self.on = on
+        if not on:
+            return
         self.start = self._now()
         self.peak = self.start
         self._stop = threading.Event()
@@ -115,7 +125,9 @@ class PeakMemory:
         while not self._stop.wait(0.2):
             self.peak = max(self.peak, self._now())
 
-    def added_mb(self) -> float:
+    def added_mb(self) -> float | None:
+        if not self.on:
+            return None
         self._stop.set()
         self._thread.join()
         return max(self.peak, self._now()) - self.start
@@ -154,7 +166,7 @@ def _search_child(side: str, args: dict, queue: mp.Queue) -> None:
     if side == "sklearn":
         from sklearn.mixture import GaussianMixture as Sk
 
-        memory = PeakMemory()
+        memory = PeakMemory(args["sample"])
         start = time.perf_counter()
         X = latent_store.load_rows(folder).astype(np.float64)
         rows = []
@@ -174,7 +186,7 @@ def _search_child(side: str, args: dict, queue: mp.Queue) -> None:
         # what is measured is the search, not the start of Ray's worker processes
         bic_search(np.random.default_rng(0).normal(size=(64, 8)).astype(np.float32),
                    range(1, os.cpu_count() + 1), {"backend": "torch"})
-        memory = PeakMemory()
+        memory = PeakMemory(args["sample"])
         start = time.perf_counter()
         X = latent_store.load_rows(folder)
         result = bic_search(X, ks, {"random_state": args["seed"], "backend": "torch",
@@ -232,8 +244,11 @@ def search(a: argparse.Namespace) -> None:
         folder.write_parquet(latent_store.INDEX_FILE, pd.concat(index, ignore_index=True))
         del X
         args = {"store": tmp, "k_max": a.k_max, "seed": a.seed, "device": a.device}
-        ours = _in_child(_search_child, "torch", args)
-        ref = _in_child(_search_child, "sklearn", args)
+        # each side twice, in a fresh process each time: timed with no memory sampler, then
+        # its memory (see PeakMemory)
+        ours, ref = ({**_in_child(_search_child, side, {**args, "sample": False}),
+                      "added_mb": _in_child(_search_child, side, {**args, "sample": True})["added_mb"]}
+                     for side in ("torch", "sklearn"))
     bic_ours = {int(r["k"]): r["bic"] for r in ours["rows"]}
     bic_ref = {int(r["k"]): r["bic"] for r in ref["rows"]}
     iters = {int(r["k"]): (int(o["n_iter"]), int(r["n_iter"]))

@@ -28,6 +28,7 @@ import numpy as np
 import torch
 from sklearn.base import BaseEstimator, DensityMixin
 from sklearn.utils.validation import check_array, check_is_fitted
+from threadpoolctl import threadpool_limits
 
 log = logging.getLogger(__name__)
 
@@ -51,12 +52,13 @@ _STAT_DTYPE = torch.float64
 # parameters moves the likelihood only to second order.
 _BLOCK = 64
 # A chunk's [x - c, (x - c)^2] buffer is written once and read by both products of the chunk,
-# so it should stay in the last-level cache; within that, more rows per chunk let the products
-# block better. Measured on the 2-core build machine (AVX-512, 2 MiB L2, 480 MiB L3) at
-# d = 3,072, K = 11, one thread: 170 rows (4 MiB) 179 ms an iteration, 512 to 1,024 rows
-# (12 to 24 MiB) 163 to 157 ms, 2,048 rows 198 ms, 4,096 rows (96 MiB) 287 ms; a buffer that
-# fits L2 (64 rows) 202 ms. So: a quarter of the last-level cache, at most 16 MiB.
-_MAX_BUFFER_BYTES = 16 << 20
+# so it should stay in cache. Measured at d = 3,072, K = 11, one thread, one pass over 20,000
+# rows with the blocked NumPy products: on an AMD EPYC (1 MiB L2, 32 MiB L3) 96 to 256 rows
+# (2.3 to 6 MiB) 150 to 187 ms, 341 rows (8 MiB) 220 to 238 ms, 64 rows 184 ms (more chunks,
+# more Python per row); two such passes side by side (two Ray tasks) the same. Earlier, with
+# torch's MKL products on a machine with 2 MiB L2 and 480 MiB L3, 12 to 24 MiB was best. So:
+# a quarter of the last-level cache, at most 4 MiB.
+_MAX_BUFFER_BYTES = 4 << 20
 _MAX_ROWS = 16384
 
 
@@ -100,7 +102,8 @@ class _Products:
     columns to whole blocks of _BLOCK:
 
     - `log_densities(b)`: b @ proj, (rows, K) in float64, summed in float32 block by block;
-    - `statistics(resp, b)`: resp.T @ b, (K, width), in b's dtype.
+    - `add_statistics(stats, resp, b)`: stats += resp.T @ b, float32 products summed into
+      float64 statistics.
 
     On the CPU both go through NumPy's BLAS: for these shapes (thousands of columns against
     at most a few dozen components) it is 3 to 4 times faster than torch's on the build
@@ -131,10 +134,18 @@ class _Products:
         parts = torch.bmm(b.view(rows, self.blocks, _BLOCK).transpose(0, 1), self.proj)
         return parts.sum(dim=0, dtype=_STAT_DTYPE)
 
-    def statistics(self, resp: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-        if self.cpu:
-            return torch.from_numpy(resp.numpy().T @ b.numpy())
-        return resp.T @ b
+    def add_statistics(self, stats: torch.Tensor, resp: torch.Tensor, b: torch.Tensor) -> None:
+        """stats (K, width, float64) += resp.T @ b."""
+        if not self.cpu:
+            stats += resp.T @ b
+            return
+        rows = b.shape[0]
+        # block by block too: OpenBLAS runs (K, rows) @ (rows, 64) products about 1.1 to 2.5 times
+        # faster than one (K, rows) @ (rows, width) (rows = 128 to 341, K = 4 to 11)
+        parts = np.matmul(resp.numpy().T, b.numpy().reshape(rows, self.blocks, _BLOCK)
+                          .transpose(1, 0, 2))  # (blocks, K, _BLOCK)
+        out = stats.numpy().reshape(self.k, self.blocks, _BLOCK)
+        out += parts.transpose(1, 0, 2)
 
 
 def _padded_width(d: int) -> int:
@@ -327,17 +338,22 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         centre = sum(data[i:i + rows].sum(dim=0, dtype=_STAT_DTYPE)  # no float64 copy
                      for i in range(0, data.shape[0], rows)) / data.shape[0]
         best: tuple[float, dict[str, Any]] | None = None
-        for _ in range(self.n_init):
-            params = self._initial_parameters(X, data, rng, backend, centre)
-            result = self._em(data, centre, rows, *params)
-            if best is None or result["lower_bound"] > best[0]:
-                best = (result["lower_bound"], result)
-        assert best is not None
-        r = best[1]
-        # the mean log-likelihood of X under the final parameters, from one more pass of the
-        # EM's own (float32 products, float64 sums): what bic/aic of the training rows need,
-        # without the float64 pass of score(X) (scikit-learn's fit ends with such a pass too)
-        total, *_ = self._e_pass(data, centre, rows, r["weights"], r["means"] - centre, r["variances"])
+        # NumPy's BLAS runs the products single-threaded beside torch's own threads (which
+        # fill the buffers): both pools busy at once on 2 cores made a K = 4 fit 11.0 s
+        # against 1.9 s (benchmarks/gmm_bic.py's close components)
+        with threadpool_limits(limits=1, user_api="blas"):
+            for _ in range(self.n_init):
+                params = self._initial_parameters(X, data, rng, backend, centre)
+                result = self._em(data, centre, rows, *params)
+                if best is None or result["lower_bound"] > best[0]:
+                    best = (result["lower_bound"], result)
+            assert best is not None
+            r = best[1]
+            # the mean log-likelihood of X under the final parameters, from one more pass of
+            # the EM's own (float32 products, float64 sums): what bic/aic of the training rows
+            # need, without the float64 pass of score(X) (scikit-learn's fit ends with one too)
+            total, *_ = self._e_pass(data, centre, rows, r["weights"], r["means"] - centre,
+                                     r["variances"])
         self.train_score_ = total / data.shape[0]
         self.weights_ = r["weights"].cpu().double().numpy()
         self.means_ = r["means"].cpu().double().numpy()
@@ -512,7 +528,7 @@ class GaussianMixture(DensityMixin, BaseEstimator):
             resp = weighted.sub_(norm[:, None]).exp_()
             norms[start:start + len(x)] = norm
             nk += resp.sum(0)
-            stats += products.statistics(resp.to(work), b)
+            products.add_statistics(stats, resp.to(work), b)
         worst = torch.topk(norms, min(k, len(norms)), largest=False).indices.tolist()
         return float(norms.sum()), nk, stats[:, :d], stats[:, d:2 * d], worst
 

@@ -9,7 +9,6 @@ from typing import Any, Sequence
 import numpy as np
 import pandas as pd
 import torch
-from threadpoolctl import threadpool_limits
 
 from gammaface.gmm.mixture import GaussianMixture, check_data
 from gammaface.progress import progress
@@ -30,9 +29,7 @@ def fit_one(X: np.ndarray, k: int, gmm_kwargs: dict[str, Any], threads: int | No
     if threads:
         torch.set_num_threads(threads)
     start = time.perf_counter()
-    # the EM's products on the CPU are NumPy's BLAS: as many threads as the task was given
-    with threadpool_limits(limits=threads, user_api="blas"):
-        gm = GaussianMixture(n_components=k, **gmm_kwargs).fit(X)
+    gm = GaussianMixture(n_components=k, **gmm_kwargs).fit(X)
     n = X.shape[0]  # both criteria from the fit's own final pass over X, not two more
     row = {"k": k, "bic": gm.bic_from_score(gm.train_score_, n),
            "aic": gm.aic_from_score(gm.train_score_, n), "lower_bound": gm.lower_bound_,
