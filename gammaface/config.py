@@ -232,7 +232,7 @@ def quota_proposal(method: str) -> str:
 
 
 class QuotaConfig(Section):
-    """What a quota set holds: `generate.n` images over the cells of `cells` (default the
+    """What a quota set holds: `n` images (none: `generate.n`) over the cells of `cells` (default the
     protected attributes), equal per cell or in proportion to `shares` ("class:class:..." of
     those attributes in order; cells not named get none), kept while at most `budget` renders
     per kept image are spent. An image is kept only if every attribute of its cell has at least
@@ -241,6 +241,9 @@ class QuotaConfig(Section):
     near copies of them unless `t_start` noises them far enough up that the DDPM makes new
     faces; `gaussian` draws new faces from the components themselves."""
 
+    # none: generate.n; a quota set costs many renders per kept image, so it may be sized apart
+    # from the sets that cost one render per image
+    n: int | None = Field(default=None, gt=0)
     cells: list[str] | None = None
     shares: dict[str, float] | None = None
     min_confidence: float | None = Field(default=None, ge=0, le=1)  # none: label.min_confidence
@@ -613,6 +616,11 @@ class Config(Section):
     def flat(self) -> dict[str, Any]:
         """Dotted key -> value, for MLflow params and `config show`."""
         return flatten(self.model_dump(mode="json"))
+
+
+def quota_n(cfg: Config) -> int:
+    """The images every quota set keeps when it fills."""
+    return cfg.generate.quota.n or cfg.generate.n
 
 
 def quota_confidence(cfg: Config) -> float:

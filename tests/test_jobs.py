@@ -27,7 +27,7 @@ import pytest
 import yaml
 
 from gammaface import config, layout, pipeline, stage, tracking, workdir_lock
-from gammaface.config import QUOTA_METHODS
+from gammaface.config import QUOTA_METHODS, quota_n
 from gammaface.data import manifest
 from gammaface.downstream.mixing import BASELINE, jobs
 from gammaface.storage import Store
@@ -52,7 +52,7 @@ TOY: dict[str, object] = {
     "harvest.n": 64, "harvest.steps": 10, "harvest.batch_size": 32, "harvest.concurrency": 1,
     "harvest.num_gpus": 0,
     "gmm.k_max": 3, "gmm.pca_dim": 8,
-    "generate.n": 40, "generate.steps": 4, "generate.shard_size": 8, "generate.batch_size": 8,
+    "generate.n": 40, "generate.quota.n": None, "generate.steps": 4, "generate.shard_size": 8, "generate.batch_size": 8,
     "generate.concurrency": 1, "generate.num_gpus": 0, "generate.pilot": 8, "generate.grid": 4,
     "label.batch_size": 32, "label.concurrency": 1, "label.num_gpus": 0, "label.bootstrap": 20,
     "downstream.n_per_class": [10], "downstream.seeds": 1, "downstream.backbone": "resnet18",
@@ -186,7 +186,7 @@ def test_shipped_config_runs_end_to_end_on_its_dataset(job, tmp_path_factory, ra
         df, _ = manifest.read(work / "labels" / method / manifest.MANIFEST_FILE)
         if method in QUOTA_METHODS:  # a toy labeller may leave cells short at the budget
             quota = json.loads((work / "generated" / method / layout.GENERATED_QUOTA).read_text())
-            assert len(df) == quota["kept"] <= cfg.generate.n
+            assert len(df) == quota["kept"] <= quota_n(cfg) == cfg.generate.n
             assert quota["complete"] or quota["stopped"] in ("budget", "rounds")
         else:
             assert len(df) == cfg.generate.n
@@ -368,7 +368,7 @@ def test_a_copied_workdir_runs_from_its_copy_and_a_new_seed_trains_only_its_jobs
         assert str(original) not in path.read_text(errors="replace"), path
     for path in copy.rglob("*.parquet"):
         df = pd.read_parquet(path)
-        for col in df.columns[df.dtypes == object]:
+        for col in df.select_dtypes(include=object).columns:
             assert not df[col].astype(str).str.contains(str(original), regex=False).any(), path
     # ... and with the original out of the way, the copy runs from itself: the mixture search
     # re-reads the harvested latents' manifest, and one more seed trains only that seed's jobs

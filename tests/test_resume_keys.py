@@ -38,6 +38,19 @@ def test_a_method_key_follows_only_what_changes_its_images(change, unchanged, ch
         assert method_key(base, method) != method_key(other, method), method
 
 
+def test_a_quota_set_sized_apart_is_keyed_on_its_own_size_alone():
+    methods = {"methods": ["gmm", "quota_adaptive", "quota_unconditional"]}
+    base = _cfg(generate=methods)
+    apart = _cfg(generate={**methods, "quota": {"n": 240}})
+    for quota in ("quota_adaptive", "quota_unconditional"):
+        assert method_key(base, quota) != method_key(apart, quota), quota
+        # once apart, generate.n no longer sizes it; equal to generate.n, it is still apart
+        assert method_key(apart, quota) == method_key(_cfg(generate={
+            **methods, "n": 77, "quota": {"n": 240}}), quota), quota
+    assert method_key(base, "gmm") == method_key(apart, "gmm")
+    assert config.quota_n(base) == base.generate.n and config.quota_n(apart) == 240
+
+
 def test_gmm_attr_on_reverse_latents_is_keyed_on_the_labeller_and_its_pilot():
     rev = {"harvest": {"source": "reverse"}}
     base = _cfg(**rev)

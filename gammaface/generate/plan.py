@@ -80,8 +80,10 @@ def method_key(cfg: Config, method: str, hash_of: Callable[[str], str]) -> str:
     method reads (alpha, protected, pilot), or one that changes no image (grid), redoes none
     of this method's shards. `hash_of` gives the config hash of the stages it reads."""
     g = cfg.generate
-    keys = ["generate.n", "generate.steps", "generate.eta", "generate.shard_size", "generate.seed"]
-    if method in QUOTA_METHODS:  # kept by the labeller's cells, from their proposal
+    quota = method in QUOTA_METHODS
+    size = "generate.quota.n" if quota and g.quota.n is not None else "generate.n"
+    keys = [size, "generate.steps", "generate.eta", "generate.shard_size", "generate.seed"]
+    if quota:  # kept by the labeller's cells, from their proposal
         # not the budget nor the round limit: they only cut the rounds short, and every shard
         # is checked against its plan record, so a larger budget renders only the new rounds
         keys += ["generate.quota.cells", "generate.quota.shares", "generate.quota.min_confidence"]

@@ -26,7 +26,7 @@ import pandas as pd
 
 from gammaface import layout, tracking
 from gammaface.config import (GENERATION_METHODS, MIXTURE_METHODS, QUOTA_METHODS, Config,
-                              quota_attributes, quota_confidence, quota_draw,
+                              quota_attributes, quota_confidence, quota_draw, quota_n,
                               quota_proposal)
 from gammaface.data import manifest
 from gammaface.data.cells import cell_codes, cell_members, cells
@@ -193,7 +193,7 @@ def _quota_sets(ctx: StageContext, methods: list[str], mixture_spec: dict[str, A
     attrs = quota_attributes(cfg)
     names = [":".join(c) for c in cells(attrs)]
     shares = None if q.shares is None else np.array([q.shares.get(n, 0.0) for n in names])
-    targets = quota_lib.targets(len(names), g.n, shares)
+    targets = quota_lib.targets(len(names), quota_n(cfg), shares)
     runs: list[quota_lib.QuotaRun] = []
     for method in methods:
         proposal = quota_proposal(method)
@@ -203,7 +203,7 @@ def _quota_sets(ctx: StageContext, methods: list[str], mixture_spec: dict[str, A
         runs.append(quota_lib.QuotaRun(
             method, GENERATION_METHODS.index(method), proposal,
             list(range(n_components)) if mixture else [NO_COMPONENT], targets,
-            int(np.ceil(q.budget * g.n)), g.shard_size, g.seed, q.max_rounds,
+            int(np.ceil(q.budget * quota_n(cfg))), g.shard_size, g.seed, q.max_rounds,
             prior=prior if proposal == "adaptive" else None))
         shard_io.prune(out / method, None)
     settings = {m: {"attributes": attrs, "min_confidence": quota_confidence(cfg)}
@@ -240,7 +240,7 @@ def _quota_sets(ctx: StageContext, methods: list[str], mixture_spec: dict[str, A
         store = ctx.out
         store.write_json(f"{r.method}/{layout.GENERATED_QUOTA}", summary)
         store.write_json(f"{r.method}/{PLAN_FILE}", {"method_key": keys[r.method], "method": r.method,
-                                                     "n": g.n, "shards": [s.record() for s in r.plan]})
+                                                     "n": quota_n(cfg), "shards": [s.record() for s in r.plan]})
         plans[r.method], kept[r.method] = r.plan, r.kept
         short = [c for c in summary["cells"] if c["short"] > 0]
         cost = summary["renders_per_kept"]  # None: nothing kept

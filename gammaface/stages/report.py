@@ -14,7 +14,7 @@ import pandas as pd
 
 from gammaface import figures, layout, tables, tracking, webpage
 from gammaface.classifiers import inception
-from gammaface.config import Config, quota_draw
+from gammaface.config import QUOTA_METHODS, Config, quota_draw, quota_n
 from gammaface.classifiers.labeller import Labeller
 from gammaface.data import manifest
 from gammaface.downstream import compare
@@ -104,6 +104,13 @@ def _eval_sentence(results: pd.DataFrame, target: str) -> str:
             + ".")
 
 
+def _quota_size_note(cfg: Config) -> str:
+    """The quota sets' size, where it is set apart from the other methods'."""
+    if cfg.generate.quota.n is None or not any(m in QUOTA_METHODS for m in cfg.generate.methods):
+        return ""
+    return f" ({quota_n(cfg)} per quota set)"
+
+
 def _quota_draw_note(cfg: Config) -> str:
     """How the quota sets draw, where that differs from the other mixture methods."""
     parts = [] if quota_draw(cfg) == cfg.generate.draw else [f"`{quota_draw(cfg)}`"]
@@ -123,7 +130,7 @@ def run(ctx: StageContext) -> StageResult:
     md += [f"Dataset `{cfg.data.dataset}`; harvest `{sel['source']}` at t* = {sel['t_star']}; "
            f"mixture in `{sel['space']}` space, K = {sel['k']} ({sel['chosen_by']}); draws "
            f"`{cfg.generate.draw}`" + _quota_draw_note(cfg) + f", eta {cfg.generate.eta:g}, "
-           f"{cfg.generate.n} images per method; "
+           f"{cfg.generate.n} images per method" + _quota_size_note(cfg) + "; "
            f"downstream target `{d.target}`, protected `{', '.join(d.protected)}`.", ""]
 
     df, root = manifest.read(ctx.manifest_path)

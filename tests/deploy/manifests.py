@@ -137,7 +137,7 @@ def security_errors(doc: dict[str, Any]) -> list[str]:
         for c in containers:
             csc = c.get("securityContext", {})
             name = f"{doc['kind']} {doc['metadata']['name']} {where} container {c['name']}"
-            if not (csc.get("runAsNonRoot", psc.get("runAsNonRoot")) is True):
+            if csc.get("runAsNonRoot", psc.get("runAsNonRoot")) is not True:
                 out.append(f"{name}: runAsNonRoot is not true")
             seccomp = csc.get("seccompProfile", psc.get("seccompProfile", {}))
             if seccomp.get("type") != "RuntimeDefault":

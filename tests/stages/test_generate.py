@@ -173,7 +173,8 @@ def test_a_run_killed_mid_generation_resumes_to_the_same_bytes(upstream, tmp_pat
 
 def _quota_cmd(work, n=48):
     return [sys.executable, "-m", "gammaface", "run", str(SMOKE), "--stages", "generate",
-            "--set", f"workdir={work}", "--set", f"gmm.k={K}", "--set", f"generate.n={n}",
+            "--set", f"workdir={work}", "--set", f"gmm.k={K}", "--set", "generate.n=8",
+            "--set", f"generate.quota.n={n}",  # the quota sets' size, apart from generate.n
             "--set", "generate.methods=[quota_adaptive,quota_unconditional]",
             "--set", "generate.quota.cells=[gender]", "--set", "generate.quota.budget=10",
             "--set", "generate.shard_size=8", "--set", "downstream.methods=[baseline]"]
@@ -219,7 +220,10 @@ def test_the_judge_learns_from_other_faces_and_audits_every_set(upstream, tmp_pa
     pipeline.run(cfg, ["train_judge", "generate", "pseudo_label", "audit"], echo=lambda s: None)
     data, _ = manifest.read(work / "data" / "synthfaces" / manifest.MANIFEST_FILE)
     judge_rows, _ = manifest.read(work / "judge" / "data" / manifest.MANIFEST_FILE)
-    digest = lambda root, paths: {hashlib.sha256((root / p).read_bytes()).hexdigest() for p in paths}
+
+    def digest(root, paths):
+        return {hashlib.sha256((root / p).read_bytes()).hexdigest() for p in paths}
+
     seen = digest(work / "data" / "synthfaces", data["path"])
     mine = digest(work / "judge" / "data", judge_rows["path"])
     assert len(mine) == len(judge_rows) == cfg.judge.n and not (mine & seen)
