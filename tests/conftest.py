@@ -1,6 +1,9 @@
 import os
+from pathlib import Path
 
 import pytest
+
+from tests.upstream import SMOKE, SMOKE_K, SMOKE_UPSTREAM
 
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
@@ -26,3 +29,27 @@ def ray_local():
         ray.data.DataContext.get_current().enable_progress_bars = False
     yield ray
     ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def smoke_upstream(tmp_path_factory, ray_local) -> Path:
+    """The smoke pipeline's workdir up to gmm_search (K forced to SMOKE_K), built once for the
+    whole session: the stage tests of generate, the mixture search and DDPM training start from
+    it. Never written to: a test that runs stages copies it first (`copy_workdir`)."""
+    from gammaface import config, pipeline
+
+    work = tmp_path_factory.mktemp("smoke-upstream") / "work"
+    pipeline.run(config.load(SMOKE, {"workdir": str(work), "gmm.k": SMOKE_K}), SMOKE_UPSTREAM,
+                 echo=lambda s: None)
+    return work
+
+
+# a test that asks for one of these starts Ray, a pipeline or a server: `make check` leaves it to
+# `make test` (marked `pipeline`), as it does the `e2e` runs
+PIPELINE_FIXTURES = {"ray_local", "smoke_upstream", "s3"}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if PIPELINE_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.pipeline)

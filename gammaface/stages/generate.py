@@ -11,7 +11,8 @@ Methods (each isolates one cause of a change in balance):
 
 The plan is written first; then a Ray Data actor pool renders the shards not yet complete, each
 into a temporary folder renamed into place when whole, so an interrupted run resumes at the
-shard and ends with the same bytes as an uninterrupted one.
+shard and ends with the same bytes as an uninterrupted one. Quota sets render round by round on
+actors started once and kept for every round (`_RoundPool`).
 """
 
 from __future__ import annotations
@@ -142,8 +143,7 @@ def _method_weights(cfg: Config, pi: np.ndarray, attr: balance.Balancing) -> dic
 
 def _render_pending(cfg: Config, pending: list[Shard], renderer_kwargs: dict[str, Any],
                    out: Path, keys: dict[str, str], total_images: int, done_images: int,
-                   quota: dict[str, dict[str, Any]] | None = None,
-                   labeller_dir: str | None = None, publish: str | None = None) -> None:
+                   publish: str | None = None) -> None:
     """Render the pending shards on an actor pool, with progress as shards complete."""
     import ray
 
@@ -156,14 +156,48 @@ def _render_pending(cfg: Config, pending: list[Shard], renderer_kwargs: dict[str
     ds = ds.map_batches(
         RenderShards, batch_size=1, batch_format="numpy",
         fn_constructor_kwargs=dict(renderer_kwargs={**renderer_kwargs, "threads": threads},
-                                   out_root=str(out), keys=keys, quota=quota,
-                                   labeller_dir=labeller_dir, publish=publish),
+                                   out_root=str(out), keys=keys, publish=publish),
         compute=ray.data.ActorPoolStrategy(size=g.concurrency), num_cpus=cpus, num_gpus=g.num_gpus,
         **placement(cfg, "generate"))
-    what = "renders" if quota else "images"
-    with progress(total_images, what, unit="img", initial=done_images) as bar:
+    with progress(total_images, "images", unit="img", initial=done_images) as bar:
         for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
             bar.update(int(batch["images"].sum()))
+
+
+class _RoundPool:
+    """The quota rounds' render actors, started once for all of a stage's rounds. A Ray Data
+    pool per round would start its actors and load the DDPM and the labeller again for every
+    round (seconds each, up to `max_rounds` times); these keep them loaded between rounds."""
+
+    def __init__(self, cfg: Config, renderer_kwargs: dict[str, Any], out: Path,
+                 keys: dict[str, str], quota: dict[str, dict[str, Any]], labeller_dir: str,
+                 publish: str | None) -> None:
+        import ray
+
+        g = cfg.generate
+        cpus, threads = actor_resources(g.concurrency, g.num_gpus)
+        actor = ray.remote(RenderShards).options(num_cpus=cpus, num_gpus=g.num_gpus,
+                                                 **placement(cfg, "generate"))
+        self.actors = [actor.remote(renderer_kwargs={**renderer_kwargs, "threads": threads},
+                                    out_root=str(out), keys=keys, quota=quota,
+                                    labeller_dir=labeller_dir, publish=publish)
+                       for _ in range(g.concurrency)]
+
+    def render(self, pending: list[Shard], total: int) -> None:
+        """Render one round's pending shards, each actor taking the next as it frees up."""
+        from ray.util import ActorPool
+
+        rows = [{k: np.array([v]) for k, v in s.record().items()} for s in pending]
+        with progress(total, "renders", unit="img") as bar:
+            for done in ActorPool(self.actors).map_unordered(
+                    lambda a, row: a.__call__.remote(row), rows):
+                bar.update(int(done["images"].sum()))
+
+    def close(self) -> None:
+        import ray
+
+        for a in self.actors:
+            ray.kill(a)
 
 
 def _published(ctx: StageContext) -> str | None:
@@ -210,24 +244,30 @@ def _quota_sets(ctx: StageContext, methods: list[str], mixture_spec: dict[str, A
                 for m in methods}
     labeller_dir = ctx.folder("train_classifiers").path()
     made, started = 0, time.perf_counter()
-    active = list(runs)
-    while active:
-        rounds = {r.method: r.next_round() for r in active}
-        active = [r for r in active if rounds[r.method]]
-        todo = [s for r in active for s in shard_io.incomplete(out / r.method, rounds[r.method],
-                                                                keys[r.method])]
-        planned = sum(len(v) for v in rounds.values())
-        if todo:
-            n = sum(s.count for s in todo)
-            echo(f"  quota round {len(active[0].tally.rounds) - 1}: {n} renders in {len(todo)} of "
-                 f"{planned} shards ({', '.join(r.method for r in active)})")
-            _render_pending(cfg, todo, renderer_kwargs, out, keys, n, 0, settings,
-                            labeller_dir, _published(ctx))
-            _gather(ctx, todo)
-            made += n
-        for r in active:
-            r.absorb(rounds[r.method],
-                     {s.shard: shard_io.render_marks(out / r.method, s) for s in rounds[r.method]})
+    active, pool = list(runs), None
+    try:
+        while active:
+            rounds = {r.method: r.next_round() for r in active}
+            active = [r for r in active if rounds[r.method]]
+            todo = [s for r in active
+                    for s in shard_io.incomplete(out / r.method, rounds[r.method], keys[r.method])]
+            planned = sum(len(v) for v in rounds.values())
+            if todo:
+                n = sum(s.count for s in todo)
+                echo(f"  quota round {len(active[0].tally.rounds) - 1}: {n} renders in {len(todo)} "
+                     f"of {planned} shards ({', '.join(r.method for r in active)})")
+                if pool is None:  # started at the first round with work: a resumed run may have none
+                    pool = _RoundPool(cfg, renderer_kwargs, out, keys, settings, labeller_dir,
+                                      _published(ctx))
+                pool.render(todo, n)
+                _gather(ctx, todo)
+                made += n
+            for r in active:
+                r.absorb(rounds[r.method], {s.shard: shard_io.render_marks(out / r.method, s)
+                                            for s in rounds[r.method]})
+    finally:
+        if pool is not None:
+            pool.close()
     plans, kept = {}, {}
     for r in runs:
         shard_io.prune(out / r.method, {s.name for s in r.plan})

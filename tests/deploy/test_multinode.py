@@ -9,8 +9,10 @@ import sys
 
 import pandas as pd
 import pytest
+import yaml
 from ray.util.state import list_actors
 
+from gammaface import config, pipeline
 from tests.deploy.manifests import REPO
 from tests.deploy.servers import env_with_venv, ray_head, ray_node
 
@@ -34,6 +36,14 @@ def _run(work, *extra):
     return done
 
 
+def _run_here(work):
+    """The same stages on one node: this process on the session's local Ray (2 CPUs, as each
+    node of the cluster has), which is what `gammaface run` without an address does."""
+    sets = {k: yaml.safe_load(v) for k, v in (s.split("=", 1) for s in SETS)}
+    pipeline.run(config.load(REPO / "jobs" / "smoke.yaml", {**sets, "workdir": str(work)}),
+                 STAGES.split(","), echo=lambda s: None)
+
+
 def _images(work):
     """sha256 of every generated image, by its path under the workdir."""
     return {str(p.relative_to(work)): hashlib.sha256(p.read_bytes()).hexdigest()
@@ -46,7 +56,7 @@ def _labels(work, method):
 
 
 @pytest.mark.e2e
-def test_the_pipeline_on_two_nodes_places_work_where_asked_and_equals_one_node(tmp_path):
+def test_the_pipeline_on_two_nodes_places_work_where_asked_and_equals_one_node(tmp_path, ray_local):
     with ray_head(tmp_path) as head, ray_node(tmp_path, head, {"second": 4}) as second:
         _run(tmp_path / "two", f"ray.address={head.gcs}", PLACED)
         actors = list_actors(address=head.url, detail=True, limit=10000)
@@ -61,7 +71,7 @@ def test_the_pipeline_on_two_nodes_places_work_where_asked_and_equals_one_node(t
     assert where == {"RenderShards": {second}, "LabelBatch": {second}, "RayTrainWorker": {second}}, \
         (where, second)
 
-    _run(tmp_path / "one")
+    _run_here(tmp_path / "one")
     one, two = _images(tmp_path / "one"), _images(tmp_path / "two")
     assert len(one) > 40 and one == two
     for method in ("gmm", "quota_mixture"):

@@ -3,12 +3,15 @@
 import subprocess
 import sys
 
+import pytest
 from mlflow.tracking import MlflowClient
 
 from gammaface import config, pipeline
 from tests import mlflow_helpers
 from tests.deploy.servers import env_with_venv, mlflow_server, ray_head
 from tests.deploy.manifests import REPO
+
+pytestmark = pytest.mark.pipeline  # every test here starts a Ray head or an MLflow server
 
 
 def _gammaface(*args, env=None, **kw):

@@ -32,15 +32,18 @@ def _latest_checkpoint(work: Path) -> Path:
     return sorted(p for p in snapshot.parent.iterdir() if p.is_dir() and p.name.startswith("checkpoint_"))[-1]
 
 
-def test_two_worker_ddp_training_writes_a_plain_diffusers_model(tmp_path, ray_local):
-    work = tmp_path / "w"
-    cfg = _cfg(work, **{"ddpm.train_steps": 6, "ddpm.checkpoint_every": 3, "ddpm.sample_every": 3})
-    results = pipeline.run(cfg, ["prepare", "train_ddpm"], **QUIET)
-    assert results[-1].rows == {"train_images": 160, "steps": 6}
+def test_two_worker_ddp_training_writes_a_plain_diffusers_model(smoke_upstream):
+    # the session's smoke DDPM: 20 steps on 2 workers, checkpoints and sample grids every 10,
+    # the loss logged every 5
+    work = smoke_upstream
+    cfg = _cfg(work)
+    assert (cfg.ddpm.train_steps, cfg.ddpm.num_workers, cfg.ddpm.checkpoint_every,
+            cfg.ddpm.sample_every, cfg.ddpm.log_every) == (20, 2, 10, 10, 5)
     record = json.loads((work / "ddpm" / "stage.json").read_text())
     assert record["stage"] == "train_ddpm"
+    assert record["rows"] == {"train_images": 160, "steps": 20}
     state = json.loads((_latest_checkpoint(work) / checkpoint.STATE_FILE).read_text())
-    assert state["step"] == 6 and state["world_size"] == 2
+    assert state["step"] == 20 and state["world_size"] == 2
     assert (work / "ddpm" / "samples.png").is_file()
 
     # the saved model is the last checkpoint's EMA weights in a UNet of the configured shape,
@@ -60,7 +63,7 @@ def test_two_worker_ddp_training_writes_a_plain_diffusers_model(tmp_path, ray_lo
     run = mlflow_helpers.stage_run(work, "gammaface-smoke", "train_ddpm")
     assert {"loss", "lr", "images_per_s"} <= set(run.data.metrics)
     history = mlflow_helpers.client(work).get_metric_history(run.info.run_id, "loss")
-    assert [m.step for m in history] == [5, 6]
+    assert [m.step for m in history] == [5, 10, 15, 20]
     artifacts = {a.path for a in mlflow_helpers.client(work).list_artifacts(run.info.run_id)}
     assert {"images", "samples.png"} <= artifacts  # grids through log_image, with their step
     (logged,) = mlflow_helpers.client(work).get_run(run.info.run_id).inputs.dataset_inputs

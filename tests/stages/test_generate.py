@@ -3,7 +3,6 @@
 import hashlib
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -24,11 +23,7 @@ from gammaface.generate import shards
 from gammaface.layout import GENERATED_GRID as GRID_FILE
 from gammaface.metrics.generation import fairness_discrepancy
 from tests import mlflow_helpers
-
-REPO = Path(__file__).resolve().parents[2]
-SMOKE = REPO / "jobs" / "smoke.yaml"
-UPSTREAM = ["prepare", "train_ddpm", "train_classifiers", "harvest", "gmm_search"]
-K = 3
+from tests.upstream import SMOKE, SMOKE_K as K, copy_workdir
 
 
 def _cfg(workdir, **overrides):
@@ -36,22 +31,34 @@ def _cfg(workdir, **overrides):
 
 
 @pytest.fixture(scope="module")
-def upstream(tmp_path_factory, ray_local):
-    """The smoke pipeline up to gmm_search (K forced to 3), run once for this module."""
-    work = tmp_path_factory.mktemp("gen") / "work"
-    pipeline.run(_cfg(work), UPSTREAM, echo=lambda s: None)
-    return work
+def upstream(smoke_upstream):
+    """The smoke pipeline up to gmm_search (K forced to 3), shared by the session."""
+    return smoke_upstream
 
 
 def _copy(upstream, dest):
-    shutil.copytree(upstream, dest, ignore=shutil.ignore_patterns("generated", "labels"))
-    return dest
+    return copy_workdir(upstream, dest, "generated", "labels")
 
 
-def test_generate_and_pseudo_label_write_balanced_labelled_sets(upstream, tmp_path, ray_local):
-    work = _copy(upstream, tmp_path / "work")
+@pytest.fixture(scope="module")
+def generated(upstream, tmp_path_factory):
+    """Every smoke set generated and labelled once for this module, on a copy of the upstream;
+    tests copy it again before running further stages."""
+    work = _copy(upstream, tmp_path_factory.mktemp("generated") / "work")
+    pipeline.run(_cfg(work), ["generate", "pseudo_label"], echo=lambda s: None)
+    return work
+
+
+def _run(cfg, stages) -> str:
+    """The stages in this process, on the session's Ray; returns what they printed."""
+    lines: list[str] = []
+    pipeline.run(cfg, stages, echo=lines.append)
+    return "\n".join(lines) + "\n"
+
+
+def test_generate_and_pseudo_label_write_balanced_labelled_sets(generated, tmp_path, ray_local):
+    work = copy_workdir(generated, tmp_path / "work")
     cfg = _cfg(work)
-    pipeline.run(cfg, ["generate", "pseudo_label"], echo=lambda s: None)
     gen, n = work / "generated", cfg.generate.n
     for method in cfg.generate.methods:
         df = pd.read_parquet(gen / method / manifest.MANIFEST_FILE)
@@ -107,10 +114,22 @@ def test_generate_and_pseudo_label_write_balanced_labelled_sets(upstream, tmp_pa
     assert {"balance.json", "balance.png"} <= mlflow_helpers.artifact_paths(work, label_run)
 
 
-def _generate_cmd(work, methods="[gmm,unconditional]"):
-    return [sys.executable, "-m", "gammaface", "run", str(SMOKE), "--stages", "generate",
-            "--set", f"workdir={work}", "--set", f"gmm.k={K}", "--set", "generate.n=96",
-            "--set", f"generate.methods={methods}", "--set", "generate.steps=20"]
+def _generate_sets(methods=("gmm", "unconditional")):
+    return {"generate.n": 96, "generate.methods": list(methods), "generate.steps": 20}
+
+
+def _generate_cmd(work, methods=("gmm", "unconditional")):
+    """`gammaface run` of the generate stage, for the runs a test kills."""
+    cmd = [sys.executable, "-m", "gammaface", "run", str(SMOKE), "--stages", "generate",
+           "--set", f"workdir={work}", "--set", f"gmm.k={K}"]
+    for key, value in _generate_sets(methods).items():
+        cmd += ["--set", f"{key}={json.dumps(value)}"]  # JSON is YAML
+    return cmd
+
+
+def _generate(work, methods=("gmm", "unconditional")) -> str:
+    """The same generate stage in this process (a run nobody kills)."""
+    return _run(_cfg(work, **_generate_sets(methods)), ["generate"])
 
 
 def _files(work):
@@ -131,20 +150,17 @@ def _kill_after(cmd, env, folder, pattern, shards_done):
     proc.wait()
 
 
-def test_a_run_killed_mid_generation_resumes_to_the_same_bytes(upstream, tmp_path):
+def test_a_run_killed_mid_generation_resumes_to_the_same_bytes(upstream, tmp_path, ray_local):
     env = {**os.environ, "RAY_AUTH_MODE": "disabled", "PYTHONUNBUFFERED": "1"}
     clean = _copy(upstream, tmp_path / "clean")
-    subprocess.run(_generate_cmd(clean), check=True, env=env, capture_output=True, timeout=600)
+    _generate(clean)
 
     killed = _copy(upstream, tmp_path / "killed")
     _kill_after(_generate_cmd(killed), env, killed / "generated", "*/shard-*", 2)
     done = len(list((killed / "generated").glob("*/shard-*")))
     assert 2 <= done < 24, "the kill did not land mid-run"
     assert not (killed / "generated" / "stage.json").exists()
-    result = subprocess.run(_generate_cmd(killed), env=env, capture_output=True, text=True,
-                            timeout=600)
-    assert result.returncode == 0, result.stderr[-2000:]
-    assert "images already complete" in result.stdout
+    assert "images already complete" in _generate(killed)
     assert _files(killed) == _files(clean)
 
     # an image damaged in place after the stage completed: named, and only its shard redone
@@ -152,11 +168,9 @@ def test_a_run_killed_mid_generation_resumes_to_the_same_bytes(upstream, tmp_pat
     data = bytearray(png.read_bytes())
     data[len(data) // 2] ^= 0xFF
     png.write_bytes(bytes(data))
-    result = subprocess.run(_generate_cmd(killed), env=env, capture_output=True, text=True,
-                            timeout=600)
-    assert result.returncode == 0, result.stderr[-2000:]
-    assert f"{png} (content differs from its recorded sha256)" in result.stdout
-    assert "1 of 24 shards to render" in result.stdout
+    said = _generate(killed)
+    assert f"{png} (content differs from its recorded sha256)" in said
+    assert "1 of 24 shards to render" in said
     assert _files(killed) == _files(clean)
     for method in ("gmm", "unconditional"):
         df = pd.read_parquet(killed / "generated" / method / manifest.MANIFEST_FILE)
@@ -164,20 +178,29 @@ def test_a_run_killed_mid_generation_resumes_to_the_same_bytes(upstream, tmp_pat
         assert not list((killed / "generated" / method).glob(f"{shards.TMP_PREFIX}*"))
 
     # another method list reruns the stage but keeps every shard of the methods it shares
-    result = subprocess.run(_generate_cmd(killed, "[unconditional,gmm,single_gaussian]"), env=env,
-                            capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, result.stderr[-2000:]
-    assert "12 of 36 shards to render (192 images already complete)" in result.stdout
+    said = _generate(killed, ("unconditional", "gmm", "single_gaussian"))
+    assert "12 of 36 shards to render (192 images already complete)" in said
     assert {k: v for k, v in _files(killed).items() if not k.startswith("single")} == _files(clean)
 
 
-def _quota_cmd(work, n=48):
-    return [sys.executable, "-m", "gammaface", "run", str(SMOKE), "--stages", "generate",
-            "--set", f"workdir={work}", "--set", f"gmm.k={K}", "--set", "generate.n=8",
-            "--set", f"generate.quota.n={n}",  # the quota sets' size, apart from generate.n
-            "--set", "generate.methods=[quota_adaptive,quota_unconditional]",
-            "--set", "generate.quota.cells=[gender]", "--set", "generate.quota.budget=10",
-            "--set", "generate.shard_size=8", "--set", "downstream.methods=[baseline]"]
+QUOTA_SETS = {"generate.n": 8, "generate.quota.n": 48,  # the quota sets' size, apart from n
+              "generate.methods": ["quota_adaptive", "quota_unconditional"],
+              "generate.quota.cells": ["gender"], "generate.quota.budget": 10,
+              "generate.shard_size": 8, "downstream.methods": ["baseline"]}
+
+
+def _quota_cmd(work):
+    """`gammaface run` of the quota sets, for the run a test kills."""
+    cmd = [sys.executable, "-m", "gammaface", "run", str(SMOKE), "--stages", "generate",
+           "--set", f"workdir={work}", "--set", f"gmm.k={K}"]
+    for key, value in QUOTA_SETS.items():
+        cmd += ["--set", f"{key}={json.dumps(value)}"]
+    return cmd
+
+
+def _quota(work) -> str:
+    """The same quota sets in this process (a run nobody kills)."""
+    return _run(_cfg(work, **QUOTA_SETS), ["generate"])
 
 
 def _kept_cells(method_dir: Path) -> dict[str, int]:
@@ -194,28 +217,27 @@ def _kept_cells(method_dir: Path) -> dict[str, int]:
 
 
 def test_quota_sets_fill_every_cell_exactly_and_a_killed_run_keeps_the_same_images(upstream,
-                                                                                    tmp_path):
+                                                                                    tmp_path,
+                                                                                    ray_local):
     env = {**os.environ, "RAY_AUTH_MODE": "disabled", "PYTHONUNBUFFERED": "1"}
     clean = _copy(upstream, tmp_path / "clean")
-    done = subprocess.run(_quota_cmd(clean), env=env, capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stderr[-2000:]
+    said = _quota(clean)
     for method in ("quota_adaptive", "quota_unconditional"):
         quota = json.loads((clean / "generated" / method / "quota.json").read_text())
-        assert quota["complete"] and quota["kept"] == 48, done.stdout
+        assert quota["complete"] and quota["kept"] == 48, said
         assert _kept_cells(clean / "generated" / method) == {"female": 24, "male": 24}
         assert quota["renders_per_kept"] == pytest.approx(quota["renders"] / 48)
-        assert f"{method}: kept 48/48 from {quota['renders']} renders" in done.stdout
+        assert f"{method}: kept 48/48 from {quota['renders']} renders" in said
 
     killed = _copy(upstream, tmp_path / "killed")
     _kill_after(_quota_cmd(killed), env, killed / "generated", "quota_*/shard-*", 3)
     assert not (killed / "generated" / "stage.json").exists(), "the kill did not land mid-run"
-    again = subprocess.run(_quota_cmd(killed), env=env, capture_output=True, text=True, timeout=600)
-    assert again.returncode == 0, again.stderr[-2000:]
+    _quota(killed)
     assert _files(killed) == _files(clean)
 
 
-def test_the_judge_learns_from_other_faces_and_audits_every_set(upstream, tmp_path, ray_local):
-    work = _copy(upstream, tmp_path / "work")
+def test_the_judge_learns_from_other_faces_and_audits_every_set(generated, tmp_path, ray_local):
+    work = copy_workdir(generated, tmp_path / "work")
     cfg = _cfg(work)
     pipeline.run(cfg, ["train_judge", "generate", "pseudo_label", "audit"], echo=lambda s: None)
     data, _ = manifest.read(work / "data" / "synthfaces" / manifest.MANIFEST_FILE)

@@ -1,5 +1,5 @@
 import json
-from pathlib import Path
+import re
 
 import pandas as pd
 import pytest
@@ -7,16 +7,22 @@ import pytest
 from gammaface import config, pipeline
 from gammaface.gmm import GaussianMixture
 from tests import mlflow_helpers
+from tests.upstream import SMOKE, SMOKE_K, copy_workdir
 
-REPO = Path(__file__).resolve().parents[2]
+
+def skipped(lines: list[str]) -> list[str]:
+    return [m.group(1) for line in lines
+            if (m := re.match(r"^\[(\w+)\] complete for this config, skipped$", line))]
 
 
-def test_harvest_and_search_stages_write_every_artifact(tmp_path, ray_local):
-    work = tmp_path / "w"
-    cfg = config.load(REPO / "jobs" / "smoke.yaml",
-                      {"workdir": str(work), "ddpm.train_steps": 4, "ddpm.checkpoint_every": 4,
-                       "ddpm.sample_every": 0, "gmm.k": 3, "gmm.space": "pca", "gmm.pca_dim": 16})
-    pipeline.run(cfg, ["prepare", "train_ddpm", "harvest", "gmm_search"], echo=lambda s: None)
+def test_harvest_and_search_stages_write_every_artifact(smoke_upstream, tmp_path, ray_local):
+    # the session's smoke DDPM and latents; the search runs again in another space
+    work = copy_workdir(smoke_upstream, tmp_path / "w")
+    cfg = config.load(SMOKE, {"workdir": str(work), "gmm.k": SMOKE_K, "gmm.space": "pca",
+                              "gmm.pca_dim": 16})
+    lines: list[str] = []
+    pipeline.run(cfg, ["prepare", "train_ddpm", "harvest", "gmm_search"], echo=lines.append)
+    assert skipped(lines) == ["prepare", "train_ddpm", "harvest"]
     gmm = work / "gmm"
     table = pd.read_csv(gmm / "bic.csv")
     assert list(table["k"]) == [1, 2, 3, 4]

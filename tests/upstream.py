@@ -1,0 +1,18 @@
+"""The toy upstream the stage tests share: the smoke config's stages up to the mixture search,
+built once per session by the `smoke_upstream` fixture, and copies of a workdir to run in."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+SMOKE = Path(__file__).resolve().parents[1] / "jobs" / "smoke.yaml"
+SMOKE_UPSTREAM = ["prepare", "train_ddpm", "train_classifiers", "harvest", "gmm_search"]
+SMOKE_K = 3  # BIC picks K = 1 at toy size; three components exercise every path
+
+
+def copy_workdir(source: Path, dest: Path, *leave_out: str) -> Path:
+    """A copy of a workdir to run stages in (its artifacts name files relative to it, and its
+    MLflow store is re-pointed at the copy on the first run), without the folders named."""
+    shutil.copytree(source, dest, symlinks=True, ignore=shutil.ignore_patterns(*leave_out))
+    return dest
