@@ -10,7 +10,6 @@ torch.load(weights_only=True), which refuses anything but tensors and plain cont
 from __future__ import annotations
 
 import json
-import os
 import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Protocol, TypeVar
@@ -31,8 +30,6 @@ OPTIMIZER_FILE = "optimizer.pt"
 STATE_FILE = "trainer_state.json"
 FILES = (MODEL_FILE, EMA_FILE, OPTIMIZER_FILE, STATE_FILE)
 FILES_WITHOUT_EMA = (MODEL_FILE, OPTIMIZER_FILE, STATE_FILE)
-HEALTH_CHECK_ENV = "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"  # a setting of the environment wins
-HEALTH_CHECK_S = "0.25"
 
 
 class CheckpointError(UserError):
@@ -165,10 +162,6 @@ def fit(loop: Callable[[dict[str, Any]], None], loop_cfg: dict[str, Any], *, num
     from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
-    # Ray Train's controller polls its workers every 2 s by default, and a run's start, its
-    # checkpoints and its end each wait for a poll: about 7 s of a short stage on 2 cores
-    # (benchmarks/ray_overhead.py). Ray Train hands the setting on to its controller.
-    os.environ.setdefault(HEALTH_CHECK_ENV, HEALTH_CHECK_S)
 
     datasets = None
     if table is not None:

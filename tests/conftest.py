@@ -7,6 +7,11 @@ from tests.upstream import SMOKE, SMOKE_K, SMOKE_UPSTREAM
 
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+# Ray Train's controller polls its workers every 2 s, and a run's start, its checkpoints and
+# its end each wait for a poll: about 7 s of every toy training stage (benchmarks/
+# ray_overhead.py). The suite polls every 0.25 s, in this process and every one it starts;
+# the pipeline keeps Ray's default, whose polls cost long runs nothing.
+os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.25")
 os.environ.pop("MLFLOW_TRACKING_URI", None)
 os.environ.pop("RAY_ADDRESS", None)
 # the exported dataset is loaded from disk; nothing may reach for the Hugging Face hub
