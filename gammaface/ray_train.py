@@ -162,7 +162,6 @@ def fit(loop: Callable[[dict[str, Any]], None], loop_cfg: dict[str, Any], *, num
     from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
-
     datasets = None
     if table is not None:
         rows = table.reset_index(drop=True).assign(**{ROW: np.arange(len(table))})

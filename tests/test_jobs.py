@@ -14,7 +14,6 @@ the same dataset fixture, as on the cluster both read the same volume).
 from __future__ import annotations
 
 import json
-import re
 import shlex
 import shutil
 import subprocess
@@ -33,6 +32,7 @@ from gammaface.downstream.mixing import BASELINE, jobs
 from gammaface.storage import Store
 from tests import mlflow_helpers
 from tests.data.fixtures import write_fairface_dataset, write_ffhq_dataset
+from tests.upstream import skipped_stages
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -52,7 +52,8 @@ TOY: dict[str, object] = {
     "harvest.n": 64, "harvest.steps": 10, "harvest.batch_size": 32, "harvest.concurrency": 1,
     "harvest.num_gpus": 0,
     "gmm.k_max": 3, "gmm.pca_dim": 8,
-    "generate.n": 40, "generate.quota.n": None, "generate.steps": 4, "generate.shard_size": 8, "generate.batch_size": 8,
+    "generate.n": 40, "generate.quota.n": None, "generate.steps": 4, "generate.shard_size": 8,
+    "generate.batch_size": 8,
     "generate.concurrency": 1, "generate.num_gpus": 0, "generate.pilot": 8, "generate.grid": 4,
     "generate.quota.max_rounds": 3,  # a toy labeller may never fill a cell: rounds cost, not size
     "label.batch_size": 32, "label.concurrency": 1, "label.num_gpus": 0, "label.bootstrap": 20,
@@ -171,10 +172,6 @@ def completed(name: str, tmp_path_factory) -> Path:
         run_toy(REPO / "jobs" / f"{name}.yaml", root)
         COMPLETED[name] = root
     return COMPLETED[name]
-
-
-def skipped_stages(stdout: str) -> list[str]:
-    return re.findall(r"^\[(\w+)\] complete for this config, skipped$", stdout, re.M)
 
 
 @pytest.mark.e2e

@@ -3,6 +3,7 @@ built once per session by the `smoke_upstream` fixture, and copies of a workdir 
 
 from __future__ import annotations
 
+import re
 import shutil
 from pathlib import Path
 
@@ -16,3 +17,8 @@ def copy_workdir(source: Path, dest: Path, *leave_out: str) -> Path:
     MLflow store is re-pointed at the copy on the first run), without the folders named."""
     shutil.copytree(source, dest, symlinks=True, ignore=shutil.ignore_patterns(*leave_out))
     return dest
+
+
+def skipped_stages(stdout: str) -> list[str]:
+    """The stages a run found complete for its config, in the order it named them."""
+    return re.findall(r"^\[(\w+)\] complete for this config, skipped$", stdout, re.M)

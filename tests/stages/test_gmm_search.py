@@ -1,5 +1,4 @@
 import json
-import re
 
 import pandas as pd
 import pytest
@@ -7,12 +6,7 @@ import pytest
 from gammaface import config, pipeline
 from gammaface.gmm import GaussianMixture
 from tests import mlflow_helpers
-from tests.upstream import SMOKE, SMOKE_K, copy_workdir
-
-
-def skipped(lines: list[str]) -> list[str]:
-    return [m.group(1) for line in lines
-            if (m := re.match(r"^\[(\w+)\] complete for this config, skipped$", line))]
+from tests.upstream import SMOKE, SMOKE_K, copy_workdir, skipped_stages
 
 
 def test_harvest_and_search_stages_write_every_artifact(smoke_upstream, tmp_path, ray_local):
@@ -22,7 +16,7 @@ def test_harvest_and_search_stages_write_every_artifact(smoke_upstream, tmp_path
                               "gmm.pca_dim": 16})
     lines: list[str] = []
     pipeline.run(cfg, ["prepare", "train_ddpm", "harvest", "gmm_search"], echo=lines.append)
-    assert skipped(lines) == ["prepare", "train_ddpm", "harvest"]
+    assert skipped_stages("\n".join(lines)) == ["prepare", "train_ddpm", "harvest"]
     gmm = work / "gmm"
     table = pd.read_csv(gmm / "bic.csv")
     assert list(table["k"]) == [1, 2, 3, 4]
