@@ -3,8 +3,9 @@
 The test runs the shipped file as it is and changes only the keys in TOY (sizes, steps and
 workers; the same list for every config, as `--set` would pass them) and the paths (workdir and
 the dataset's folders): never the methods, attributes, targets, ratios or the stage list. Every
-training stage runs with 2 Ray Train workers. A config dropped into jobs/ is picked up here
-without editing this file.
+training stage runs on one Ray Train worker: a second costs each stage about 7 s here and checks
+nothing a config chooses (two-worker DDP is tested in tests/diffusion and tests/classifiers). A
+config dropped into jobs/ is picked up here without editing this file.
 
 A config that a RayJob under k8s/jobs/ runs with `--stages` or `--from` runs here the same way:
 its stages, started from the toy workdir of the config whose shipped workdir `--from` names (on
@@ -32,22 +33,24 @@ from gammaface.downstream.mixing import BASELINE, jobs
 from gammaface.storage import Store
 from tests import mlflow_helpers
 from tests.data.fixtures import write_fairface_dataset, write_ffhq_dataset
-from tests.upstream import skipped_stages
+from tests.upstream import copy_workdir, skipped_stages
 
 REPO = Path(__file__).resolve().parents[1]
 
 # The one list of settings a test changes in a shipped config (the same for every config):
 # sizes, steps and workers, so that a whole pipeline runs in about two minutes on 2 cores. The
-# labeller trains a few epochs so that even noise-like toy samples get both classes of a target.
+# labeller trains a few epochs so that even noise-like toy samples get both classes of a target;
+# a toy labeller keeps few renders, so a quota set stops at 4 renders per image asked for (the
+# shipped budgets of 16 to 24 cost the study's toy run about 30 s of renders that keep nothing).
 TOY: dict[str, object] = {
     "ray.address": None, "ray.num_cpus": 2, "ray.object_store_memory": 200_000_000,
     "data.synthfaces.n": 200, "data.synthfaces.size": 16,
     "ddpm.preset": "tiny", "ddpm.resolution": 8, "ddpm.train_steps": 10, "ddpm.batch_size": 16,
     "ddpm.warmup_steps": 2, "ddpm.checkpoint_every": 10, "ddpm.sample_every": 0,
-    "ddpm.sample_steps": 4, "ddpm.log_every": 5, "ddpm.num_workers": 2, "ddpm.use_gpu": False,
+    "ddpm.sample_steps": 4, "ddpm.log_every": 5, "ddpm.num_workers": 1, "ddpm.use_gpu": False,
     "ddpm.max_failures": 0,
     "classifiers.backbone": "resnet18", "classifiers.epochs": 4, "classifiers.batch_size": 32,
-    "classifiers.image_size": 8, "classifiers.num_workers": 2, "classifiers.use_gpu": False,
+    "classifiers.image_size": 8, "classifiers.num_workers": 1, "classifiers.use_gpu": False,
     "classifiers.max_failures": 0, "judge.n": 200,
     "harvest.n": 64, "harvest.steps": 10, "harvest.batch_size": 32, "harvest.concurrency": 1,
     "harvest.num_gpus": 0,
@@ -56,6 +59,7 @@ TOY: dict[str, object] = {
     "generate.batch_size": 8,
     "generate.concurrency": 1, "generate.num_gpus": 0, "generate.pilot": 8, "generate.grid": 4,
     "generate.quota.max_rounds": 3,  # a toy labeller may never fill a cell: rounds cost, not size
+    "generate.quota.budget": 4,
     "label.batch_size": 32, "label.concurrency": 1, "label.num_gpus": 0, "label.bootstrap": 20,
     "downstream.n_per_class": [10], "downstream.seeds": 1, "downstream.backbone": "resnet18",
     "downstream.epochs": 1, "downstream.batch_size": 16, "downstream.num_workers": 2,
@@ -146,7 +150,7 @@ COMPLETED: dict[str, Path] = {}
 
 
 # configs whose MLflow store a test reads stage by stage (each model registered by its own
-# stage's run): they train every stage themselves
+# stage's run): they copy nothing in with `--from` and start from the session's smoke upstream
 OWN_RUNS = {"smoke"}
 
 
@@ -166,27 +170,38 @@ def earlier_on_same_data(job: Path) -> Path | None:
     return same[-1] / "work" if same else None
 
 
-def completed(name: str, tmp_path_factory) -> Path:
+def own_start(job: Path, root: Path, request) -> None:
+    """A config of OWN_RUNS starts from a copy of the session's smoke upstream (its workdir and
+    MLflow store alike; the same stage hashes, as the smoke config's upstream is at TOY size),
+    so every stage it reads back was run in the store the test reads."""
+    if job.stem in OWN_RUNS:
+        copy_workdir(request.getfixturevalue("smoke_upstream"), root / "work")
+
+
+def completed(name: str, tmp_path_factory, request) -> Path:
     if name not in COMPLETED:
         root = tmp_path_factory.mktemp(name)
-        run_toy(REPO / "jobs" / f"{name}.yaml", root)
+        job = REPO / "jobs" / f"{name}.yaml"
+        own_start(job, root, request)
+        run_toy(job, root)
         COMPLETED[name] = root
     return COMPLETED[name]
 
 
 @pytest.mark.e2e
 @pytest.mark.parametrize("job", JOBS, ids=lambda p: p.stem)
-def test_shipped_config_runs_end_to_end_on_its_dataset(job, tmp_path_factory, ray_local):
+def test_shipped_config_runs_end_to_end_on_its_dataset(job, tmp_path_factory, ray_local, request):
     root = tmp_path_factory.mktemp(job.stem)
     stages, _ = rayjob_args(job)
     source = source_config(job)
-    source_root = completed(source, tmp_path_factory) if source else None
+    source_root = completed(source, tmp_path_factory, request) if source else None
     overrides = toy_overrides(job, root, source_root)
     cfg = config.load(job, overrides)
     shipped = config.load(job)
     for key in MEANING:
         assert cfg.flat()[key] == shipped.flat()[key], key
 
+    own_start(job, root, request)
     started = time.perf_counter()
     start = source_root / "work" if source_root else earlier_on_same_data(job)
     stdout = run_toy(job, root, source_root, stages, start)
@@ -275,10 +290,10 @@ def _check_report_page(folder: Path) -> None:
 
 @pytest.mark.e2e
 def test_the_smoke_run_tracks_every_job_in_mlflow_compares_from_it_and_reruns_as_a_no_op(
-        tmp_path_factory, ray_local):
+        tmp_path_factory, ray_local, request):
     """The smoke pipeline's MLflow runs, the comparison read back from MLflow equal to what was
     logged, and a second run of the same command that does nothing but print the table."""
-    root = completed("smoke", tmp_path_factory)
+    root = completed("smoke", tmp_path_factory, request)
     smoke = REPO / "jobs" / "smoke.yaml"
     cfg = config.load(smoke, toy_overrides(smoke, root))
     work = Path(cfg.workdir)
@@ -375,20 +390,22 @@ def _text_files(root: Path):
 
 @pytest.mark.e2e
 def test_a_copied_workdir_runs_from_its_copy_and_a_new_seed_trains_only_its_jobs(
-        tmp_path_factory, ray_local):
-    root = completed("smoke", tmp_path_factory)
+        tmp_path_factory, ray_local, request):
+    root = completed("smoke", tmp_path_factory, request)
     smoke = REPO / "jobs" / "smoke.yaml"
     original = root / "work"
     new_root = tmp_path_factory.mktemp("copy")
     copy = new_root / "work"
     shutil.copytree(original, copy, symlinks=True)
-    # no artifact names a file by the original's absolute path ...
-    for path in _text_files(copy):
-        assert str(original) not in path.read_text(errors="replace"), path
-    for path in copy.rglob("*.parquet"):
-        df = pd.read_parquet(path)
-        for col in df.select_dtypes(include=object).columns:
-            assert not df[col].astype(str).str.contains(str(original), regex=False).any(), path
+    # no artifact names a file by the original's absolute path (nor by the path of the upstream
+    # the smoke run started from, where its first stages wrote) ...
+    for where in (str(original), str(request.getfixturevalue("smoke_upstream"))):
+        for path in _text_files(copy):
+            assert where not in path.read_text(errors="replace"), path
+        for path in copy.rglob("*.parquet"):
+            df = pd.read_parquet(path)
+            for col in df.select_dtypes(include=object).columns:
+                assert not df[col].astype(str).str.contains(where, regex=False).any(), path
     # ... and with the original out of the way, the copy runs from itself: the mixture search
     # re-reads the harvested latents' manifest, and one more seed trains only that seed's jobs
     (copy / "gmm" / stage.STAGE_FILE).unlink()

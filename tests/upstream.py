@@ -1,5 +1,7 @@
-"""The toy upstream the stage tests share: the smoke config's stages up to the mixture search,
-built once per session by the `smoke_upstream` fixture, and copies of a workdir to run in."""
+"""The toy upstream the tests share: the smoke config's stages up to the mixture search (the
+judge among them), built once per session by the `smoke_upstream` fixture, and copies of a
+workdir to run in. Its settings are the suite's toy settings (tests/test_jobs.py TOY), so the
+smoke config's end-to-end run starts from it too."""
 
 from __future__ import annotations
 
@@ -8,7 +10,7 @@ import shutil
 from pathlib import Path
 
 SMOKE = Path(__file__).resolve().parents[1] / "jobs" / "smoke.yaml"
-SMOKE_UPSTREAM = ["prepare", "train_ddpm", "train_classifiers", "harvest", "gmm_search"]
+SMOKE_UPSTREAM = ["prepare", "train_ddpm", "train_classifiers", "train_judge", "harvest", "gmm_search"]
 SMOKE_K = 3  # BIC picks K = 1 at toy size; three components exercise every path
 
 

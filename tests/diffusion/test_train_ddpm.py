@@ -32,13 +32,15 @@ def _latest_checkpoint(work: Path) -> Path:
     return sorted(p for p in snapshot.parent.iterdir() if p.is_dir() and p.name.startswith("checkpoint_"))[-1]
 
 
-def test_two_worker_ddp_training_writes_a_plain_diffusers_model(smoke_upstream):
-    # the session's smoke DDPM: 20 steps on 2 workers, checkpoints and sample grids every 10,
-    # the loss logged every 5
-    work = smoke_upstream
-    cfg = _cfg(work)
-    assert (cfg.ddpm.train_steps, cfg.ddpm.num_workers, cfg.ddpm.checkpoint_every,
-            cfg.ddpm.sample_every, cfg.ddpm.log_every) == (20, 2, 10, 10, 5)
+# 20 steps on 2 workers (DDP over gloo), checkpoints and sample grids every 10, the loss every 5
+DDP = {"ddpm.train_steps": 20, "ddpm.num_workers": 2, "ddpm.checkpoint_every": 10,
+       "ddpm.sample_every": 10, "ddpm.log_every": 5}
+
+
+def test_two_worker_ddp_training_writes_a_plain_diffusers_model(tmp_path, ray_local):
+    work = tmp_path / "work"
+    cfg = _cfg(work, **DDP)
+    pipeline.run(cfg, ["prepare", "train_ddpm"], **QUIET)
     record = json.loads((work / "ddpm" / "stage.json").read_text())
     assert record["stage"] == "train_ddpm"
     assert record["rows"] == {"train_images": 160, "steps": 20}
