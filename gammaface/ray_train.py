@@ -10,7 +10,7 @@ torch.load(weights_only=True), which refuses anything but tensors and plain cont
 from __future__ import annotations
 
 import json
-import tempfile
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Protocol, TypeVar
 
@@ -18,6 +18,7 @@ from gammaface.errors import UserError, explain
 
 if TYPE_CHECKING:  # imported where used: the CPU sharing below serves stages that need no torch
     import pandas as pd
+    import ray.train
     import torch
 
 T = TypeVar("T")
@@ -151,10 +152,11 @@ def read_ahead(load: Callable[[int], T], steps: Iterable[int]) -> Iterator[T]:
 def fit(loop: Callable[[dict[str, Any]], None], loop_cfg: dict[str, Any], *, num_workers: int,
         use_gpu: bool, cpus_per_worker: int, storage_path: str, name: str, max_failures: int,
         what: str, checkpointed: bool = True, resources: dict[str, float] | None = None,
-        table: pd.DataFrame | None = None) -> tuple[Path | None, dict[str, Any]]:
+        table: pd.DataFrame | None = None) -> tuple[ray.train.Checkpoint | None, dict[str, Any]]:
     """Run `loop` on every worker; rerunning with the same storage_path and name resumes from
-    the latest checkpoint. Returns a local copy of the final checkpoint (None for a loop that
-    keeps its own progress on disk, `checkpointed=False`) and rank 0's last reported metrics.
+    the latest checkpoint. Returns the final checkpoint (None for a loop that keeps its own
+    progress on disk, `checkpointed=False`; read it with `final_files`) and rank 0's last
+    reported metrics.
     `resources`: custom Ray resources every worker asks for (where it may run). `table`: the
     training rows (paths, labels), handed to every worker as a Ray dataset (`worker_rows`)."""
     import numpy as np
@@ -188,9 +190,16 @@ def fit(loop: Callable[[dict[str, Any]], None], loop_cfg: dict[str, Any], *, num
         return None, dict(result.metrics or {})
     if result.checkpoint is None:
         raise RuntimeError(f"{what} training finished without a checkpoint.")
-    local = Path(tempfile.mkdtemp(prefix=f"gammaface-{what}-"))
-    result.checkpoint.to_directory(str(local))
-    return local, dict(result.metrics or {})
+    return result.checkpoint, dict(result.metrics or {})
+
+
+@contextmanager
+def final_files(final: ray.train.Checkpoint) -> Iterator[Path]:
+    """The checkpoint's folder while the block runs: the folder itself in a local store, a
+    download that is removed afterwards in a remote one (a copy kept for every run would fill
+    the temporary disk by a model's size each time)."""
+    with final.as_directory() as folder:
+        yield Path(folder)
 
 
 def cpus_per_worker(explicit: int | None, use_gpu: bool, num_workers: int,

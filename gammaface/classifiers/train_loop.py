@@ -163,7 +163,8 @@ def fit_classifier(c: Any, train_paths: list[str], labels: np.ndarray, image_roo
                              use_gpu=c.use_gpu, cpus_per_worker=threads, storage_path=storage_path,
                              name=name, max_failures=c.max_failures, what=name.split("-")[0],
                              resources=resources, table=table)
-    ray_train.checkpoint_state(final, config_hash, ray_train.FILES_WITHOUT_EMA)
     model = AttributeNet(c.backbone, list(c.attributes), image_size)
-    model.load_state_dict(ray_train.load_weights(final, ray_train.MODEL_FILE))
+    with ray_train.final_files(final) as folder:
+        ray_train.checkpoint_state(folder, config_hash, ray_train.FILES_WITHOUT_EMA)
+        model.load_state_dict(ray_train.load_weights(folder, ray_train.MODEL_FILE))
     return model

@@ -54,8 +54,9 @@ def run(ctx: StageContext) -> StageResult:
                              storage_path=ctx.checkpoints(), name=f"ddpm-{h}",
                              max_failures=d.max_failures, what="ddpm",
                              resources=cfg.ray.placed("train_ddpm"), table=train)
-    state = ray_train.checkpoint_state(final, h)
-    ema = ray_train.load_weights(final, ray_train.EMA_FILE)
+    with ray_train.final_files(final) as folder:
+        state = ray_train.checkpoint_state(folder, h)
+        ema = ray_train.load_weights(folder, ray_train.EMA_FILE)
 
     unet = UNet2DModel(**loop_cfg["unet"])
     unet.load_state_dict(ema)

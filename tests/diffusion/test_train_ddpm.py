@@ -3,6 +3,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -40,7 +41,11 @@ DDP = {"ddpm.train_steps": 20, "ddpm.num_workers": 2, "ddpm.checkpoint_every": 1
 def test_two_worker_ddp_training_writes_a_plain_diffusers_model(tmp_path, ray_local):
     work = tmp_path / "work"
     cfg = _cfg(work, **DDP)
+    temporary = set(Path(tempfile.gettempdir()).iterdir())
     pipeline.run(cfg, ["prepare", "train_ddpm"], **QUIET)
+    # the final checkpoint is read where Ray keeps it, not copied to a folder left behind
+    assert not [p for p in set(Path(tempfile.gettempdir()).iterdir()) - temporary
+                if p.name.startswith("gammaface-")]
     record = json.loads((work / "ddpm" / "stage.json").read_text())
     assert record["stage"] == "train_ddpm"
     assert record["rows"] == {"train_images": 160, "steps": 20}
