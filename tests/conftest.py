@@ -3,6 +3,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.deploy.servers import free_port, s3_env, s3_server
 from tests.upstream import SMOKE, SMOKE_K, SMOKE_UPSTREAM
 
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
@@ -19,6 +20,11 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 OBJECT_STORE_BYTES = 150 * 1024 * 1024
+# The session's S3 server (started by the `s3` fixture when a test asks for it) listens here.
+# Ray's workers are given its address when the session's Ray starts, as a cluster's pods are
+# given their object store's: a pipeline on an s3:// workdir then runs in this process, whose
+# Ray Train workers write checkpoints to the bucket; elsewhere the address is never used.
+S3_PORT = free_port()
 
 
 @pytest.fixture(scope="session")
@@ -29,11 +35,21 @@ def ray_local():
     if not ray.is_initialized():
         from gammaface.ray_runtime import local_state_api
 
+        state_api = local_state_api()
+        state_api["runtime_env"]["env_vars"].update(s3_env(S3_PORT))
         ray.init(address="local", num_cpus=2, object_store_memory=OBJECT_STORE_BYTES,
-                 configure_logging=False, **local_state_api())
+                 configure_logging=False, **state_api)
         ray.data.DataContext.get_current().enable_progress_bars = False
     yield ray
     ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def s3(tmp_path_factory):
+    """A real S3-compatible server on loopback for the session (a module that uses it puts its
+    `env` in this process's environment, where pyarrow's S3 filesystem reads the endpoint)."""
+    with s3_server(tmp_path_factory.mktemp("s3"), S3_PORT) as server:
+        yield server
 
 
 @pytest.fixture(scope="session")

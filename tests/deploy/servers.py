@@ -193,19 +193,25 @@ class S3:
         return f"s3://{name}"
 
 
+def s3_env(port: int) -> dict[str, str]:
+    """What a process needs to reach an S3 server on this loopback port: endpoint and throwaway
+    keys (known before the server starts, so a Ray started earlier can hand it to its workers)."""
+    return {"AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}", "AWS_ACCESS_KEY_ID": "test",
+            "AWS_SECRET_ACCESS_KEY": "test", "AWS_DEFAULT_REGION": "us-east-1",
+            "AWS_EC2_METADATA_DISABLED": "true"}
+
+
 @contextlib.contextmanager
-def s3_server(tmp: Path) -> Iterator[S3]:
+def s3_server(tmp: Path, port: int | None = None) -> Iterator[S3]:
     """An S3-compatible server (moto in server mode) on loopback, in its own process group."""
-    port = free_port()
+    port = port or free_port()
     log = tmp / "s3-server.log"
     proc = subprocess.Popen([str(Path(sys.executable).parent / "moto_server"), "-H", "127.0.0.1",
                              "-p", str(port)], stdout=log.open("w"), stderr=subprocess.STDOUT,
                             start_new_session=True, cwd=tmp)
-    endpoint = f"http://127.0.0.1:{port}"
+    env = s3_env(port)
     try:
-        wait_http(f"{endpoint}/moto-api/", proc, 60, log)
-        yield S3(endpoint, {"AWS_ENDPOINT_URL": endpoint, "AWS_ACCESS_KEY_ID": "test",
-                            "AWS_SECRET_ACCESS_KEY": "test", "AWS_DEFAULT_REGION": "us-east-1",
-                            "AWS_EC2_METADATA_DISABLED": "true"})
+        wait_http(f"{env['AWS_ENDPOINT_URL']}/moto-api/", proc, 60, log)
+        yield S3(env["AWS_ENDPOINT_URL"], env)
     finally:
         _stop(proc)
