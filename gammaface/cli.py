@@ -13,6 +13,7 @@ from typing import Any, Sequence
 from gammaface.errors import EXIT_USER_ERROR, Stopped, UserError, explain
 from gammaface.yamlio import YAMLError
 from gammaface.yamlio import load as load_yaml
+from gammaface.yamlio import why as yaml_why
 
 
 def _parse_sets(items: Sequence[str] | None) -> dict[str, Any]:
@@ -23,9 +24,9 @@ def _parse_sets(items: Sequence[str] | None) -> dict[str, Any]:
             raise UserError(f"--set {item!r} is not of the form key.path=value.")
         try:
             out[key] = load_yaml(value)
-        except YAMLError:
-            raise UserError(f"--set {key}: the value {value!r} is not valid YAML (quote a "
-                            "string that holds ':', '{' or '[').") from None
+        except YAMLError as exc:
+            why = yaml_why(exc) or " (quote a string that holds ':', '{' or '[')"
+            raise UserError(f"--set {key}: the value {value!r} is not valid YAML{why}.") from None
     return out
 
 
@@ -122,7 +123,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     from gammaface.layout import COMPARE_DIR, MLFLOW_DB
     from gammaface.storage import Store, mirror_of
 
-    uri, experiment, out = args.tracking_uri, args.experiment, args.out
+    uri, experiment, out, root = args.tracking_uri, args.experiment, args.out, None
     if args.config:
         cfg = _load_config(args)
         workdir = Store(cfg.workdir)
@@ -132,13 +133,14 @@ def cmd_compare(args: argparse.Namespace) -> int:
             raise UserError(f"workdir {workdir.root} holds no MLflow store ({MLFLOW_DB}); run the "
                             "config first, or name the store with --tracking-uri.")
         experiment = experiment or cfg.mlflow.experiment
+        root = workdir.root  # its own runs only: workdirs that share a store share experiments
         # not report/: that is a stage's, with its record; a remote workdir's goes to its mirror
         out = out or (workdir if workdir.is_local else mirror_of(workdir)).path(COMPARE_DIR)
     uri = uri or os.environ.get("MLFLOW_TRACKING_URI")
     if not uri:
         raise UserError("compare needs a config, --tracking-uri or MLFLOW_TRACKING_URI to find "
                         "the MLflow store.")
-    df = tracking.downstream_runs(experiment, args.run, uri)
+    df = tracking.downstream_runs(experiment, args.run, uri, workdir=root)
     summary = compare.summarise(df)
     key, _ = compare.protected_columns(df)
     table = compare.markdown(summary, df["target"].iloc[0], key)
@@ -168,6 +170,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
     if not address:
         raise UserError("submit needs --address (the Ray dashboard, e.g. http://HEAD:8265) or "
                         "RAY_ADDRESS.")
+    address = submit.job_server(address)
     if args.status:
         print(submit.status(address, args.status))
         return 0
@@ -385,8 +388,14 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+_SIGNALLED: list[int] = []  # the stop signals this process received, in order
+
+
 def _stop_on_sigterm(signum: int, frame: Any) -> None:
-    # a pod's or a scheduler's stop: unwind like Ctrl-C, so runs end as KILLED and locks free
+    # a pod's or a scheduler's stop: unwind like Ctrl-C, so runs end as KILLED and locks free.
+    # Remembered apart from the exception: a library that catches KeyboardInterrupt and raises
+    # its own (ray.get cancels its tasks so) would otherwise report the stop as SIGINT.
+    _SIGNALLED.append(signum)
     raise Stopped(signum)
 
 
@@ -398,7 +407,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return args.func(args)
     except KeyboardInterrupt as exc:
-        return _interrupted(getattr(exc, "signum", signal.SIGINT))
+        return _interrupted(getattr(exc, "signum", None) or
+                            (_SIGNALLED[-1] if _SIGNALLED else signal.SIGINT))
     except SystemExit as exc:
         if exc.code != signal.SIGTERM:  # Ray's own SIGTERM handler, while ray.init runs
             raise

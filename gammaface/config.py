@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+import math
 from pathlib import Path
 from typing import Any, Literal
 
@@ -21,6 +22,7 @@ from gammaface.data.registry import get as get_attribute
 from gammaface.diffusion.presets import default_resolution, unet_config
 from gammaface.errors import UserError
 from gammaface.yamlio import load as load_yaml
+from gammaface.yamlio import why as yaml_why
 
 PositiveInt = Field(gt=0)
 
@@ -262,11 +264,16 @@ class QuotaConfig(Section):
     def _positive_shares(cls, value: dict[str, float] | None) -> dict[str, float] | None:
         if value is None:
             return None
+        bad = [k for k, v in value.items() if not math.isfinite(v)]
+        if bad:
+            raise ValueError(f"the share of {bad[0]!r} is not a finite number")
         bad = [k for k, v in value.items() if v < 0]
         if bad:
             raise ValueError(f"the share of {bad[0]!r} is negative")
         if not any(v > 0 for v in value.values()):
             raise ValueError("name at least one cell with a positive share")
+        if not math.isfinite(sum(value.values())):  # 1e308 twice: the proportions overflow
+            raise ValueError("the shares are too large to add up; give them as proportions")
         return value
 
 
@@ -708,9 +715,7 @@ def load(path: str | Path, overrides: dict[str, Any] | None = None) -> Config:
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark is not None else ""
-        problem = getattr(exc, "problem", None)
-        why = f": {problem}" if problem and "twice" in problem else ""
-        raise UserError(f"config file {path} is not valid YAML{where}{why}.") from None
+        raise UserError(f"config file {path} is not valid YAML{where}{yaml_why(exc)}.") from None
     if data is None:
         raise UserError(f"config file {path} is empty; an experiment names at least its workdir "
                         "(see jobs/smoke.yaml).")

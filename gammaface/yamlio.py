@@ -1,7 +1,9 @@
-"""YAML reading with YAML 1.2 booleans: only true/false are booleans, and no key twice.
+"""YAML reading with YAML 1.2 booleans: only true/false are booleans, no key twice, no alias.
 
 Under PyYAML's default (YAML 1.1) rules the class names `yes` and `no` would silently become
-True and False, and a key given twice in one mapping would silently keep the last value.
+True and False, and a key given twice in one mapping would silently keep the last value. An
+alias (`*name`, a merge `<<: *name` among them) is refused where it is read: a few hundred bytes
+of aliases nested ten deep expand to billions of nodes, and a config has no need of them.
 """
 
 from __future__ import annotations
@@ -19,7 +21,18 @@ class DuplicateKeyError(yaml.constructor.ConstructorError):
     """A mapping names one key twice."""
 
 
+class AliasError(yaml.composer.ComposerError):
+    """The text uses an alias."""
+
+
 class _Loader(yaml.SafeLoader):
+    def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node | None:
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            raise AliasError(None, None, f"the alias *{event.anchor} is not accepted (write the "
+                             "value out)", event.start_mark)
+        return super().compose_node(parent, index)
+
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
         seen: set = set()
         for key_node, _ in node.value:
@@ -41,3 +54,11 @@ _Loader.add_implicit_resolver("tag:yaml.org,2002:bool", re.compile(r"^(?:true|Tr
 
 def load(text: str) -> Any:
     return yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
+
+
+def why(exc: yaml.YAMLError) -> str:
+    """`: <problem>` for the refusals of this module (a key twice, an alias), which the reader
+    can act on; empty for a syntax error, whose line says enough."""
+    if isinstance(exc, (DuplicateKeyError, AliasError)) and exc.problem:
+        return f": {exc.problem}"
+    return ""

@@ -18,6 +18,7 @@ from gammaface.data import registry
 from gammaface.errors import UserError
 from gammaface.yamlio import YAMLError
 from gammaface.yamlio import load as load_yaml
+from gammaface.yamlio import why as yaml_why
 
 # Biased the way real face sets are: old faces rare, one race group rare, smiling tied to young
 # and female, glasses tied to old and male, hair colour tied to race.
@@ -85,8 +86,8 @@ class Spec:
             raise UserError(f"SynthFaces spec {path} does not exist.")
         try:
             raw = load_yaml(path.read_text())
-        except YAMLError:
-            raise UserError(f"SynthFaces spec {path} is not valid YAML.") from None
+        except YAMLError as exc:
+            raise UserError(f"SynthFaces spec {path} is not valid YAML{yaml_why(exc)}.") from None
         return cls(raw, source=str(path))
 
     def sample(self, n: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
