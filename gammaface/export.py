@@ -3,11 +3,14 @@
 card (README.md) that says how the set was made, what it holds per cell, how balanced an
 independent judge finds it, how new its faces are, and the licence of the source data.
 
-The folder is written under a temporary name and renamed into place when whole.
+The folder is written under a temporary name and renamed into place when whole. Every file it
+hands over is checked against what its stage recorded (size and sha256): an image damaged or
+swapped since the stage completed is named, and nothing is handed over.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -47,6 +50,33 @@ def _completed(workdir: Store, cfg: Config, name: str, expected: str) -> Store:
         raise UserError(f"stage {name!r} has not completed for this config in {workdir.root}; "
                         "run the pipeline first (gammaface run CONFIG).")
     return folder
+
+
+def _sound(folder: Store, name: str) -> None:
+    """Refuse a stage folder whose recorded files changed since it completed (the labels and
+    the audit the card is made from; small files, checked whole)."""
+    found = stage.damaged(folder)
+    if found:
+        rel, why = found[0]
+        raise UserError(f"stage {name!r}: file {folder.uri(rel)} changed after the stage "
+                        f"completed ({why}); rerun the pipeline to redo it before exporting.")
+
+
+def _copy_checked(src: Path, dest: Path, recorded: dict[str, Any], gen_root: str) -> None:
+    """Copy one generated image, checking its bytes against the generate stage's record."""
+    rel = os.path.relpath(src, gen_root).replace(os.sep, "/")
+    size, sha = recorded.get(rel, (None, None))
+    if not src.is_file():
+        raise UserError(f"image {src} is missing; rerun the pipeline to redo it before exporting.")
+    data = src.read_bytes()
+    if sha is None:
+        raise UserError(f"image {src} is not among the files the generate stage recorded; "
+                        "rerun the pipeline before exporting.")
+    if len(data) != size or hashlib.sha256(data).hexdigest() != sha:
+        raise UserError(f"image {src} differs from what the generate stage recorded (its sha256 "
+                        "or size changed after the stage completed); rerun the pipeline to redo "
+                        "it before exporting.")
+    dest.write_bytes(data)
 
 
 def _card(cfg: Config, method: str, hashes: dict[str, str], rows: pd.DataFrame,
@@ -126,7 +156,13 @@ def export(cfg: Config, method: str, out_dir: str | Path, hashes: dict[str, str]
     gen = _completed(workdir, cfg, "generate", hashes["generate"])
     labels = _completed(workdir, cfg, "pseudo_label", hashes["pseudo_label"])
     audit_dir = _completed(workdir, cfg, "audit", hashes["audit"])
+    _sound(labels, "pseudo_label")
+    _sound(audit_dir, "audit")
     rows, root = manifest.read(labels.path(f"{method}/{manifest.MANIFEST_FILE}"))
+    if rows.empty:
+        raise UserError(f"the {method!r} set holds no image (a quota set that kept nothing: see "
+                        f"{gen.uri(method)}); there is nothing to export.")
+    recorded = gen.read_json(layout.STAGE_FILE).get("files") or {}
     quota = (gen.read_json(f"{method}/{layout.GENERATED_QUOTA}")
              if gen.exists(f"{method}/{layout.GENERATED_QUOTA}") else None)
     audit = [r for r in audit_dir.read_json(layout.AUDIT_JSON)["sets"] if r["set"] == method]
@@ -138,7 +174,7 @@ def export(cfg: Config, method: str, out_dir: str | Path, hashes: dict[str, str]
         with open(tmp / SPLIT / METADATA, "w") as meta_file:
             for i, r in enumerate(rows.itertuples(index=False)):
                 name = f"{i:06d}.png"
-                shutil.copyfile(Path(root) / r.path, tmp / SPLIT / name)
+                _copy_checked(Path(root) / r.path, tmp / SPLIT / name, recorded, gen.path())
                 record: dict[str, Any] = {"file_name": name, "method": method,
                                           "component": int(r.component), "seed": int(r.seed)}
                 for a in cfg.classifiers.attributes:
@@ -149,6 +185,10 @@ def export(cfg: Config, method: str, out_dir: str | Path, hashes: dict[str, str]
         if out.exists():
             out.rmdir()
         os.rename(tmp, out)
+    except OSError as exc:  # a full disk, a read-only folder: named by --out, not by the temporary
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise UserError(f"--out {out} could not be written: "
+                        f"{exc.strerror or type(exc).__name__}.") from None
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

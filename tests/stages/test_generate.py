@@ -284,3 +284,16 @@ def test_the_judge_learns_from_other_faces_and_audits_every_set(generated, tmp_p
     assert len(faces) == 5 and sorted(labels["gender"]) == ["female"] * 3 + ["male"] * 2
     with pytest.raises(UserError, match="is not a cell of gender"):
         s.cells({"woman": 1}, attributes=["gender"])
+
+    # an image changed after the generate stage recorded it is named, and nothing handed over
+    labelled, root = manifest.read(work / "labels" / "quota_adaptive" / manifest.MANIFEST_FILE)
+    png = Path(root) / labelled["path"].iloc[3]
+    data = bytearray(png.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    png.write_bytes(bytes(data))
+    with pytest.raises(UserError) as err:
+        export.export(cfg, "quota_adaptive", tmp_path / "damaged", hashes)
+    assert f"image {png} differs from what the generate stage recorded" in str(err.value)
+    assert "\n" not in str(err.value)
+    assert not (tmp_path / "damaged").exists()
+    assert not [p for p in tmp_path.iterdir() if "damaged" in p.name]
