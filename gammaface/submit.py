@@ -9,6 +9,8 @@ the workdir travel in the job's runtime environment and command line.
 
 from __future__ import annotations
 
+import fnmatch
+import os
 import shlex
 import time
 from pathlib import Path
@@ -19,13 +21,32 @@ from gammaface.errors import UserError
 TERMINAL = ("SUCCEEDED", "FAILED", "STOPPED")
 AGENT_WAIT_S = 120.0
 # what never travels with an uploaded working directory
-EXCLUDES = [".git", ".venv", "runs", "mlruns", "mlartifacts", "*.db", "__pycache__",
-            ".pytest_cache", ".hypothesis", "benchmarks/out", "*.egg-info",
+# (gitignore patterns, as Ray reads them: a leading / anchors a pattern to the tree's root)
+EXCLUDES = [".git", ".venv", ".venv*", "venv", "runs", "mlruns", "mlartifacts", "*.db",
+            "__pycache__", ".pytest_cache", ".hypothesis", "benchmarks/out", "*.egg-info",
+            # datasets travel through the workdir's storage, never with the code (the package's
+            # own gammaface/data is code, so only the checkout's top-level data/ is left)
+            "/data",
             # secrets and credentials never leave this machine, wherever they lie in the tree
             ".env", ".env.*", "*.env", "*.pem", "*.key", "*.p12", "*.pfx", "*.jks", "*.keystore",
             "id_rsa*", "id_ecdsa*", "id_ed25519*", "id_dsa*", ".ssh", ".aws", ".azure", ".gcloud",
             "gcloud", ".kube", "kubeconfig*", ".docker", ".netrc", ".pgpass", ".git-credentials",
-            "credentials*.json", "*service-account*.json", "*.token", "token", ".htpasswd"]
+            "credentials*.json", "*service-account*.json", "*.token", "token", ".htpasswd",
+            ".mlflow", ".pypirc", ".npmrc", ".s3cfg", ".boto", ".databrickscfg", ".vault-token",
+            "kaggle.json", "rclone.conf", "secrets.yaml", "secrets.yml", "*.tfvars",
+            "*.tfstate", ".terraformrc", ".*_history", ".*history"]
+
+
+def job_server(address: str) -> str:
+    """The job server's URL: `HOST:PORT` as given on a command line is taken as http (Ray would
+    otherwise read it as a cluster's GCS address and try to join it for most of a minute)."""
+    address = address.strip()
+    if "://" in address:
+        return address
+    host, sep, port = address.rpartition(":")
+    if not sep or not host or not port.isdigit():
+        raise UserError(f"--address {address!r} is neither a URL (http://HEAD:8265) nor HOST:PORT.")
+    return f"http://{address}"
 
 
 def client(address: str):
@@ -66,8 +87,23 @@ def runtime_env(working_dir: str | None, tracking_uri: str | None) -> dict[str, 
             raise UserError(f"--working-dir {working_dir} is not a gammaface checkout (no "
                             "gammaface/__init__.py); pass the repository root or use --installed.")
         env["working_dir"] = str(root.resolve())
-        env["excludes"] = EXCLUDES
+        env["excludes"] = EXCLUDES + [f"/{rel}" for rel in links_out_of(root.resolve())]
     return env
+
+
+def links_out_of(root: Path) -> list[str]:
+    """Every symbolic link under `root` (outside the folders EXCLUDES leaves behind by name)
+    that points outside it, relative to it: Ray zips a link as its target's content, so a link
+    to ~/.aws would upload the credentials themselves."""
+    names = [p for p in EXCLUDES if "/" not in p]
+    out = []
+    for folder, dirs, files in os.walk(root):
+        dirs[:] = [d for d in dirs if not any(fnmatch.fnmatch(d, p) for p in names)]
+        for name in dirs + files:
+            path = Path(folder) / name
+            if path.is_symlink() and not path.resolve().is_relative_to(root):
+                out.append(path.relative_to(root).as_posix())
+    return sorted(out)
 
 
 def check_config_path(config: str, working_dir: str) -> None:

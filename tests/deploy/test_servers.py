@@ -2,6 +2,7 @@
 
 import subprocess
 import sys
+import time
 
 import pytest
 from mlflow.tracking import MlflowClient
@@ -43,27 +44,7 @@ def test_submit_runs_smoke_on_a_real_head_and_logs_to_mlflow(tmp_path):
         assert submit.follow(url, job, echo=lines.append, timeout_s=120) == "FAILED"
         text = "\n".join(lines)
         assert text.index("first line") < text.index("second line")
-
-        # an uploaded working directory leaves secrets and credentials behind, by pattern
-        tree = tmp_path / "checkout"
-        kept = ["gammaface/__init__.py", "jobs/demo.yaml", "README.md", "notes/key_points.md"]
-        secret = [".env", "deploy/.env.prod", "certs/server.pem", "certs/tls.key", ".ssh/id_rsa",
-                  "home/id_ed25519.pub", ".aws/credentials", ".kube/config", ".netrc",
-                  "gcp/credentials-prod.json", "sa/my-service-account.json", ".git-credentials"]
-        for rel in kept + secret:
-            (tree / rel).parent.mkdir(parents=True, exist_ok=True)
-            (tree / rel).write_text("x")
-        lister = ("import os; print('FILES', sorted(os.path.relpath(os.path.join(d, f)) "
-                  "for d, _, fs in os.walk('.') for f in fs))")
-        job = submit.client(url).submit_job(entrypoint=f'{sys.executable} -c "{lister}"',
-                                            runtime_env=submit.runtime_env(str(tree), None))
-        lines = []
-        assert submit.follow(url, job, echo=lines.append, timeout_s=300) == "SUCCEEDED"
-        listed = next(line for line in lines if "FILES" in line)
-        for rel in kept:
-            assert f"'{rel}'" in listed
-        for rel in secret:
-            assert f"'{rel}'" not in listed, rel
+        # what the upload leaves behind: tests/deploy/test_upload.py, with Ray's own zipping
     runs = mlflow_helpers.runs(work, "gammaface-smoke")
     assert {r.data.tags.get("stage") for r in runs} >= {"prepare", "train_ddpm"}
     assert (work / "ddpm" / "stage.json").is_file()
@@ -85,6 +66,16 @@ def test_a_head_with_token_authentication_takes_only_its_token(tmp_path):
                           "--workdir", str(work), env={**env_with_venv(), **token}, timeout=600)
         assert done.returncode == 0 and "SUCCEEDED" in done.stdout, done.stdout[-3000:] + done.stderr[-3000:]
     assert (work / "data" / "synthfaces" / "stage.json").is_file()
+
+
+def test_submit_takes_host_port_as_http_and_names_a_server_that_does_not_answer():
+    started = time.monotonic()
+    done = _gammaface("submit", "--status", "raysubmit_x", "--address", "127.0.0.1:9", timeout=60)
+    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr[-2000:]
+    assert "no Ray job server answers at http://127.0.0.1:9" in done.stderr
+    assert time.monotonic() - started < 30  # not Ray's wait to join a cluster at that address
+    bad = _gammaface("submit", "--status", "raysubmit_x", "--address", "head")
+    assert bad.returncode == 2 and "neither a URL (http://HEAD:8265) nor HOST:PORT" in bad.stderr
 
 
 def test_submit_refuses_a_bad_config_before_anything_reaches_the_cluster():
