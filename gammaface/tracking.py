@@ -405,6 +405,21 @@ class WorkerRun:
             self._client.log_artifact(self.run_id, str(path), artifact_path="samples")
 
 
+def _refuse_missing_store(uri: str | None) -> None:
+    """A store that is only read must exist: MLflow would create an empty one (and its folder)
+    at a mistyped SQLite or file path and then report nothing found."""
+    if not uri:
+        return
+    if uri.startswith("sqlite:///"):
+        path = uri[len("sqlite:///"):]
+        if not os.path.isfile(path if path.startswith("/") else os.path.abspath(path)):
+            raise UserError(f"no MLflow store at {uri}: the file {path} does not exist.")
+    elif uri.startswith("file:") or "://" not in uri:
+        path = uri[len("file://"):] if uri.startswith("file://") else uri.removeprefix("file:")
+        if not os.path.isdir(path):
+            raise UserError(f"no MLflow store at {uri}: the folder {path} does not exist.")
+
+
 def worker_run() -> WorkerRun:
     """The active run (the stage's), for its training workers."""
     import mlflow
@@ -413,13 +428,15 @@ def worker_run() -> WorkerRun:
 
 
 def downstream_runs(experiment: str | None = None, run_id: str | None = None,
-              tracking_uri: str | None = None) -> Any:
+                    tracking_uri: str | None = None, workdir: str | None = None) -> Any:
     """One row per downstream job: its tags as columns and its metrics by their names. With a
     run id, the jobs of that pipeline run (or that downstream stage run); else the jobs of the
-    experiment's most recent pipeline run that has any."""
+    experiment's most recent pipeline run that has any, among the pipeline runs of `workdir`
+    where one is named (workdirs that share a tracking store share its experiments)."""
     import mlflow
     import pandas as pd
 
+    _refuse_missing_store(tracking_uri)
     client = mlflow.MlflowClient(tracking_uri)
     if run_id:
         try:
@@ -442,13 +459,20 @@ def downstream_runs(experiment: str | None = None, run_id: str | None = None,
     if run_id:
         runs = [r for r in runs if run_id in (r.data.tags.get(PIPELINE_TAG),
                                               r.data.tags.get("mlflow.parentRunId"))]
-    elif runs:
+    elif workdir is not None:
+        # the pipeline runs that ran in this workdir, by the tag each one carries (read run by
+        # run: a path may hold any character a filter string would have to escape)
+        parents = {r.data.tags.get(PIPELINE_TAG) for r in runs} - {None}
+        mine = {p for p in parents if client.get_run(p).data.tags.get(WORKDIR_TAG) == workdir}
+        runs = [r for r in runs if r.data.tags.get(PIPELINE_TAG) in mine]
+    if runs and not run_id:
         latest = max(runs, key=lambda r: r.info.start_time)
         runs = [r for r in runs if r.data.tags.get(PIPELINE_TAG)
                 == latest.data.tags.get(PIPELINE_TAG)]
     if not runs:
-        raise UserError("no downstream runs found" + (f" under run {run_id}" if run_id else
-                                                       f" in experiment {experiment!r}") + ".")
+        where = (f" under run {run_id}" if run_id else f" in experiment {experiment!r}"
+                 + (f" for workdir {workdir}" if workdir is not None else ""))
+        raise UserError(f"no downstream runs found{where}.")
     rows = []
     for r in runs:
         t = r.data.tags

@@ -81,6 +81,28 @@ def test_downstream_runs_are_read_back_per_pipeline_run(store):
         tracking.downstream_runs(run_id="abc", tracking_uri=store)
 
 
+def test_downstream_runs_of_a_workdir_are_its_own_when_workdirs_share_a_store(store):
+    client = MlflowClient(store)
+    exp = client.create_experiment("shared")
+    mine = client.create_run(exp, tags={tracking.WORKDIR_TAG: "/runs/it's mine"}).info.run_id
+    theirs = client.create_run(exp, tags={tracking.WORKDIR_TAG: "/runs/theirs"}).info.run_id
+    own = {_job(client, exp, mine, "baseline", 0.0, 0, 0.2)}
+    _job(client, exp, theirs, "baseline", 0.0, 0, 0.4)  # the experiment's latest
+    got = tracking.downstream_runs("shared", tracking_uri=store, workdir="/runs/it's mine")
+    assert set(got["run_id"]) == own
+    with pytest.raises(UserError, match="in experiment 'shared' for workdir /runs/nowhere"):
+        tracking.downstream_runs("shared", tracking_uri=store, workdir="/runs/nowhere")
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "file"])
+def test_reading_runs_from_a_store_that_does_not_exist_creates_nothing(tmp_path, kind):
+    missing = tmp_path / "typo" / ("mlflow.db" if kind == "sqlite" else "mlruns")
+    uri = f"sqlite:///{missing}" if kind == "sqlite" else f"file://{missing}"
+    with pytest.raises(UserError, match="no MLflow store at"):
+        tracking.downstream_runs("x", tracking_uri=uri)
+    assert not (tmp_path / "typo").exists()
+
+
 def test_a_pipeline_run_records_system_metrics_at_its_interval(tmp_path):
     import time
 
