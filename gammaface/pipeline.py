@@ -11,6 +11,7 @@ import importlib
 import os
 import shutil
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Callable
 
@@ -140,6 +141,17 @@ def _check_inputs(name: str, cfg: Config, workdir: Store, selected: list[str]) -
                             f"changed after it completed; add {need!r} to --stages to redo it.")
 
 
+def _check_own_inputs(name: str, cfg: Config, workdir: Store) -> None:
+    """A stage that will run and reads inputs from outside the workdir (a dataset's folders, a
+    spec file) checks them first, through its module's `check(cfg)`: a bad one is refused
+    while every completed stage is still whole."""
+    if stage.completed_hash(workdir.sub(layout.stage_dir(name, cfg))) == stage_hash(name, cfg):
+        return  # skipped (a damaged file is redone from the same inputs, checked as it runs)
+    check = getattr(importlib.import_module(BY_NAME[name].module), "check", None)  # type: ignore[arg-type]
+    if check is not None:
+        check(cfg)
+
+
 def _listed(found: list[tuple[str, str]], folder: Store) -> str:
     rel, why = found[0]
     more = f" and {len(found) - 1} more file(s)" if len(found) > 1 else ""
@@ -158,7 +170,11 @@ def adopt(cfg: Config, source: Store, workdir: Store, echo: Callable[[str], None
     if os.path.realpath(source.path()) == os.path.realpath(workdir.path()):
         return []
     copied = []
-    with workdir_lock.hold(source, f"copied into {workdir.root}"):
+    # the source's lock keeps a run there from writing while its stages are copied; a folder
+    # this process cannot write (a read-only mount, a colleague's runs) cannot take a lock, and
+    # is read as it is
+    writable = os.access(source.path(), os.W_OK)
+    with workdir_lock.hold(source, f"copied into {workdir.root}") if writable else nullcontext():
         for name in STAGE_NAMES:
             rel = layout.stage_dir(name, cfg)
             h = stage_hash(name, cfg)
@@ -195,6 +211,8 @@ def run(cfg: Config, stages: list[str] | None = None,
             with tracking.pipeline_run(cfg, workdir, selected) as parent_id:
                 staged = "" if local is workdir else f" (staged through {local.root})"
                 echo(f"workdir {workdir.root}{staged}; MLflow run {parent_id}")
+                for name in selected:  # what the stages that will run read, before any is undone
+                    _check_own_inputs(name, cfg, workdir)
                 for name in selected:
                     results.append(_run_one(name, cfg, workdir, local, echo))
     except UserError:

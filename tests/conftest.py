@@ -35,10 +35,10 @@ def ray_local():
     if not ray.is_initialized():
         from gammaface.ray_runtime import local_state_api
 
-        state_api = local_state_api()
-        state_api["runtime_env"]["env_vars"].update(s3_env(S3_PORT))
+        head = local_state_api()
+        head["runtime_env"]["env_vars"].update(s3_env(S3_PORT))
         ray.init(address="local", num_cpus=2, object_store_memory=OBJECT_STORE_BYTES,
-                 configure_logging=False, **state_api)
+                 configure_logging=False, **head)
         ray.data.DataContext.get_current().enable_progress_bars = False
     yield ray
     ray.shutdown()

@@ -36,8 +36,21 @@ def _one_sentence(msg: str, *fragments: str) -> None:
         assert f in msg, msg
 
 
+def _alias_bomb(levels: int = 10) -> bytes:
+    """A few hundred bytes of YAML whose aliases, each naming ten of the level below, would
+    expand to 10**levels strings."""
+    lines = ['l0: &l0 ["x","x","x","x","x","x","x","x","x","x"]']
+    for i in range(1, levels):
+        lines.append(f"l{i}: &l{i} [" + ",".join([f"*l{i - 1}"] * 10) + "]")
+    return ("\n".join(lines) + "\nname: bomb\n").encode()
+
+
 # (config file bytes, --set arguments, what the sentence must name)
 CONFIG_CASES = {
+    "aliases nested ten deep": (_alias_bomb(), [], ["alias *l0 is not accepted", "line 2"]),
+    "a merge key": (b"base: &b\n  k: 3\ngmm:\n  <<: *b\n", [], ["alias *b is not accepted",
+                                                                   "line 4"]),
+    "--set with an alias": (SMOKE.encode(), ["gmm=*x"], ["--set gmm", "alias *x is not accepted"]),
     "empty file": (b"", [], ["is empty"]),
     "only a comment": (b"# nothing yet\n", [], ["is empty"]),
     "top level a list": (b"- a\n- b\n", [], ["top level must be a mapping", "list"]),
@@ -54,6 +67,12 @@ CONFIG_CASES = {
                             ["'gmm:blend'", "augment, replace, fill"]),
     "unknown default mixing": (b"downstream:\n  mixing: blend\n", [], ["downstream.mixing"]),
     "ratio twice": (b"downstream:\n  ratios: [0.5, 0.5]\n", [], ["a ratio is named twice"]),
+    "quota shares that overflow": (b"generate:\n  quota:\n    cells: [gender]\n    shares: "
+                                   b"{female: 1.0e+308, male: 1.0e+308}\n", [],
+                                   ["generate.quota.shares", "too large to add up"]),
+    "a quota share not a number": (b"generate:\n  quota:\n    cells: [gender]\n    shares: "
+                                   b"{female: .nan, male: 1}\n", [],
+                                   ["generate.quota.shares.female", "finite number"]),
     "protected twice": (b"downstream:\n  protected: [age, age]\n", [], ["named twice"]),
     "t* beyond the schedule": (SMOKE.encode(), ["harvest.t_star=5000"],
                                ["harvest.t_star = 5000 must lie between 1 and 999"]),
@@ -64,6 +83,7 @@ CONFIG_CASES = {
     "resolution the UNet cannot halve": (SMOKE.encode(), ["ddpm.preset=small", "ddpm.resolution=7"],
                                          ["ddpm.resolution = 7", "divisible by 4"]),
     "SynthFaces size the UNet cannot halve": (SMOKE.encode(), ["ddpm.preset=small",
+                                                               "ddpm.resolution=null",
                                                                "data.synthfaces.size=18"],
                                               ["data.synthfaces.size = 18", "divisible by 4"]),
     "K range above the latents": (SMOKE.encode(), ["gmm.k_max=500"], ["gmm.k_max = 500 is more"]),
@@ -138,6 +158,14 @@ def test_ffhq_json_edge_cases(tmp_path):
     _one_sentence(str(err.value), "00001.json is not UTF-8 text")
 
 
+def test_a_synthfaces_spec_with_an_alias_is_one_sentence(tmp_path):
+    path = tmp_path / "spec.yaml"
+    path.write_bytes(_alias_bomb())
+    with pytest.raises(UserError) as err:
+        Spec.from_yaml(path)
+    _one_sentence(str(err.value), str(path), "alias *l0 is not accepted")
+
+
 @pytest.mark.parametrize("value", [float("nan"), 1.5, -0.1])
 def test_a_synthfaces_probability_must_lie_in_0_1(value):
     raw = {a: {c: 1 / len(registry.get(a).classes) for c in registry.get(a).classes}
@@ -157,19 +185,22 @@ def prepared(tmp_path_factory, ray_local):
     return cfg, work
 
 
-def test_a_setting_refused_at_load_leaves_completed_stages_alone(prepared):
+def test_a_setting_refused_at_load_leaves_completed_stages_alone(prepared, tmp_path):
     cfg, work = prepared
     record = work / "data" / "synthfaces" / "stage.json"
     before = record.read_bytes()
+    spec = tmp_path / "spec.yaml"
+    spec.write_text("age: {young: 0.5, old: [0.5\n")  # not YAML: read only when prepare reruns
     for bad in (["harvest.t_star=5000"], ["generate.methods=[gmm]"],
-                ["ddpm.preset=small", "ddpm.resolution=7"]):
+                ["ddpm.preset=small", "ddpm.resolution=7"], [f"data.synthfaces.spec={spec}"]):
         cmd = [sys.executable, "-m", "gammaface", "run", str(REPO / "jobs" / "smoke.yaml"),
                "--workdir", str(work)]
         for b in bad:
             cmd += ["--set", b]
         out = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO)
         assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr
-    assert record.read_bytes() == before
+        assert record.read_bytes() == before, bad
+    assert f"SynthFaces spec {spec} is not valid YAML" in out.stderr
 
 
 def _damage(path: Path) -> bytes:
@@ -179,6 +210,24 @@ def _damage(path: Path) -> bytes:
     data[len(data) // 2] ^= 0xFF
     path.write_bytes(bytes(data))
     return original
+
+
+def test_from_a_read_only_workdir_copies_its_stages(prepared, tmp_path):
+    _, work = prepared
+    mount = tmp_path / "mnt"
+    mount.mkdir()
+    why = _mount_rights(mount)
+    if why:
+        pytest.skip(why)
+    new = tmp_path / "new"
+    script = (f"mount --bind {work} {mount} && mount -o remount,ro,bind {mount} && exec "
+              f"{sys.executable} -m gammaface run {REPO / 'jobs' / 'smoke.yaml'} --stages prepare "
+              f"--from {mount} --workdir {new}")
+    out = subprocess.run([*_UNSHARE, "sh", "-c", script], capture_output=True, text=True, cwd=REPO)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert f"copied from {mount}: prepare" in out.stdout
+    assert "[prepare] complete for this config, skipped" in out.stdout
+    assert stage.damaged(Store(new / "data" / "synthfaces")) == []
 
 
 def test_a_file_damaged_after_its_stage_completed_is_named_and_redone(prepared):
@@ -354,6 +403,27 @@ def test_a_stopped_run_ends_its_mlflow_runs_as_killed(tmp_path):
     assert err.strip().splitlines()[-1] == "stopped by SIGTERM; rerun the same command to resume"
     statuses = _statuses(tmp_path / "w" / "mlflow.db")
     assert sorted(statuses.values()) == ["KILLED", "KILLED"]  # the pipeline's run and prepare's
+
+
+@pytest.mark.pipeline
+def test_sigterm_during_training_exits_143_and_says_sigterm(tmp_path):
+    cmd = [sys.executable, "-m", "gammaface", "run", str(REPO / "jobs" / "smoke.yaml"), "--stages",
+           "prepare,train_ddpm", "--workdir", str(tmp_path / "w"), "--set", "ddpm.train_steps=2000"]
+    out, err_file = tmp_path / "out", tmp_path / "err"
+    with open(out, "w") as o, open(err_file, "w") as e:
+        proc = subprocess.Popen(cmd, stdout=o, stderr=e, cwd=REPO)
+        checkpoints = tmp_path / "w" / "ddpm" / "ray_train"
+        deadline = time.time() + 180
+        while not list(checkpoints.glob("*/checkpoint_*")) and time.time() < deadline:
+            time.sleep(0.2)  # a first checkpoint: inside Ray Train's fit
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=120)
+    err = err_file.read_text()
+    assert proc.returncode == 128 + signal.SIGTERM, err[-2000:]
+    assert err.strip().splitlines()[-1] == "stopped by SIGTERM; rerun the same command to resume"
+    # the pipeline's run and train_ddpm's end as KILLED; prepare's had finished
+    assert sorted(_statuses(tmp_path / "w" / "mlflow.db").values()) == ["FINISHED", "KILLED",
+                                                                         "KILLED"]
 
 
 @pytest.mark.e2e

@@ -65,16 +65,23 @@ CLI_NAMES = {"labels": "--labels", "images": "--images"}
 CONFIG_NAMES = {"labels": "data.fairface.labels", "images": "data.fairface.images"}
 
 
-def load(labels: Path, images: Path, decode: bool = True,
-         names: dict[str, str] = CLI_NAMES) -> pd.DataFrame:
+def check_folders(labels: Path, images: Path, names: dict[str, str] = CLI_NAMES) -> None:
+    """The folders `load` reads exist and the label files are there: checked before anything
+    is written (a pipeline checks them before it marks any stage incomplete)."""
     for folder, what in ((labels, names["labels"]), (images, names["images"])):
         if not folder.is_dir():
             raise UserError(f"{what}: folder {folder} does not exist.")
+    for name in LABEL_FILES:
+        if not (labels / name).is_file():
+            raise UserError(f"{names['labels']}: {labels} holds no {name}.")
+
+
+def load(labels: Path, images: Path, decode: bool = True,
+         names: dict[str, str] = CLI_NAMES) -> pd.DataFrame:
+    check_folders(labels, images, names)
     frames, where = [], []
     for name, split in LABEL_FILES.items():
         path = labels / name
-        if not path.is_file():
-            raise UserError(f"{names['labels']}: {labels} holds no {name}.")
         rows, locs = _read_csv(path)
         frame = pd.DataFrame(rows, columns=["path", *registry.FAIRFACE_BINNING, "service_test"])
         frame["split"] = split

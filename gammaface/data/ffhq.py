@@ -87,16 +87,8 @@ def load(images: Path, features: Path, variant: str = "thumbnails128x128",
          decode: bool = True, names: dict[str, str] = CLI_NAMES) -> pd.DataFrame:
     """The manifest rows; raises UserError naming the file (and the flag or config key that
     named its folder, `names`) for any bad input."""
-    if variant not in VARIANTS:
-        raise UserError(f"{names['variant']}: FFHQ variant {variant!r} is not one of "
-                        f"{', '.join(VARIANTS)}.")
-    for folder, what in ((images, names["images"]), (features, names["features"])):
-        if not folder.is_dir():
-            raise UserError(f"{what}: folder {folder} does not exist.")
+    check_folders(images, features, variant, names)
     images = image_root(images, variant)
-    if not (images / variant).is_dir():
-        raise UserError(f"{names['images']}: {images} holds no {variant}/ folder (choose the "
-                        f"variant with {names['variant']}).")
     json_dir = _json_dir(features)
     files = sorted(p for p in json_dir.iterdir() if _JSON_NAME.match(p.name))
     if not files:
@@ -117,6 +109,22 @@ def load(images: Path, features: Path, variant: str = "thumbnails128x128",
     df = pd.DataFrame(rows)
     check_images(images, list(df["path"]), where, decode=decode)
     return df
+
+
+def check_folders(images: Path, features: Path, variant: str = "thumbnails128x128",
+                  names: dict[str, str] = CLI_NAMES) -> None:
+    """The folders `load` reads exist and hold the variant: checked before anything is written
+    (a pipeline checks them before it marks any stage incomplete)."""
+    if variant not in VARIANTS:
+        raise UserError(f"{names['variant']}: FFHQ variant {variant!r} is not one of "
+                        f"{', '.join(VARIANTS)}.")
+    for folder, what in ((images, names["images"]), (features, names["features"])):
+        if not folder.is_dir():
+            raise UserError(f"{what}: folder {folder} does not exist.")
+    root = image_root(images, variant)
+    if not (root / variant).is_dir():
+        raise UserError(f"{names['images']}: {root} holds no {variant}/ folder (choose the "
+                        f"variant with {names['variant']}).")
 
 
 def image_root(images: Path, variant: str) -> Path:

@@ -7,6 +7,7 @@ from pathlib import Path
 import pandas as pd
 
 from gammaface import tracking
+from gammaface.config import Config
 from gammaface.data import fairface, ffhq, manifest, registry, synthfaces
 from gammaface.data.synthfaces_spec import DEFAULT_SPEC, Spec
 from gammaface.images import encode_png, grid, load_rgb
@@ -16,6 +17,21 @@ from gammaface.storage import Store
 
 SAMPLE_GRID = "samples.png"
 _GRID_SIDE = 8
+
+
+def check(cfg: Config) -> None:
+    """What this stage reads, checked before the pipeline marks any stage incomplete: the
+    SynthFaces spec parses, the dataset's folders are there."""
+    d = cfg.data
+    if d.dataset == "synthfaces":
+        if d.synthfaces.spec:
+            Spec.from_yaml(d.synthfaces.spec)
+    elif d.dataset == "ffhq":
+        ffhq.check_folders(Path(d.ffhq.images), Path(d.ffhq.features), d.ffhq.variant,
+                           ffhq.CONFIG_NAMES)
+    else:
+        fairface.check_folders(Path(d.fairface.labels), Path(d.fairface.images),
+                               fairface.CONFIG_NAMES)
 
 
 def run(ctx: StageContext) -> StageResult:
