@@ -22,7 +22,7 @@ TERMINAL = ("SUCCEEDED", "FAILED", "STOPPED")
 AGENT_WAIT_S = 120.0
 # what never travels with an uploaded working directory
 # (gitignore patterns, as Ray reads them: a leading / anchors a pattern to the tree's root)
-EXCLUDES = [".git", ".venv", ".venv*", "venv", "runs", "mlruns", "mlartifacts", "*.db",
+EXCLUDES = [".git", ".venv*", "venv", "runs", "mlruns", "mlartifacts", "*.db",
             "__pycache__", ".pytest_cache", ".hypothesis", "benchmarks/out", "*.egg-info",
             # datasets travel through the workdir's storage, never with the code (the package's
             # own gammaface/data is code, so only the checkout's top-level data/ is left)
@@ -34,7 +34,7 @@ EXCLUDES = [".git", ".venv", ".venv*", "venv", "runs", "mlruns", "mlartifacts", 
             "credentials*.json", "*service-account*.json", "*.token", "token", ".htpasswd",
             ".mlflow", ".pypirc", ".npmrc", ".s3cfg", ".boto", ".databrickscfg", ".vault-token",
             "kaggle.json", "rclone.conf", "secrets.yaml", "secrets.yml", "*.tfvars",
-            "*.tfstate", ".terraformrc", ".*_history", ".*history"]
+            "*.tfstate", ".terraformrc", ".*history"]
 
 
 def job_server(address: str) -> str:
