@@ -5,19 +5,27 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PIP := $(BIN)/pip --disable-pip-version-check
 PIP_INSTALL := $(PIP) install --progress-bar off -q
+# uv installs the lock: on 2 cores about 1 min where pip takes about 4 (parallel downloads, and
+# bytecode compiled in parallel up front, which the first imports of every Ray worker need)
+UV_VERSION := 0.13.9
+UV_INSTALL := $(BIN)/uv pip install -q --python $(BIN)/python --compile-bytecode
 export RAY_AUTH_MODE ?= disabled
 export RAY_USAGE_STATS_ENABLED ?= 0
 
 .PHONY: demo test check smoke install install-dev clean lock
 
 # every version comes from requirements.lock (pyproject.toml keeps the ranges it was made from)
-$(VENV)/.stamp-base: pyproject.toml requirements.lock
+$(VENV)/.stamp-uv:
 	$(PYTHON) -m venv $(VENV)
-	$(PIP_INSTALL) -c requirements.lock -e .
+	$(PIP_INSTALL) uv==$(UV_VERSION)
+	touch $@
+
+$(VENV)/.stamp-base: pyproject.toml requirements.lock $(VENV)/.stamp-uv
+	$(UV_INSTALL) -c requirements.lock -e .
 	touch $@
 
 $(VENV)/.stamp-dev: pyproject.toml requirements.lock $(VENV)/.stamp-base
-	$(PIP_INSTALL) -c requirements.lock -e '.[dev]'
+	$(UV_INSTALL) -c requirements.lock -e '.[dev]'
 	touch $@
 
 # rewrite requirements.lock from a fresh install of pyproject.toml's ranges (after changing them)

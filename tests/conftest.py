@@ -13,6 +13,17 @@ os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 # ray_overhead.py). The suite polls every 0.25 s, in this process and every one it starts;
 # the pipeline keeps Ray's default, whose polls cost long runs nothing.
 os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.25")
+# A local Ray keeps as many idle task workers as it has CPUs and kills the rest after a second;
+# the next stage's tasks then start new workers that import torch, diffusers and MLflow again
+# (4 to 9 s of CPU each). The suite keeps up to 8 idle workers for ten minutes: the smoke
+# pipeline then starts 26 worker processes, not 38, and takes 164 s, not 177 (benchmarks/
+# ray_overhead.py --workers). Ray reads its system settings from RAY_<name> in every head this
+# process or its children start.
+os.environ.setdefault("RAY_num_workers_soft_limit", "8")
+os.environ.setdefault("RAY_idle_worker_killing_time_threshold_ms", "600000")
+# Ray Train watches for preempted nodes with an actor of its own per run (a process importing
+# Ray Train, about 2 s of CPU); nothing preempts a test's nodes
+os.environ.setdefault("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "0")
 os.environ.pop("MLFLOW_TRACKING_URI", None)
 os.environ.pop("RAY_ADDRESS", None)
 # the exported dataset is loaded from disk; nothing may reach for the Hugging Face hub
