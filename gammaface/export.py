@@ -79,6 +79,21 @@ def _copy_checked(src: Path, dest: Path, recorded: dict[str, Any], gen_root: str
     dest.write_bytes(data)
 
 
+def _cost(quota: dict[str, Any]) -> str:
+    """What a quota set cost: renders, and the UNet evaluations they took (recorded by sets
+    made since the cost was counted), in all and per kept image."""
+    per_render = quota.get("unet_per_render")
+    text = f"{quota['renders']} renders" + (
+        "" if per_render is None else
+        f" of {per_render} UNet evaluations each ({quota['unet_evaluations']:,} in all)")
+    if quota["renders_per_kept"] is None:
+        return text
+    text += f", {quota['renders_per_kept']:.2f} renders"
+    if per_render is not None:
+        text += f" and {quota['unet_per_kept']:.0f} UNet evaluations"
+    return text + " per kept image"
+
+
 def _card(cfg: Config, method: str, hashes: dict[str, str], rows: pd.DataFrame,
           quota: dict[str, Any] | None, audit: list[dict[str, Any]], t_star: Any) -> str:
     licence, licence_text = LICENCES[cfg.data.dataset]
@@ -105,9 +120,7 @@ def _card(cfg: Config, method: str, hashes: dict[str, str], rows: pd.DataFrame,
     if quota:
         lines += [f"- quota: {quota['target']} images over the cells of {':'.join(attrs)}, proposal "
                   f"`{quota['proposal']}`, kept at confidence >= {quota['min_confidence']}; "
-                  f"{quota['renders']} renders"
-                  + ("" if quota["renders_per_kept"] is None
-                     else f", {quota['renders_per_kept']:.2f} per kept image") + "; "
+                  + _cost(quota) + "; "
                   + ("every cell full" if quota["complete"] else f"stopped ({quota['stopped']}) short")]
     lines += ["", f"## Counts per cell ({':'.join(attrs)}, by the labeller)", "",
               "| cell | images |", "|---|---|"]

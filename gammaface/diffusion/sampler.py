@@ -56,6 +56,13 @@ def _span(timesteps: Sequence[int], t_from: int, t_to: int, num_train: int) -> l
     return [t for t in timesteps if stop < t <= start]
 
 
+def evaluations(scheduler: SchedulerMixin, steps: int, t_from: int, t_to: int = 0) -> int:
+    """UNet evaluations that `reverse` spends on one image from level `t_from` to `t_to` on a
+    `steps`-step grid (one per grid step it takes): what a render costs."""
+    num_train = int(scheduler.config.num_train_timesteps)
+    return len(_span(grid(scheduler, steps), t_from, t_to, num_train))
+
+
 def noise_like(x: torch.Tensor, generator: Generators) -> torch.Tensor:
     """Standard normal noise shaped like x, drawn on the CPU (per row with a generator list)."""
     gen = list(generator) if isinstance(generator, (list, tuple)) else generator

@@ -134,21 +134,32 @@ def accept(tally: Tally, targets_: np.ndarray, shard: Shard, component_index: in
     return np.array(kept, dtype=np.int64)
 
 
-def summary(tally: Tally, targets_: np.ndarray, cell_names: list[str]) -> dict:
-    """Counts asked for and kept per cell, the shortfall, and what the set cost: renders per
-    kept image overall, and per cell the share of renders that land confidently in it and its
-    inverse (renders per kept image of that cell had it been the only one open)."""
+def summary(tally: Tally, targets_: np.ndarray, cell_names: list[str],
+            unet_per_render: int) -> dict:
+    """Counts asked for and kept per cell, the shortfall, and what the set cost: renders, UNet
+    evaluations (`unet_per_render` each: the grid steps from its start level to 0) and labeller
+    evaluations (one per render) per kept image overall, and per cell the share of renders that
+    land confidently in it and its inverse (renders per kept image of that cell had it been the
+    only one open), with its UNet evaluations."""
     renders = int(tally.renders.sum())
     kept = int(tally.kept.sum())
     hits = tally.hits.sum(axis=0)
     rows = []
     for c, name in enumerate(cell_names):
         rate = float(hits[c] / renders) if renders else float("nan")
+        per_kept = (1.0 / rate) if rate > 0 else None
         rows.append({"cell": name, "target": int(targets_[c]), "kept": int(tally.kept[c]),
                      "short": int(targets_[c] - tally.kept[c]), "acceptance": rate,
-                     "renders_per_kept": (1.0 / rate) if rate > 0 else None})
+                     "renders_per_kept": per_kept,
+                     "unet_per_kept": None if per_kept is None else per_kept * unet_per_render})
+    per_kept = renders / kept if kept else None
     return {"renders": renders, "kept": kept, "target": int(targets_.sum()),
-            "renders_per_kept": renders / kept if kept else None,
+            "renders_per_kept": per_kept,
+            "unet_per_render": int(unet_per_render),
+            "unet_evaluations": renders * int(unet_per_render),
+            "unet_per_kept": None if per_kept is None else per_kept * unet_per_render,
+            # every render is labelled once, at its end
+            "labeller_evaluations": renders, "labeller_per_kept": per_kept,
             "complete": bool((tally.kept >= targets_).all()), "cells": rows,
             "rounds": tally.rounds}
 

@@ -32,7 +32,7 @@ from gammaface.config import (GENERATION_METHODS, MIXTURE_METHODS, QUOTA_METHODS
 from gammaface.data import manifest
 from gammaface.data.cells import cell_codes, cell_members, cells
 from gammaface.diffusion.model_io import load_scheduler
-from gammaface.diffusion.sampler import effective_t, make_scheduler
+from gammaface.diffusion.sampler import effective_t, evaluations, make_scheduler
 from gammaface.errors import UserError
 from gammaface.generate import shards as shard_io
 from gammaface.generate import quota as quota_lib
@@ -244,6 +244,7 @@ def _quota_sets(ctx: StageContext, methods: list[str], mixture_spec: dict[str, A
                 for m in methods}
     labeller_dir = ctx.folder("train_classifiers").path()
     made, started = 0, time.perf_counter()
+    made_by = {r.method: 0 for r in runs}  # renders made by this run, per set
     active, pool = list(runs), None
     try:
         while active:
@@ -262,21 +263,34 @@ def _quota_sets(ctx: StageContext, methods: list[str], mixture_spec: dict[str, A
                 pool.render(todo, n)
                 _gather(ctx, todo)
                 made += n
+                for sh in todo:
+                    made_by[sh.method] += sh.count
             for r in active:
                 r.absorb(rounds[r.method], {s.shard: shard_io.render_marks(out / r.method, s)
                                             for s in rounds[r.method]})
     finally:
         if pool is not None:
             pool.close()
+    seconds = time.perf_counter() - started
     plans, kept = {}, {}
+    ddim = make_scheduler(load_scheduler(renderer_kwargs["ddpm_dir"]), "ddim")
     for r in runs:
         shard_io.prune(out / r.method, {s.name for s in r.plan})
-        summary = quota_lib.summary(r.tally, targets, names)
+        # a render starts from pure noise, or from the mixture's draw at its level
+        t_from = (int(ddim.config.num_train_timesteps) if r.proposal == "unconditional"
+                  else int(mixture_spec.get("t_start", renderer_kwargs["t_star"])))
+        summary = quota_lib.summary(r.tally, targets, names,
+                                    evaluations(ddim, g.steps, t_from))
+        fresh = made_by[r.method] == summary["renders"]  # not resumed from an earlier run
         summary.update(method=r.method, proposal=r.proposal, cells_of=attrs, stopped=r.stopped,
                        min_confidence=quota_confidence(cfg), budget=q.budget,
                        draw=None if r.proposal == "unconditional" else quota_draw(cfg),
-                       t_start=None if r.proposal == "unconditional" else
-                       int(mixture_spec.get("t_start", renderer_kwargs["t_star"])))
+                       t_start=None if r.proposal == "unconditional" else t_from,
+                       steps=g.steps,
+                       # the wall time of the rounds, which render every quota set of the stage
+                       # on one pool together; per second only for a set this run made whole
+                       seconds=seconds,
+                       kept_per_second=summary["kept"] / seconds if fresh and seconds > 0 else None)
         store = ctx.out
         store.write_json(f"{r.method}/{layout.GENERATED_QUOTA}", summary)
         store.write_json(f"{r.method}/{PLAN_FILE}", {"method_key": keys[r.method], "method": r.method,
@@ -285,14 +299,22 @@ def _quota_sets(ctx: StageContext, methods: list[str], mixture_spec: dict[str, A
         short = [c for c in summary["cells"] if c["short"] > 0]
         cost = summary["renders_per_kept"]  # None: nothing kept
         echo(f"  {r.method}: kept {summary['kept']}/{summary['target']} from {summary['renders']} "
-             f"renders ({'no image kept' if cost is None else f'{cost:.2f} per kept image'})"
+             f"renders of {summary['unet_per_render']} UNet evaluations each ("
+             + ("no image kept" if cost is None else
+                f"{cost:.2f} renders, {summary['unet_per_kept']:.0f} UNet evaluations per kept image")
+             + ")"
              + ("" if not short else f"; stopped ({r.stopped}) with {len(short)} cell(s) short: "
                 + ", ".join(f"{c['cell']} by {c['short']}" for c in short)))
-        tracking.log_metrics({f"quota/{r.method}/renders_per_kept": float("nan") if cost is None
-                              else cost,
+        nan = float("nan")
+        tracking.log_metrics({f"quota/{r.method}/renders_per_kept": nan if cost is None else cost,
+                              f"quota/{r.method}/unet_per_kept": nan if cost is None
+                              else summary["unet_per_kept"],
+                              f"quota/{r.method}/labeller_per_kept": nan if cost is None
+                              else summary["labeller_per_kept"],
+                              f"quota/{r.method}/unet_evaluations": float(summary["unet_evaluations"]),
                               f"quota/{r.method}/kept": float(summary["kept"]),
                               f"quota/{r.method}/short": float(summary["target"] - summary["kept"])})
-    return plans, kept, made, time.perf_counter() - started
+    return plans, kept, made, seconds
 
 
 def run(ctx: StageContext) -> StageResult:

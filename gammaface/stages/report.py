@@ -187,6 +187,9 @@ def run(ctx: StageContext) -> StageResult:
             rare = min(q["cells"], key=lambda c: c["acceptance"] if c["acceptance"] is not None else 1)
             quota_rows.append({"set": method, "kept": q["kept"], "asked": q["target"],
                                "renders": q["renders"], "renders per kept": q["renders_per_kept"],
+                               # sets made before the cost was counted lack these
+                               "UNet evaluations per render": q.get("unet_per_render"),
+                               "UNet evaluations per kept": q.get("unet_per_kept"),
                                "rarest cell": rare["cell"],
                                "its renders per kept": rare["renders_per_kept"],
                                "stopped": q["stopped"], "short": ", ".join(short) or "none"})

@@ -4,8 +4,8 @@ import torch
 from diffusers import DDIMPipeline, DDIMScheduler, DDPMScheduler, UNet2DModel
 
 from gammaface.diffusion.presets import unet_config
-from gammaface.diffusion.sampler import (effective_t, forward_noise, grid, make_scheduler, renoise,
-                                         reverse, row_generators)
+from gammaface.diffusion.sampler import (effective_t, evaluations, forward_noise, grid,
+                                         make_scheduler, renoise, reverse, row_generators)
 
 T = 1000
 
@@ -53,6 +53,24 @@ def test_t_star_snaps_to_the_grid(train_scheduler):
     assert effective_t(sched, 20, 333) == 350
     assert effective_t(sched, 20, 200) == 200
     assert effective_t(sched, 20, 325) == 350  # a tie goes to the noisier timestep
+
+
+@pytest.mark.parametrize(("t_from", "t_to", "steps"), [(T, 0, 20), (400, 0, 50), (333, 0, 20),
+                                                       (T, 480, 10), (250, 0, 4)])
+def test_a_renders_unet_evaluations_are_the_calls_reverse_makes(unet, train_scheduler, t_from,
+                                                                t_to, steps):
+    sched = make_scheduler(train_scheduler, "ddim")
+    calls = []
+    hook = unet.register_forward_hook(lambda module, args, out: calls.append(1))
+    try:
+        reverse(unet, sched, _noise(2), t_from, t_to, steps=steps)
+    finally:
+        hook.remove()
+    assert evaluations(sched, steps, t_from, t_to) == len(calls)
+    if t_to == 0:  # the leading grid's points at or below the start level (snapped)
+        spacing = T // steps
+        start = max(grid(sched, steps)) if t_from >= T else effective_t(sched, steps, t_from)
+        assert len(calls) == start // spacing + 1
 
 
 def test_full_sample_matches_diffusers_ddim_pipeline(unet, train_scheduler):

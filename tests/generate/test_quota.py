@@ -3,6 +3,7 @@ distributions: exact counts, a cell no component can make, acceptance-driven wei
 rounds that depend on nothing but the rounds before them."""
 
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -69,10 +70,18 @@ def test_a_cell_no_proposal_makes_stops_at_the_budget_and_says_by_how_much():
     r = _run(comp, t, "adaptive", budget=3000)
     assert r.stopped == "budget"
     assert int(r.tally.renders.sum()) <= 3000
-    s = quota.summary(r.tally, t, ["a", "b", "c"])
+    s = quota.summary(r.tally, t, ["a", "b", "c"], unet_per_render=21)
     assert [c["short"] for c in s["cells"]] == [0, 0, 50]
     assert s["cells"][2]["acceptance"] == 0.0 and s["cells"][2]["renders_per_kept"] is None
+    assert s["cells"][2]["unet_per_kept"] is None
     assert not s["complete"] and s["kept"] == 100
+    # the cost: 21 UNet evaluations and one labeller evaluation per render
+    renders = int(r.tally.renders.sum())
+    assert s["unet_evaluations"] == 21 * renders and s["labeller_evaluations"] == renders
+    assert s["unet_per_kept"] == pytest.approx(21 * renders / 100)
+    assert s["labeller_per_kept"] == pytest.approx(renders / 100)
+    for c in s["cells"][:2]:
+        assert c["unet_per_kept"] == pytest.approx(21 / c["acceptance"])
 
 
 def test_adaptive_weights_move_to_the_component_that_makes_the_open_cell():

@@ -228,6 +228,13 @@ def test_quota_sets_fill_every_cell_exactly_and_a_killed_run_keeps_the_same_imag
         assert _kept_cells(clean / "generated" / method) == {"female": 24, "male": 24}
         assert quota["renders_per_kept"] == pytest.approx(quota["renders"] / 48)
         assert f"{method}: kept 48/48 from {quota['renders']} renders" in said
+        # a plain sample runs every step of the grid; a mixture draw the steps below its start
+        spacing = 1000 // quota["steps"]
+        per_render = quota["steps"] if method == "quota_unconditional" else quota["t_start"] // spacing + 1
+        assert quota["unet_per_render"] == per_render
+        assert quota["unet_per_kept"] == pytest.approx(per_render * quota["renders"] / 48)
+        assert quota["labeller_evaluations"] == quota["renders"]
+        assert quota["seconds"] > 0 and quota["kept_per_second"] == pytest.approx(48 / quota["seconds"])
 
     killed = _copy(upstream, tmp_path / "killed")
     _kill_after(_quota_cmd(killed), env, killed / "generated", "quota_*/shard-*", 3)
@@ -270,6 +277,11 @@ def test_the_judge_learns_from_other_faces_and_audits_every_set(generated, tmp_p
     card = (out / "README.md").read_text()
     assert "license: apache-2.0" in card and "| female | 12 |" in card and "| male | 12 |" in card
     assert "independent judge" in card
+    quota = json.loads((work / "generated" / "quota_adaptive" / "quota.json").read_text())
+    assert (f"{quota['renders']} renders of {quota['unet_per_render']} UNet evaluations each "
+            f"({quota['unet_evaluations']:,} in all)") in card
+    if quota["kept"]:
+        assert f"{quota['unet_per_kept']:.0f} UNet evaluations per kept image" in card
     with pytest.raises(UserError, match="already exists"):
         export.export(cfg, "quota_adaptive", out, hashes)
 
