@@ -426,6 +426,36 @@ def test_sigterm_during_training_exits_143_and_says_sigterm(tmp_path):
                                                                          "KILLED"]
 
 
+@pytest.mark.pipeline
+@pytest.mark.parametrize("spawned", ["gcs_server", "raylet"])
+def test_sigterm_while_ray_starts_stops_within_seconds(tmp_path, spawned):
+    """A pod's stop has a grace period of 30 s: a SIGTERM that lands while the local Ray head
+    is starting (its GCS server or its raylet just spawned) ends the run, and the head's processes, well
+    within it."""
+    import psutil
+
+    cmd = [sys.executable, "-m", "gammaface", "run", str(REPO / "jobs" / "smoke.yaml"), "--stages",
+           "prepare", "--workdir", str(tmp_path / "w")]
+    with open(tmp_path / "err", "w") as e:
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=e, cwd=REPO)
+        me, head = psutil.Process(proc.pid), []
+        deadline = time.time() + 120
+        while not head and proc.poll() is None and time.time() < deadline:
+            head = [c for c in me.children(recursive=True) if c.name() == spawned]
+            time.sleep(0.05)
+        assert head, "the run never started a Ray head"
+        proc.send_signal(signal.SIGTERM)
+        signalled = time.time()
+        proc.wait(timeout=60)
+        took = time.time() - signalled
+    err = (tmp_path / "err").read_text()
+    assert proc.returncode == 128 + signal.SIGTERM, err[-2000:]
+    assert err.strip().splitlines()[-1] == "stopped by SIGTERM; rerun the same command to resume"
+    assert took < 15, f"the stop took {took:.0f} s"
+    gone, alive = psutil.wait_procs(head, timeout=15)
+    assert not [p for p in alive if p.status() != psutil.STATUS_ZOMBIE], alive
+
+
 @pytest.mark.e2e
 def test_a_full_disk_ends_in_one_sentence_and_the_run_resumes_when_space_is_back(tmp_path):
     """The workdir on a tmpfs of 4 MiB, a ballast file leaving 300 KiB: prepare's Ray tasks run
