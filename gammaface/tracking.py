@@ -412,7 +412,7 @@ def _refuse_missing_store(uri: str | None) -> None:
         return
     if uri.startswith("sqlite:///"):
         path = uri[len("sqlite:///"):]
-        if not os.path.isfile(path if path.startswith("/") else os.path.abspath(path)):
+        if not os.path.isfile(path):
             raise UserError(f"no MLflow store at {uri}: the file {path} does not exist.")
     elif uri.startswith("file:") or "://" not in uri:
         path = uri[len("file://"):] if uri.startswith("file://") else uri.removeprefix("file:")

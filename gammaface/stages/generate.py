@@ -20,7 +20,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 import pandas as pd
@@ -48,6 +48,9 @@ from gammaface.progress import progress
 from gammaface.ray_runtime import actor_resources, connect, placement
 from gammaface.stage import StageContext, StageResult
 from gammaface.storage import pull
+
+if TYPE_CHECKING:
+    from diffusers import SchedulerMixin
 
 PLAN_FILE = "plan.json"
 PREDICTED = layout.GENERATED_PREDICTED
@@ -217,11 +220,12 @@ def _gather(ctx: StageContext, rendered: list[Shard]) -> None:
 
 def _quota_sets(ctx: StageContext, methods: list[str], mixture_spec: dict[str, Any],
                 n_components: int, prior: np.ndarray | None, renderer_kwargs: dict[str, Any],
-                out: Path, keys: dict[str, str]
+                out: Path, keys: dict[str, str], ddim: SchedulerMixin
                 ) -> tuple[dict[str, list[Shard]], dict[str, dict[int, np.ndarray]], int, float]:
     """Render every quota set round by round (all sets' rounds on one actor pool), keep the
-    images whose cells have room, and write each set's plan and `quota.json`. Returns the
-    plans, the kept render indices per shard, the renders made this run and the seconds."""
+    images whose cells have room, and write each set's plan and `quota.json` (its cost counted
+    on `ddim`, the renders' grid). Returns the plans, the kept render indices per shard, the
+    renders made this run and the seconds."""
     cfg, echo = ctx.cfg, ctx.echo
     g, q = cfg.generate, cfg.generate.quota
     attrs = quota_attributes(cfg)
@@ -273,7 +277,6 @@ def _quota_sets(ctx: StageContext, methods: list[str], mixture_spec: dict[str, A
             pool.close()
     seconds = time.perf_counter() - started
     plans, kept = {}, {}
-    ddim = make_scheduler(load_scheduler(renderer_kwargs["ddpm_dir"]), "ddim")
     for r in runs:
         shard_io.prune(out / r.method, {s.name for s in r.plan})
         # a render starts from pure noise, or from the mixture's draw at its level
@@ -436,7 +439,7 @@ def run(ctx: StageContext) -> StageResult:
             q_spec = {**q_spec, "t_start": t_q}
         q_plans, kept, q_renders, q_seconds = _quota_sets(
             ctx, quota_methods, q_spec, gm.n_components, comp_prior, renderer_kwargs, out,
-            keys)
+            keys, ddim)
         plans.update(q_plans)
         made, seconds = (total - done_before) + q_renders, seconds + q_seconds
     else:
