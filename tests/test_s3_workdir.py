@@ -1,6 +1,8 @@
 """An `s3://` workdir against a real S3-compatible server on loopback: the copies between a
 local mirror and the bucket, and the smoke pipeline run there, killed mid-generation and
-resumed on another machine (another mirror) from what the first one had published."""
+resumed on another machine (another mirror) from what the first one had published. The bucket
+starts with the session's smoke upstream but for its two training stages, which Ray Train runs
+again into the bucket."""
 
 import json
 import os
@@ -15,6 +17,7 @@ import pytest
 
 from gammaface import config, layout, pipeline, stage
 from gammaface.storage import CACHE_ENV, TMP_MARK, Store, mirror_of, pull, push
+from tests.upstream import skipped_stages
 
 REPO = Path(__file__).resolve().parents[1]
 SMOKE = REPO / "jobs" / "smoke.yaml"
@@ -114,14 +117,21 @@ def _cmd(workdir: str, tmp: Path, stages: str | None = None) -> list[str]:
 
 
 UPSTREAM = "prepare,train_ddpm,train_classifiers,harvest,gmm_search"
+TRAINED_HERE = ("train_ddpm", "train_classifiers")
 
 
 @pytest.mark.e2e
 def test_the_smoke_pipeline_on_s3_resumes_a_killed_generation_on_another_machine(s3, tmp_path,
                                                                                  monkeypatch,
-                                                                                 ray_local):
+                                                                                 ray_local,
+                                                                                 smoke_upstream):
     root = s3.bucket("gammaface") + "/smoke"
     cfg = config.load(SMOKE, {"workdir": root})
+    # the upstream stages that train nothing (and the judge) are the session's, as a user would
+    # upload them; the stage hashes are the same, as the settings are
+    for name in ("prepare", "train_judge", "harvest", "gmm_search"):
+        rel = layout.stage_dir(name, cfg)
+        push(Store(smoke_upstream / rel), Store(root).sub(rel), {}, last=(layout.STAGE_FILE,))
     # A machine is a mirror of the bucket: its runs here share this process and the session's
     # Ray (whose workers reach the bucket), and the killed one is a process group of its own.
     machine = {m: {**os.environ, "RAY_AUTH_MODE": "disabled", "PYTHONUNBUFFERED": "1",
@@ -135,11 +145,12 @@ def test_the_smoke_pipeline_on_s3_resumes_a_killed_generation_on_another_machine
         return "\n".join(lines) + "\n"
 
     up = run_on("a", UPSTREAM)
+    assert skipped_stages(up) == ["prepare", "harvest", "gmm_search"]
     assert "uploaded to s3://gammaface/smoke/ddpm" in up
     # Ray Train wrote the training stages' checkpoints to the bucket itself (a killed training
     # resumes from them on any machine); machine a's mirror holds none of them
     mirror_a = Path(mirror_of(Store(root)).path())
-    for name in ("train_ddpm", "train_classifiers"):
+    for name in TRAINED_HERE:
         rel = layout.stage_dir(name, cfg)
         held = [f for f in Store(root).sub(rel).files() if f.startswith(f"{layout.RAY_TRAIN_DIR}/")]
         assert any(f.endswith("/model.safetensors") for f in held), (name, held)

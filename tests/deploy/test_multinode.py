@@ -1,9 +1,12 @@
 """A real two-node Ray cluster on this machine: a head and a second node, each its own
 `ray start` process, the second offering a custom resource. The smoke pipeline runs on it with
 the generate and label actors and the DDPM's training worker asked onto the second node, and
-its results are checked against the same pipeline on one local node."""
+its results are checked against the same pipeline on one local node. Both start from the
+session's smoke upstream; the two-node run trains the DDPM again (on the second node), and its
+model, images and labels must equal the one-node run's byte for byte."""
 
 import hashlib
+import shutil
 import subprocess
 import sys
 
@@ -63,8 +66,10 @@ def _labels(work, method):
 
 @pytest.mark.e2e
 def test_the_pipeline_on_two_nodes_places_work_where_asked_and_equals_one_node(tmp_path, smoke_upstream):
+    # the upstream stages without the DDPM's: it is trained again, placed on the second node
+    shutil.rmtree(copy_workdir(smoke_upstream, tmp_path / "two") / "ddpm")
     with ray_head(tmp_path) as head, ray_node(tmp_path, head, {"second": 4}) as second:
-        _run(tmp_path / "two", f"ray.address={head.gcs}", PLACED)
+        done = _run(tmp_path / "two", f"ray.address={head.gcs}", PLACED)
         actors = list_actors(address=head.url, detail=True, limit=10000)
     where = {}
     for a in actors:
@@ -77,7 +82,11 @@ def test_the_pipeline_on_two_nodes_places_work_where_asked_and_equals_one_node(t
     assert where == {"RenderShards": {second}, "LabelBatch": {second}, "RayTrainWorker": {second}}, \
         (where, second)
 
+    assert skipped_stages(done.stdout) == ["prepare", "train_classifiers", "harvest", "gmm_search"]
+
     _run_here(tmp_path / "one", smoke_upstream)
+    weights = "ddpm/unet/diffusion_pytorch_model.safetensors"
+    assert (tmp_path / "one" / weights).read_bytes() == (tmp_path / "two" / weights).read_bytes()
     one, two = _images(tmp_path / "one"), _images(tmp_path / "two")
     assert len(one) > 40 and one == two
     for method in ("gmm", "quota_mixture"):
