@@ -255,9 +255,24 @@ class QuotaConfig(Section):
     # resampled draws only: the level a picked source is noised to and finished from (none:
     # the harvest's t*); higher levels keep less of the source face, so the faces are new
     t_start: int | None = Field(default=None, gt=0)
+    # Early exit: after each of these numbers of UNet evaluations of a render's finishing run,
+    # the labeller reads its x0 prediction, and a render read as a cell that was full when its
+    # round was planned (or as less sure than `exit_below`) stops there instead of finishing.
+    # Empty: every render is finished.
+    exit_checks: list[int] = []
+    exit_below: float = Field(default=0.0, ge=0, le=1)
 
     _known_cells = field_validator("cells")(
         lambda cls, v: None if v is None else _protected_list(v))
+
+    @field_validator("exit_checks")
+    @classmethod
+    def _increasing_checks(cls, value: list[int]) -> list[int]:
+        if any(v <= 0 for v in value):
+            raise ValueError("each check is a number of UNet evaluations, at least 1")
+        if value != sorted(set(value)):
+            raise ValueError("give the checks in increasing order, each once")
+        return value
 
     @field_validator("shares")
     @classmethod

@@ -83,9 +83,12 @@ def _cost(quota: dict[str, Any]) -> str:
     """What a quota set cost: renders, and the UNet evaluations they took (recorded by sets
     made since the cost was counted), in all and per kept image."""
     per_render = quota.get("unet_per_render")
+    exited = quota.get("exited") or 0
+    early = (f" when finished; {exited} of them stopped early, when the labeller read their "
+             "first predictions as a full cell," if exited else "")
     text = f"{quota['renders']} renders" + (
         "" if per_render is None else
-        f" of {per_render} UNet evaluations each ({quota['unet_evaluations']:,} in all)")
+        f" of {per_render} UNet evaluations each{early} ({quota['unet_evaluations']:,} in all)")
     if quota["renders_per_kept"] is None:
         return text
     text += f", {quota['renders_per_kept']:.2f} renders"

@@ -73,6 +73,10 @@ CONFIG_CASES = {
     "a quota share not a number": (b"generate:\n  quota:\n    cells: [gender]\n    shares: "
                                    b"{female: .nan, male: 1}\n", [],
                                    ["generate.quota.shares.female", "finite number"]),
+    "an exit check before any step": (SMOKE.encode(), ["generate.quota.exit_checks=[0]"],
+                                      ["generate.quota.exit_checks", "at least 1"]),
+    "exit checks out of order": (SMOKE.encode(), ["generate.quota.exit_checks=[3, 1]"],
+                                 ["generate.quota.exit_checks", "increasing order"]),
     "protected twice": (b"downstream:\n  protected: [age, age]\n", [], ["named twice"]),
     "t* beyond the schedule": (SMOKE.encode(), ["harvest.t_star=5000"],
                                ["harvest.t_star = 5000 must lie between 1 and 999"]),

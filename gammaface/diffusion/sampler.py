@@ -13,8 +13,10 @@ depend on the batch it was computed in, nor on the device.
 from __future__ import annotations
 
 import logging
-from typing import Literal, Sequence
+from contextlib import contextmanager
+from typing import Callable, Iterator, Literal, Sequence
 
+import numpy as np
 import torch
 from diffusers import DDIMScheduler, DDPMScheduler, SchedulerMixin, UNet2DModel
 from diffusers.utils.torch_utils import randn_tensor
@@ -78,24 +80,69 @@ def reverse(unet: UNet2DModel, scheduler: SchedulerMixin, x: torch.Tensor, t_fro
     `scheduler` is a DDIM or DDPM scheduler (see `make_scheduler`); `eta` applies to DDIM
     (0: deterministic, 1: DDPM-like variance).
     """
-    num_train = int(scheduler.config.num_train_timesteps)
-    timesteps = grid(scheduler, steps)
-    span = _span(timesteps, t_from, t_to, num_train)
+    span = _span(grid(scheduler, steps), t_from, t_to, int(scheduler.config.num_train_timesteps))
+    sample = x.to(next(unet.parameters()).device)
+    gen = list(generator) if isinstance(generator, (list, tuple)) else generator
+    with _evaluating(unet):
+        for t in span:
+            sample, _ = _step(unet, scheduler, sample, t, gen, eta)
+    return sample
+
+
+@torch.no_grad()
+def reverse_with_exits(unet: UNet2DModel, scheduler: SchedulerMixin, x: torch.Tensor, t_from: int,
+                       steps: int, generator: Sequence[torch.Generator], eta: float,
+                       checks: Sequence[int],
+                       stop: Callable[[torch.Tensor, np.ndarray], np.ndarray]
+                       ) -> tuple[torch.Tensor, np.ndarray, np.ndarray]:
+    """`reverse` from `t_from` to the clean sample, where after each number of UNet evaluations
+    in `checks` the rows still running hand their one-step prediction of x0 (and their row
+    numbers in `x`) to `stop`, which answers one bool per row: True ends that row there. Returns every row's sample (a stopped
+    row's is its last x0 prediction), the UNet evaluations each row took and which rows stopped.
+    Each row keeps its own generator, so a row's result depends on the rows beside it only
+    through the float sums of a smaller batch."""
+    span = _span(grid(scheduler, steps), t_from, 0, int(scheduler.config.num_train_timesteps))
+    sample = x.to(next(unet.parameters()).device).clone()
+    running = np.arange(len(sample))  # the rows still being finished, in order
+    ran = np.zeros(len(sample), np.int64)
+    stopped = np.zeros(len(sample), bool)
+    gens = list(generator)
+    with _evaluating(unet):
+        for taken, t in enumerate(span, 1):
+            if not len(running):
+                break
+            current, x0 = _step(unet, scheduler, sample[running], t, [gens[i] for i in running], eta)
+            ran[running] += 1
+            sample[running] = current
+            if taken in checks and taken < len(span):
+                ends = np.asarray(stop(x0, running), bool)
+                sample[running[ends]] = x0[ends]
+                stopped[running[ends]] = True
+                running = running[~ends]
+    return sample, ran, stopped
+
+
+def _step(unet: UNet2DModel, scheduler: SchedulerMixin, sample: torch.Tensor, t: int,
+          gen: Generators, eta: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """One grid step at timestep t: the next sample and the step's prediction of x0."""
+    t_batch = torch.full((sample.shape[0],), t, device=sample.device, dtype=torch.long)
+    eps = unet(sample, t_batch).sample
+    if isinstance(scheduler, DDIMScheduler):
+        variance_noise = noise_like(sample, gen) if eta > 0 else None
+        out = scheduler.step(eps, t, sample, eta=eta, variance_noise=variance_noise)
+    else:
+        out = scheduler.step(eps, t, sample, generator=gen)
+    return out.prev_sample, out.pred_original_sample
+
+
+@contextmanager
+def _evaluating(unet: UNet2DModel) -> Iterator[None]:
     was_training = unet.training
     unet.eval()
-    device = next(unet.parameters()).device
-    sample = x.to(device)
-    gen = list(generator) if isinstance(generator, (list, tuple)) else generator
-    for t in span:
-        t_batch = torch.full((sample.shape[0],), t, device=device, dtype=torch.long)
-        eps = unet(sample, t_batch).sample
-        if isinstance(scheduler, DDIMScheduler):
-            variance_noise = noise_like(sample, gen) if eta > 0 else None
-            sample = scheduler.step(eps, t, sample, eta=eta, variance_noise=variance_noise).prev_sample
-        else:
-            sample = scheduler.step(eps, t, sample, generator=gen).prev_sample
-    unet.train(was_training)
-    return sample
+    try:
+        yield
+    finally:
+        unet.train(was_training)
 
 
 def effective_t(scheduler: SchedulerMixin, steps: int, t: int) -> int:

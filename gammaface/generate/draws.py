@@ -16,15 +16,16 @@ each image's noise from its own torch generator, so an image does not depend on 
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
 
 from gammaface.diffusion.model_io import load_ddpm
-from gammaface.diffusion.sampler import (forward_noise, make_scheduler, renoise, reverse,
-                                         row_generators)
+from gammaface.diffusion.sampler import (evaluations, forward_noise, make_scheduler, renoise,
+                                         reverse, reverse_with_exits, row_generators)
 from gammaface.generate import shards as shard_io
 from gammaface.generate.plan import Shard, image_seed
 from gammaface.gmm.projection import Projection
@@ -128,15 +129,42 @@ class Renderer:
 
     def render(self, spec: dict[str, Any], component: int, count: int, seed: int) -> np.ndarray:
         """`count` finished images (uint8 NHWC) of one shard."""
+        return self.render_counted(spec, component, count, seed)[0]
+
+    def render_counted(self, spec: dict[str, Any], component: int, count: int, seed: int,
+                       exits: Exits | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """`count` images (uint8 NHWC) of one shard, the UNet evaluations each took and which
+        were stopped early by `exits` (a stopped render's image is its last x0 prediction and
+        is never written)."""
         gens = row_generators([image_seed(seed, i) for i in range(count)])
         x, t_from = self.start(spec, component, count, seed, gens)
-        out = []
+        out, ran, stopped = [], [], []
         for s in range(0, count, self.batch_size):
             part = slice(s, s + self.batch_size)
-            done = reverse(self.unet, self.sched, x[part], t_from, 0, self.steps, gens[part],
-                           self.eta)
+            if exits is None:
+                done = reverse(self.unet, self.sched, x[part], t_from, 0, self.steps, gens[part],
+                               self.eta)
+                n = len(done)
+                ran.append(np.full(n, evaluations(self.sched, self.steps, t_from), np.int64))
+                stopped.append(np.zeros(n, bool))
+            else:
+                done, took, ended = reverse_with_exits(
+                    self.unet, self.sched, x[part], t_from, self.steps, gens[part], self.eta,
+                    exits.checks, lambda x0, rows, at=s: exits.stop(to_uint8(x0), rows + at))
+                ran.append(took)
+                stopped.append(ended)
             out.append(to_uint8(done))
-        return np.concatenate(out)
+        return np.concatenate(out), np.concatenate(ran), np.concatenate(stopped)
+
+
+@dataclass
+class Exits:
+    """When a quota render is stopped early: after each number of UNet evaluations in `checks`
+    the labeller reads its x0 prediction (`stop`: the uint8 images of the renders still running
+    and their numbers in the shard -> True where a render ends)."""
+
+    checks: tuple[int, ...]
+    stop: Callable[[np.ndarray, np.ndarray], np.ndarray]
 
 
 def quota_marks(labeller: Any, images: np.ndarray, attributes: list[str], min_confidence: float,
@@ -176,10 +204,37 @@ class RenderShards:
 
             self.labeller = Labeller.load(labeller_dir or "", self.renderer.device)
 
-    def _marks(self, shard: Shard, images: np.ndarray) -> list[list[int]]:
+    def _quota_render(self, spec: dict[str, Any], shard: Shard) -> tuple[np.ndarray, list[list[int]]]:
+        """A quota shard's images and per render [cell, confident, written, UNet evaluations,
+        labeller evaluations]. With exit checks, a render whose x0 prediction the labeller reads
+        as a cell closed at planning, or as less sure than `exit_below`, stops there: marked
+        with the cell read, neither confident nor written. The decision depends only on the
+        render's seed and the round's plan, so a rerun stops the same renders."""
         q = self.quota[shard.method]
-        return quota_marks(self.labeller, images, q["attributes"], q["min_confidence"],
-                           shard.open_cells)[0]
+        labels = np.zeros(shard.count, np.int64)
+        read = np.full(shard.count, -1, np.int64)  # the cell each stopped render was read as
+        exits = None
+        if q.get("exit_checks"):
+            def stop(images: np.ndarray, rows: np.ndarray) -> np.ndarray:
+                marks, _ = quota_marks(self.labeller, images, q["attributes"], q["exit_below"],
+                                       shard.open_cells)
+                m = np.array(marks, np.int64).reshape(-1, 3)
+                labels[rows] += 1
+                read[rows] = m[:, 0]
+                return m[:, 2] == 0  # not in an open cell, or read less sure than exit_below
+
+            exits = Exits(tuple(q["exit_checks"]), stop)
+        images, ran, stopped = self.renderer.render_counted(spec, shard.component, shard.count,
+                                                            shard.seed, exits)
+        marks = [[int(c), 0, 0] for c in read]
+        finished = np.flatnonzero(~stopped)
+        if len(finished):
+            final, _ = quota_marks(self.labeller, images[finished], q["attributes"],
+                                   q["min_confidence"], shard.open_cells)
+            for i, m in zip(finished, final):
+                marks[i] = m
+            labels[finished] += 1
+        return images, [[*m, int(u), int(n)] for m, u, n in zip(marks, ran, labels)]
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         done = []
@@ -189,8 +244,10 @@ class RenderShards:
                           str(batch["open_cells"][i]))
             method_dir = self.out_root / shard.method
             spec = self.renderer.sampling(str(method_dir / SAMPLING_FILE))
-            images = self.renderer.render(spec, shard.component, shard.count, shard.seed)
-            marks = self._marks(shard, images) if shard.open_cells else None
+            if shard.open_cells:
+                images, marks = self._quota_render(spec, shard)
+            else:
+                images, marks = self.renderer.render(spec, shard.component, shard.count, shard.seed), None
             shard_io.write(method_dir, shard, images, self.keys[shard.method], renders=marks)
             if self.publish is not None:
                 shard_io.publish(method_dir, shard, self.publish.sub(shard.method))

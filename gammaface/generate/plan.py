@@ -87,6 +87,8 @@ def method_key(cfg: Config, method: str, hash_of: Callable[[str], str]) -> str:
         # not the budget nor the round limit: they only cut the rounds short, and every shard
         # is checked against its plan record, so a larger budget renders only the new rounds
         keys += ["generate.quota.cells", "generate.quota.shares", "generate.quota.min_confidence"]
+        if g.quota.exit_checks:  # which renders stop early (none: a set made without checks)
+            keys += ["generate.quota.exit_checks", "generate.quota.exit_below"]
         if g.quota.min_confidence is None:
             keys.append("label.min_confidence")
         if quota_attributes(cfg) == list(g.protected):

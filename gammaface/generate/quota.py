@@ -39,12 +39,16 @@ def targets(n_cells: int, n: int, shares: np.ndarray | None = None) -> np.ndarra
 @dataclass
 class Tally:
     """What the rounds so far have shown: renders per component, confident renders per
-    component and cell, and the images kept per cell."""
+    component and cell, and the images kept per cell; and what they cost: UNet and labeller
+    evaluations, and the renders stopped early."""
 
     renders: np.ndarray  # (K,)
     hits: np.ndarray  # (K, C)
     kept: np.ndarray  # (C,)
     rounds: list[dict] = field(default_factory=list)
+    unet: int = 0
+    labeller: int = 0
+    exited: int = 0
 
     @classmethod
     def empty(cls, n_components: int, n_cells: int) -> Tally:
@@ -137,13 +141,15 @@ def accept(tally: Tally, targets_: np.ndarray, shard: Shard, component_index: in
 def summary(tally: Tally, targets_: np.ndarray, cell_names: list[str],
             unet_per_render: int) -> dict:
     """Counts asked for and kept per cell, the shortfall, and what the set cost: renders, UNet
-    evaluations (`unet_per_render` each: the grid steps from its start level to 0) and labeller
-    evaluations (one per render) per kept image overall, and per cell the share of renders that
+    evaluations (a finished render takes `unet_per_render`, the grid steps from its start level
+    to 0; one stopped early fewer) and labeller evaluations (one per render at its end, and one
+    per exit check it reached) per kept image overall, and per cell the share of renders that
     land confidently in it and its inverse (renders per kept image of that cell had it been the
-    only one open), with its UNet evaluations."""
+    only one open), with its UNet evaluations at the set's mean per render."""
     renders = int(tally.renders.sum())
     kept = int(tally.kept.sum())
     hits = tally.hits.sum(axis=0)
+    unet_mean = tally.unet / renders if renders else float(unet_per_render)
     rows = []
     for c, name in enumerate(cell_names):
         rate = float(hits[c] / renders) if renders else float("nan")
@@ -151,15 +157,15 @@ def summary(tally: Tally, targets_: np.ndarray, cell_names: list[str],
         rows.append({"cell": name, "target": int(targets_[c]), "kept": int(tally.kept[c]),
                      "short": int(targets_[c] - tally.kept[c]), "acceptance": rate,
                      "renders_per_kept": per_kept,
-                     "unet_per_kept": None if per_kept is None else per_kept * unet_per_render})
-    per_kept = renders / kept if kept else None
+                     "unet_per_kept": None if per_kept is None else per_kept * unet_mean})
     return {"renders": renders, "kept": kept, "target": int(targets_.sum()),
-            "renders_per_kept": per_kept,
+            "renders_per_kept": renders / kept if kept else None,
             "unet_per_render": int(unet_per_render),
-            "unet_evaluations": renders * int(unet_per_render),
-            "unet_per_kept": None if per_kept is None else per_kept * unet_per_render,
-            # every render is labelled once, at its end
-            "labeller_evaluations": renders, "labeller_per_kept": per_kept,
+            "exited": int(tally.exited),
+            "unet_evaluations": int(tally.unet),
+            "unet_per_kept": tally.unet / kept if kept else None,
+            "labeller_evaluations": int(tally.labeller),
+            "labeller_per_kept": tally.labeller / kept if kept else None,
             "complete": bool((tally.kept >= targets_).all()), "cells": rows,
             "rounds": tally.rounds}
 
@@ -178,6 +184,7 @@ class QuotaRun:
     seed: int
     max_rounds: int
     prior: np.ndarray | None = None
+    unet_per_render: int = 0  # what a finished render costs, for marks that do not say
     plan: list[Shard] = field(default_factory=list)
     kept: dict[int, np.ndarray] = field(default_factory=dict)
     stopped: str = ""  # why no further round: full, budget, rounds
@@ -209,10 +216,18 @@ class QuotaRun:
         return shards
 
     def absorb(self, shards: list[Shard], marks: dict[int, np.ndarray]) -> None:
-        """Take a rendered round in plan order; `marks[shard id]` is its (renders, 2) array of
-        [cell (-1 unknown), confident]."""
+        """Take a rendered round in plan order; `marks[shard id]` is its array of [cell (-1
+        unknown), confident] per render, followed where known by [written, UNet evaluations,
+        labeller evaluations] (otherwise a finished render's cost and one reading)."""
         for s in shards:
-            m = marks[s.shard]
+            m = np.asarray(marks[s.shard], dtype=np.int64).reshape(s.count, -1)
             self.kept[s.shard] = accept(self.tally, self.targets, s,
                                         self.components.index(s.component), m[:, 0], m[:, 1] > 0)
+            if m.shape[1] >= 5:
+                self.tally.unet += int(m[:, 3].sum())
+                self.tally.labeller += int(m[:, 4].sum())
+                self.tally.exited += int((m[:, 3] < self.unet_per_render).sum())
+            else:
+                self.tally.unet += self.unet_per_render * s.count
+                self.tally.labeller += s.count
         self.tally.rounds[-1]["kept_after"] = int(self.tally.kept.sum())

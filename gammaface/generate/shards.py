@@ -120,9 +120,11 @@ def sweep(method_dir: Path, plan: list[Shard], method_key: str) -> list[Shard]:
 
 
 def render_marks(method_dir: Path, shard: Shard) -> np.ndarray:
-    """A quota shard's (renders, 2) [cell, confident] per render, from its record."""
+    """A quota shard's marks per render, from its record: [cell, confident, written] and, in
+    records that count them, [UNet evaluations, labeller evaluations]."""
     marks = read_record(method_dir, shard)["renders"]
-    return np.array([[int(m[0]), int(bool(m[1]))] for m in marks], dtype=np.int64).reshape(-1, 2)
+    width = min((len(m) for m in marks), default=3)
+    return np.array([[int(v) for v in m[:width]] for m in marks], dtype=np.int64).reshape(-1, width)
 
 
 def read_record(method_dir: Path, shard: Shard) -> dict[str, Any]:

@@ -238,13 +238,18 @@ def _quota_sets(ctx: StageContext, methods: list[str], mixture_spec: dict[str, A
         mixture = proposal != "unconditional"
         (out / method).mkdir(parents=True, exist_ok=True)
         write_sampling(out / method / SAMPLING_FILE, **(mixture_spec if mixture else {"kind": "noise"}))
+        # a render starts from pure noise, or from the mixture's draw at its level
+        t_from = (int(ddim.config.num_train_timesteps) if not mixture
+                  else int(mixture_spec.get("t_start", renderer_kwargs["t_star"])))
         runs.append(quota_lib.QuotaRun(
             method, GENERATION_METHODS.index(method), proposal,
             list(range(n_components)) if mixture else [NO_COMPONENT], targets,
             int(np.ceil(q.budget * quota_n(cfg))), g.shard_size, g.seed, q.max_rounds,
-            prior=prior if proposal == "adaptive" else None))
+            prior=prior if proposal == "adaptive" else None,
+            unet_per_render=evaluations(ddim, g.steps, t_from)))
         shard_io.prune(out / method, None)
-    settings = {m: {"attributes": attrs, "min_confidence": quota_confidence(cfg)}
+    settings = {m: {"attributes": attrs, "min_confidence": quota_confidence(cfg),
+                    "exit_checks": list(q.exit_checks), "exit_below": q.exit_below}
                 for m in methods}
     labeller_dir = ctx.folder("train_classifiers").path()
     made, started = 0, time.perf_counter()
@@ -279,16 +284,14 @@ def _quota_sets(ctx: StageContext, methods: list[str], mixture_spec: dict[str, A
     plans, kept = {}, {}
     for r in runs:
         shard_io.prune(out / r.method, {s.name for s in r.plan})
-        # a render starts from pure noise, or from the mixture's draw at its level
-        t_from = (int(ddim.config.num_train_timesteps) if r.proposal == "unconditional"
-                  else int(mixture_spec.get("t_start", renderer_kwargs["t_star"])))
-        summary = quota_lib.summary(r.tally, targets, names,
-                                    evaluations(ddim, g.steps, t_from))
+        summary = quota_lib.summary(r.tally, targets, names, r.unet_per_render)
         fresh = made_by[r.method] == summary["renders"]  # not resumed from an earlier run
+        t_from = (None if r.proposal == "unconditional"
+                  else int(mixture_spec.get("t_start", renderer_kwargs["t_star"])))
         summary.update(method=r.method, proposal=r.proposal, cells_of=attrs, stopped=r.stopped,
                        min_confidence=quota_confidence(cfg), budget=q.budget,
                        draw=None if r.proposal == "unconditional" else quota_draw(cfg),
-                       t_start=None if r.proposal == "unconditional" else t_from,
+                       t_start=t_from, exit_checks=list(q.exit_checks), exit_below=q.exit_below,
                        steps=g.steps,
                        # the wall time of the rounds, which render every quota set of the stage
                        # on one pool together; per second only for a set this run made whole
@@ -301,8 +304,9 @@ def _quota_sets(ctx: StageContext, methods: list[str], mixture_spec: dict[str, A
         plans[r.method], kept[r.method] = r.plan, r.kept
         short = [c for c in summary["cells"] if c["short"] > 0]
         cost = summary["renders_per_kept"]  # None: nothing kept
+        exited = (f", {summary['exited']} stopped early" if q.exit_checks else "")
         echo(f"  {r.method}: kept {summary['kept']}/{summary['target']} from {summary['renders']} "
-             f"renders of {summary['unet_per_render']} UNet evaluations each ("
+             f"renders of {summary['unet_per_render']} UNet evaluations each when finished{exited} ("
              + ("no image kept" if cost is None else
                 f"{cost:.2f} renders, {summary['unet_per_kept']:.0f} UNet evaluations per kept image")
              + ")"
@@ -315,6 +319,7 @@ def _quota_sets(ctx: StageContext, methods: list[str], mixture_spec: dict[str, A
                               f"quota/{r.method}/labeller_per_kept": nan if cost is None
                               else summary["labeller_per_kept"],
                               f"quota/{r.method}/unet_evaluations": float(summary["unet_evaluations"]),
+                              f"quota/{r.method}/exited": float(summary["exited"]),
                               f"quota/{r.method}/kept": float(summary["kept"]),
                               f"quota/{r.method}/short": float(summary["target"] - summary["kept"])})
     return plans, kept, made, seconds

@@ -189,6 +189,7 @@ def run(ctx: StageContext) -> StageResult:
                                "renders": q["renders"], "renders per kept": q["renders_per_kept"],
                                # sets made before the cost was counted lack these
                                "UNet evaluations per render": q.get("unet_per_render"),
+                               "stopped early": q.get("exited", 0),
                                "UNet evaluations per kept": q.get("unet_per_kept"),
                                "rarest cell": rare["cell"],
                                "its renders per kept": rare["renders_per_kept"],

@@ -5,7 +5,8 @@ from diffusers import DDIMPipeline, DDIMScheduler, DDPMScheduler, UNet2DModel
 
 from gammaface.diffusion.presets import unet_config
 from gammaface.diffusion.sampler import (effective_t, evaluations, forward_noise, grid,
-                                         make_scheduler, renoise, reverse, row_generators)
+                                         make_scheduler, renoise, reverse, reverse_with_exits,
+                                         row_generators)
 
 T = 1000
 
@@ -143,3 +144,44 @@ def test_the_saved_ddpm_is_a_diffusers_pipeline_folder(tmp_path):
     loaded, _ = load_ddpm(tmp_path)
     for a, b in zip(loaded.parameters(), unet.parameters()):
         assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("kind", ["ddim", "ddpm"])
+def test_early_exit_reads_the_x0_prediction_and_stops_only_the_rows_it_is_told(unet,
+                                                                                train_scheduler,
+                                                                                kind):
+    sched, eta = make_scheduler(train_scheduler, kind), 1.0
+    x = _noise(4)
+    seeds = [1, 2, 3, 4]
+    full = reverse(unet, sched, x, 600, 0, steps=10, generator=row_generators(seeds), eta=eta)
+    n = evaluations(sched, 10, 600)
+    seen = []
+
+    def stop(x0, rows):
+        seen.append((x0.clone(), rows.copy()))
+        return np.isin(rows, [0, 2])  # rows 0 and 2 end at the first check
+
+    out, ran, stopped = reverse_with_exits(unet, sched, x, 600, 10, row_generators(seeds), eta,
+                                           [2, 4], stop)
+    assert stopped.tolist() == [True, False, True, False] and ran.tolist() == [2, n, 2, n]
+    # the finished rows are those of a run without exits (each row keeps its generator)
+    torch.testing.assert_close(out[[1, 3]], full[[1, 3]], rtol=1e-5, atol=1e-5)
+    assert [rows.tolist() for _, rows in seen] == [[0, 1, 2, 3], [1, 3]]
+    # what a check sees is the closed form x0 = (x_t - sqrt(1 - abar_t) eps) / sqrt(abar_t),
+    # from the sample after the first step and the UNet's noise prediction there
+    t = grid(sched, 10)[[g <= 600 for g in grid(sched, 10)].index(True) + 1]
+    x_t = reverse(unet, sched, x, 600, t, steps=10, generator=row_generators(seeds), eta=eta)
+    with torch.no_grad():
+        eps = unet(x_t, torch.full((4,), t)).sample
+    abar = train_scheduler.alphas_cumprod[t]
+    x0 = (x_t - (1 - abar).sqrt() * eps) / abar.sqrt()
+    if sched.config.clip_sample:  # as diffusers' steps clip it, to the data range
+        x0 = x0.clamp(-sched.config.clip_sample_range, sched.config.clip_sample_range)
+    torch.testing.assert_close(seen[0][0], x0, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(out[[0, 2]], seen[0][0][[0, 2]])
+
+    # nothing stopped: exactly the run without exits
+    same, ran, stopped = reverse_with_exits(unet, sched, x, 600, 10, row_generators(seeds), eta,
+                                            [1], lambda x0, rows: np.zeros(len(rows), bool))
+    torch.testing.assert_close(same, full, rtol=0, atol=0)
+    assert not stopped.any() and ran.tolist() == [n] * 4

@@ -22,16 +22,16 @@ def _marks(shard, comp, conf_rate=0.9):
 
 
 def _run(comp, targets, proposal="adaptive", budget=50_000, shard_size=100, prior=None,
-         max_rounds=40):
+         max_rounds=40, marks=_marks):
     k = comp.shape[0] if proposal != "unconditional" else 1
     components = list(range(k)) if proposal != "unconditional" else [NO_COMPONENT]
     r = quota.QuotaRun("quota_x", 9, proposal, components, np.asarray(targets), budget,
-                       shard_size, 0, max_rounds, prior=prior)
+                       shard_size, 0, max_rounds, prior=prior, unet_per_render=21)
     while True:
         shards = r.next_round()
         if not shards:
             return r
-        r.absorb(shards, {s.shard: _marks(s, comp) for s in shards})
+        r.absorb(shards, {s.shard: marks(s, comp) for s in shards})
 
 
 @given(n=st.integers(1, 5000), shares=st.lists(st.floats(0, 10), min_size=1, max_size=24))
@@ -82,6 +82,37 @@ def test_a_cell_no_proposal_makes_stops_at_the_budget_and_says_by_how_much():
     assert s["labeller_per_kept"] == pytest.approx(renders / 100)
     for c in s["cells"][:2]:
         assert c["unet_per_kept"] == pytest.approx(21 / c["acceptance"])
+    assert s["exited"] == 0
+
+
+def _marks_with_exits(shard, comp):
+    """As `_marks`, where a quarter of the renders (by the shard's seed) stop after 2 of the 21
+    UNet evaluations with one reading, the others finish with one reading more at their end."""
+    m = _marks(shard, comp)
+    stopped = np.random.default_rng(shard.seed + 1).random(shard.count) < 0.25
+    m[stopped, 1] = 0
+    unet = np.where(stopped, 2, 21)
+    labeller = np.where(stopped, 1, 2)
+    return np.column_stack([m, m[:, 1], unet, labeller])
+
+
+def test_renders_stopped_early_cost_what_they_ran_and_are_never_kept():
+    comp = np.array([[0.5, 0.5, 0.0], [0.2, 0.7, 0.1]])
+    t = np.array([30, 30, 10])
+    r = _run(comp, t, "adaptive", marks=_marks_with_exits)
+    s = quota.summary(r.tally, t, ["a", "b", "c"], unet_per_render=21)
+    every = {sh.shard: _marks_with_exits(sh, comp) for sh in r.plan}
+    stacked = np.concatenate(list(every.values()))
+    assert s["renders"] == len(stacked) and s["exited"] == int((stacked[:, 3] == 2).sum()) > 0
+    assert s["unet_evaluations"] == int(stacked[:, 3].sum())
+    assert s["labeller_evaluations"] == int(stacked[:, 4].sum())
+    assert s["unet_per_kept"] == pytest.approx(stacked[:, 3].sum() / s["kept"])
+    mean = stacked[:, 3].mean()
+    for c in s["cells"]:
+        if c["acceptance"]:
+            assert c["unet_per_kept"] == pytest.approx(mean / c["acceptance"])
+    for sh in r.plan:  # a stopped render is never kept
+        assert not set(r.kept[sh.shard]) & set(np.flatnonzero(every[sh.shard][:, 3] == 2))
 
 
 def test_adaptive_weights_move_to_the_component_that_makes_the_open_cell():

@@ -186,6 +186,8 @@ def test_a_run_killed_mid_generation_resumes_to_the_same_bytes(upstream, tmp_pat
 QUOTA_SETS = {"generate.n": 8, "generate.quota.n": 48,  # the quota sets' size, apart from n
               "generate.methods": ["quota_adaptive", "quota_unconditional"],
               "generate.quota.cells": ["gender"], "generate.quota.budget": 10,
+              # early exit: each render's x0 prediction read after its first UNet evaluation
+              "generate.quota.exit_checks": [1],
               "generate.shard_size": 8, "downstream.methods": ["baseline"]}
 
 
@@ -210,7 +212,7 @@ def _kept_cells(method_dir: Path) -> dict[str, int]:
     for shard, part in df.groupby("shard"):
         record = json.loads((method_dir / f"shard-{shard:05d}" / shards.SHARD_FILE).read_text())
         for path in part["path"]:
-            cell, confident, written = record["renders"][int(Path(path).stem)]
+            cell, confident, written, *_cost = record["renders"][int(Path(path).stem)]
             assert confident and written
             counts[cell] = counts.get(cell, 0) + 1
     return {["female", "male"][c]: n for c, n in sorted(counts.items())}
@@ -222,6 +224,7 @@ def test_quota_sets_fill_every_cell_exactly_and_a_killed_run_keeps_the_same_imag
     env = {**os.environ, "RAY_AUTH_MODE": "disabled", "PYTHONUNBUFFERED": "1"}
     clean = _copy(upstream, tmp_path / "clean")
     said = _quota(clean)
+    stopped_early = 0
     for method in ("quota_adaptive", "quota_unconditional"):
         quota = json.loads((clean / "generated" / method / "quota.json").read_text())
         assert quota["complete"] and quota["kept"] == 48, said
@@ -232,9 +235,17 @@ def test_quota_sets_fill_every_cell_exactly_and_a_killed_run_keeps_the_same_imag
         spacing = 1000 // quota["steps"]
         per_render = quota["steps"] if method == "quota_unconditional" else quota["t_start"] // spacing + 1
         assert quota["unet_per_render"] == per_render
-        assert quota["unet_per_kept"] == pytest.approx(per_render * quota["renders"] / 48)
-        assert quota["labeller_evaluations"] == quota["renders"]
+        # a render stopped at the check took one UNet evaluation and one reading; a finished
+        # one every step, and a reading at the check and one at its end
+        exited, renders = quota["exited"], quota["renders"]
+        assert quota["unet_evaluations"] == exited + (renders - exited) * per_render
+        assert quota["unet_per_kept"] == pytest.approx(quota["unet_evaluations"] / 48)
+        assert quota["labeller_evaluations"] == 2 * renders - exited
+        assert f"{exited} stopped early" in said
+        stopped_early += exited
         assert quota["seconds"] > 0 and quota["kept_per_second"] == pytest.approx(48 / quota["seconds"])
+    # once a cell is full, renders read as that cell stop at the check
+    assert stopped_early > 0
 
     killed = _copy(upstream, tmp_path / "killed")
     _kill_after(_quota_cmd(killed), env, killed / "generated", "quota_*/shard-*", 3)
