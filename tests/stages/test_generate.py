@@ -289,8 +289,10 @@ def test_the_judge_learns_from_other_faces_and_audits_every_set(generated, tmp_p
     assert "license: apache-2.0" in card and "| female | 12 |" in card and "| male | 12 |" in card
     assert "independent judge" in card
     quota = json.loads((work / "generated" / "quota_adaptive" / "quota.json").read_text())
-    assert (f"{quota['renders']} renders of {quota['unet_per_render']} UNet evaluations each "
-            f"({quota['unet_evaluations']:,} in all)") in card
+    cost = f"{quota['renders']} renders of {quota['unet_per_render']} UNet evaluations each"
+    if quota["exited"]:  # early exit, on by default
+        cost += f" when finished; {quota['exited']} of them stopped early"
+    assert cost in card and f"({quota['unet_evaluations']:,} in all)" in card
     if quota["kept"]:
         assert f"{quota['unet_per_kept']:.0f} UNet evaluations per kept image" in card
     with pytest.raises(UserError, match="already exists"):
