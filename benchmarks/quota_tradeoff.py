@@ -5,8 +5,8 @@ starts `--from` the run's workdir, all in one process on one local Ray, one afte
     .venv/bin/python benchmarks/quota_tradeoff.py jobs/demo.yaml --workdir runs/demo \\
         [--method quota_adaptive] [--variant 'name=key=value,key=value' ...] [--scratch DIR]
 
-Without `--variant` it compares the config as it is with early exit after the first UNet
-evaluation (`generate.quota.exit_checks=[1]`), at the config's budget and at twice it. Prints, per
+Without `--variant` it compares the config as it is with every render finished
+(`generate.quota.exit_checks=[]`), at the config's budget and at half it. Prints, per
 variant: images kept of those asked, renders, renders stopped early, UNet and labeller
 evaluations per kept image, the judge's corrected discrepancy over the quota cells with its 95 %
 interval, pixel near copies and the wall time of the three stages. The peer of every variant is
@@ -35,9 +35,9 @@ STAGES = ["generate", "pseudo_label", "audit"]
 def _variants(args: argparse.Namespace, budget: float) -> dict[str, dict[str, object]]:
     if not args.variant:
         return {"as configured": {},
-                "exit after 1": {"generate.quota.exit_checks": [1]},
-                f"exit after 1, budget {2 * budget:g}": {"generate.quota.exit_checks": [1],
-                                                         "generate.quota.budget": 2 * budget}}
+                "every render finished": {"generate.quota.exit_checks": []},
+                f"every render finished, budget {budget / 2:g}": {
+                    "generate.quota.exit_checks": [], "generate.quota.budget": budget / 2}}
     out: dict[str, dict[str, object]] = {}
     for text in args.variant:
         name, _, sets = text.partition("=")
