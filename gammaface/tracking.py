@@ -79,6 +79,31 @@ def _experiment_id(cfg: Config, workdir: Store, uri: str) -> str:
     return mlflow.create_experiment(cfg.mlflow.experiment, artifact_location=location)
 
 
+class _FullDiskNoise(logging.Filter):
+    """Drops MLflow's report of a write that failed because the disk is full: its store logs
+    each failed write with a traceback, from this process and from its system-metrics thread,
+    while the run itself ends on the same full disk in one sentence naming the folder."""
+
+    MARKS = ("database or disk is full", "No space left on device")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        text = record.getMessage()
+        if record.exc_info and record.exc_info[1] is not None:
+            text += f" {record.exc_info[1]}"
+        return not any(mark in text for mark in self.MARKS)
+
+
+# the loggers those reports come from (a filter applies to its own logger's records only)
+_FULL_DISK_LOGGERS = ("mlflow.store.db.utils", "mlflow.system_metrics.system_metrics_monitor")
+
+
+def _quiet_full_disk() -> None:
+    for name in _FULL_DISK_LOGGERS:
+        log = logging.getLogger(name)
+        if not any(isinstance(f, _FullDiskNoise) for f in log.filters):
+            log.addFilter(_FullDiskNoise())
+
+
 @contextlib.contextmanager
 def pipeline_run(cfg: Config, workdir: Store, stages: list[str], kind: str = "pipeline"
                  ) -> Iterator[str]:
@@ -86,6 +111,7 @@ def pipeline_run(cfg: Config, workdir: Store, stages: list[str], kind: str = "pi
     `kind`: `sweep` for `gammaface gmm sweep`, whose settings are nested runs (`setting_run`)."""
     import mlflow
 
+    _quiet_full_disk()
     workdir.makedirs()
     uri = tracking_uri(cfg, workdir)
     if uri == default_uri(workdir) and _rehome(

@@ -460,6 +460,37 @@ def test_sigterm_while_ray_starts_stops_within_seconds(tmp_path, spawned):
     assert not [p for p in alive if p.status() != psutil.STATUS_ZOMBIE], alive
 
 
+def test_mlflow_writes_that_fail_on_a_full_disk_print_no_traceback(tmp_path):
+    """The MLflow store inside the workdir on a tmpfs that fills during a run: its system-
+    metrics thread fails to write every sample, and MLflow would log each failure with a
+    traceback ahead of the run's one sentence."""
+    mount = tmp_path / "mnt"
+    mount.mkdir()
+    why = _mount_rights(mount)
+    if why:
+        pytest.skip(why)
+    run = f"""
+import subprocess, time
+from gammaface import config, tracking
+from gammaface.storage import Store
+work = "{mount}/w"
+cfg = config.load("{REPO / 'jobs' / 'smoke.yaml'}", {{"workdir": work, "mlflow.system_metrics": 0.2}})
+try:
+    with tracking.pipeline_run(cfg, Store(work), ["prepare"]):
+        subprocess.run(["dd", "if=/dev/zero", "of={mount}/rest", "bs=4k"], capture_output=True)
+        time.sleep(2)  # ten samples that cannot be written
+        raise OSError(28, "No space left on device")  # as the stage's next write would
+except OSError:
+    print("done")  # the pipeline says this in one sentence (errors.explain)
+"""
+    (tmp_path / "run.py").write_text(run)
+    script = f"mount -t tmpfs -o size=2m tmpfs {mount}\n{sys.executable} {tmp_path / 'run.py'}\n"
+    done = subprocess.run([*_UNSHARE, "bash", "-c", script], cwd=REPO, capture_output=True,
+                          text=True, timeout=120)
+    assert "done" in done.stdout, done.stderr[-3000:]
+    assert "Traceback" not in done.stderr and "disk is full" not in done.stderr, done.stderr[-3000:]
+
+
 @pytest.mark.e2e
 def test_a_full_disk_ends_in_one_sentence_and_the_run_resumes_when_space_is_back(tmp_path):
     """The workdir on a tmpfs of 4 MiB, a ballast file leaving 300 KiB: prepare's Ray tasks run
