@@ -173,22 +173,22 @@ def pull(remote: Store, local: Store, record: dict[str, list[Any]] | None = None
     in `leave`. Returns path -> sha256 of every fetched or matching file: what `local` and
     `remote` now share."""
     present = local.files()
-    wanted = ({rel: size for rel, (size, _) in record.items()} if record is not None
+    listed = ({rel: size for rel, (size, _) in record.items()} if record is not None
               else {rel: size for rel, size in remote.files().items() if TMP_MARK not in rel})
     skipped = set(skip)
+    wanted = {rel: size for rel, size in listed.items()
+              if rel not in skipped and not _under(rel, leave)}
 
     def one(rel: str) -> str:
         sha = record[rel][1] if record is not None else None
-        if present.get(rel) == size_of[rel]:
+        if present.get(rel) == wanted[rel]:
             found = local.sha256(rel)
             if sha is None or found == sha:
                 return found
         remote.copy_to(rel, local)
         return local.sha256(rel)
 
-    size_of = {rel: size for rel, size in wanted.items()
-               if rel not in skipped and not _under(rel, leave)}
-    return dict(zip(size_of, _each(one, list(size_of))))
+    return dict(zip(wanted, _each(one, list(wanted))))
 
 
 def push(local: Store, remote: Store, shared: dict[str, str], last: tuple[str, ...] = (),

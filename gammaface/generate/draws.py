@@ -24,8 +24,8 @@ import numpy as np
 import torch
 
 from gammaface.diffusion.model_io import load_ddpm
-from gammaface.diffusion.sampler import (evaluations, forward_noise, make_scheduler, renoise,
-                                         reverse, reverse_with_exits, row_generators)
+from gammaface.diffusion.sampler import (forward_noise, make_scheduler, renoise,
+                                         reverse_with_exits, row_generators)
 from gammaface.generate import shards as shard_io
 from gammaface.generate.plan import Shard, image_seed
 from gammaface.gmm.projection import Projection
@@ -138,22 +138,17 @@ class Renderer:
         is never written)."""
         gens = row_generators([image_seed(seed, i) for i in range(count)])
         x, t_from = self.start(spec, component, count, seed, gens)
+        # with no checks, exactly `reverse` (tests/diffusion/test_sampler.py)
+        exits = exits or Exits((), lambda images, rows: np.zeros(len(rows), bool))
         out, ran, stopped = [], [], []
         for s in range(0, count, self.batch_size):
             part = slice(s, s + self.batch_size)
-            if exits is None:
-                done = reverse(self.unet, self.sched, x[part], t_from, 0, self.steps, gens[part],
-                               self.eta)
-                n = len(done)
-                ran.append(np.full(n, evaluations(self.sched, self.steps, t_from), np.int64))
-                stopped.append(np.zeros(n, bool))
-            else:
-                done, took, ended = reverse_with_exits(
-                    self.unet, self.sched, x[part], t_from, self.steps, gens[part], self.eta,
-                    exits.checks, lambda x0, rows, at=s: exits.stop(to_uint8(x0), rows + at))
-                ran.append(took)
-                stopped.append(ended)
+            done, took, ended = reverse_with_exits(
+                self.unet, self.sched, x[part], t_from, self.steps, gens[part], self.eta,
+                exits.checks, lambda x0, rows, at=s: exits.stop(to_uint8(x0), rows + at))
             out.append(to_uint8(done))
+            ran.append(took)
+            stopped.append(ended)
         return np.concatenate(out), np.concatenate(ran), np.concatenate(stopped)
 
 

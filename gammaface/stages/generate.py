@@ -233,20 +233,22 @@ def _quota_sets(ctx: StageContext, methods: list[str], mixture_spec: dict[str, A
     shares = None if q.shares is None else np.array([q.shares.get(n, 0.0) for n in names])
     targets = quota_lib.targets(len(names), quota_n(cfg), shares)
     runs: list[quota_lib.QuotaRun] = []
+    starts: dict[str, int | None] = {}  # each set's start level (none: pure noise)
     for method in methods:
         proposal = quota_proposal(method)
         mixture = proposal != "unconditional"
         (out / method).mkdir(parents=True, exist_ok=True)
         write_sampling(out / method / SAMPLING_FILE, **(mixture_spec if mixture else {"kind": "noise"}))
-        # a render starts from pure noise, or from the mixture's draw at its level
-        t_from = (int(ddim.config.num_train_timesteps) if not mixture
-                  else int(mixture_spec.get("t_start", renderer_kwargs["t_star"])))
+        # a render starts from the mixture's draw at its level, or from pure noise
+        t_start = int(mixture_spec.get("t_start", renderer_kwargs["t_star"])) if mixture else None
+        t_from = int(ddim.config.num_train_timesteps) if t_start is None else t_start
         runs.append(quota_lib.QuotaRun(
             method, GENERATION_METHODS.index(method), proposal,
             list(range(n_components)) if mixture else [NO_COMPONENT], targets,
             int(np.ceil(q.budget * quota_n(cfg))), g.shard_size, g.seed, q.max_rounds,
             prior=prior if proposal == "adaptive" else None,
             unet_per_render=evaluations(ddim, g.steps, t_from)))
+        starts[method] = t_start
         shard_io.prune(out / method, None)
     settings = {m: {"attributes": attrs, "min_confidence": quota_confidence(cfg),
                     "exit_checks": list(q.exit_checks), "exit_below": q.exit_below}
@@ -286,12 +288,10 @@ def _quota_sets(ctx: StageContext, methods: list[str], mixture_spec: dict[str, A
         shard_io.prune(out / r.method, {s.name for s in r.plan})
         summary = quota_lib.summary(r.tally, targets, names, r.unet_per_render)
         fresh = made_by[r.method] == summary["renders"]  # not resumed from an earlier run
-        t_from = (None if r.proposal == "unconditional"
-                  else int(mixture_spec.get("t_start", renderer_kwargs["t_star"])))
         summary.update(method=r.method, proposal=r.proposal, cells_of=attrs, stopped=r.stopped,
                        min_confidence=quota_confidence(cfg), budget=q.budget,
                        draw=None if r.proposal == "unconditional" else quota_draw(cfg),
-                       t_start=t_from, exit_checks=list(q.exit_checks), exit_below=q.exit_below,
+                       t_start=starts[r.method], exit_checks=list(q.exit_checks), exit_below=q.exit_below,
                        steps=g.steps,
                        # the wall time of the rounds, which render every quota set of the stage
                        # on one pool together; per second only for a set this run made whole
