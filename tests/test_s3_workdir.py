@@ -17,7 +17,7 @@ import pytest
 
 from gammaface import config, layout, pipeline, stage
 from gammaface.storage import CACHE_ENV, TMP_MARK, Store, mirror_of, pull, push
-from tests.upstream import skipped_stages
+from tests.upstream import SMOKE_UPSTREAM, skipped_stages
 
 REPO = Path(__file__).resolve().parents[1]
 SMOKE = REPO / "jobs" / "smoke.yaml"
@@ -129,7 +129,7 @@ def test_the_smoke_pipeline_on_s3_resumes_a_killed_generation_on_another_machine
     cfg = config.load(SMOKE, {"workdir": root})
     # the upstream stages that train nothing (and the judge) are the session's, as a user would
     # upload them; the stage hashes are the same, as the settings are
-    for name in ("prepare", "train_judge", "harvest", "gmm_search"):
+    for name in (n for n in SMOKE_UPSTREAM if n not in TRAINED_HERE):
         rel = layout.stage_dir(name, cfg)
         push(Store(smoke_upstream / rel), Store(root).sub(rel), {}, last=(layout.STAGE_FILE,))
     # A machine is a mirror of the bucket: its runs here share this process and the session's
