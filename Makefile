@@ -51,13 +51,16 @@ smoke: install
 	$(BIN)/gammaface run jobs/smoke.yaml
 
 test: install-dev
+	$(BIN)/mypy
 	$(BIN)/python -m pytest
 
-# the inner loop: lint, the import contracts and the tests that start no pipeline (minutes)
+# the inner loop: lint, the import contracts, the type checker and the tests that start no
+# pipeline (minutes)
 check: install-dev
 	$(BIN)/ruff check .
 	$(BIN)/lint-imports
+	$(BIN)/mypy
 	$(BIN)/python -m pytest -m "not e2e and not pipeline"
 
 clean:
-	rm -rf $(VENV) runs .pytest_cache .hypothesis
+	rm -rf $(VENV) runs .pytest_cache .hypothesis .mypy_cache

@@ -8,7 +8,7 @@ import os
 import signal
 import sys
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Sequence, cast, get_args
 
 from gammaface.errors import EXIT_USER_ERROR, Stopped, UserError, explain
 from gammaface.yamlio import YAMLError
@@ -95,12 +95,14 @@ def _int_list(text: str, flag: str) -> list[int]:
 def cmd_gmm_sweep(args: argparse.Namespace) -> int:
     from gammaface import pipeline, tables
     from gammaface.sweep import sweep
+    from gammaface.config import LatentSource
 
     cfg = _load_config(args)
-    sources = [s.strip() for s in args.source.split(",") if s.strip()]
-    for s in sources:
-        if s not in ("forward", "reverse"):
+    sources: list[LatentSource] = []
+    for s in (s.strip() for s in args.source.split(",") if s.strip()):
+        if s not in get_args(LatentSource):
             raise UserError(f"--source takes forward and/or reverse, got {s!r}.")
+        sources.append(cast(LatentSource, s))
     from gammaface import workdir_lock
     from gammaface.storage import Store
 

@@ -11,11 +11,12 @@ import itertools
 import json
 import math
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import yaml
 from pydantic import (BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, ValidationInfo,
                       field_validator, model_validator)
+from pydantic_core import ErrorDetails
 
 from gammaface.data.registry import ATTRIBUTE_NAMES, labelled_by
 from gammaface.data.registry import get as get_attribute
@@ -174,10 +175,13 @@ class DdpmConfig(Section):
     log_every: int = Field(default=10, gt=0)
 
 
+LatentSource = Literal["forward", "reverse"]  # training images noised on, or the sampler stopped
+
+
 class HarvestConfig(Section):
     n: int = Field(default=2000, gt=0)
     t_star: int = Field(default=200, gt=0)  # snapped to the grid of `steps` DDIM steps
-    source: Literal["forward", "reverse"] = "forward"
+    source: LatentSource = "forward"
     steps: int = Field(default=50, gt=0)  # DDIM steps of a full run; reverse harvest walks T -> t*
     eta: float = Field(default=0.0, ge=0, le=1)
     batch_size: int = Field(default=64, gt=0)
@@ -206,11 +210,14 @@ class GmmConfig(Section):
 
 # Quota sets (exact counts per cell, kept by pseudo-label while their cell has room), one per
 # proposal: plain rejection, the mixture with equal weights, the mixture aimed at open cells.
-QUOTA_METHODS = ("quota_unconditional", "quota_mixture", "quota_adaptive")
-GENERATION_METHODS = ("gmm", "gmm_weighted", "gmm_tempered", "gmm_attr", "single_gaussian",
-                      "unconditional", "stratified", *QUOTA_METHODS)
-DEFAULT_METHODS = GENERATION_METHODS[:7]
-MIXTURE_METHODS = ("gmm", "gmm_weighted", "gmm_tempered", "gmm_attr")
+# The generation methods, spelled once: the order is part of every shard's seed.
+GenerationMethod = Literal["gmm", "gmm_weighted", "gmm_tempered", "gmm_attr", "single_gaussian",
+                           "unconditional", "stratified", "quota_unconditional", "quota_mixture",
+                           "quota_adaptive"]
+GENERATION_METHODS: tuple[GenerationMethod, ...] = get_args(GenerationMethod)
+QUOTA_METHODS: tuple[GenerationMethod, ...] = ("quota_unconditional", "quota_mixture", "quota_adaptive")
+DEFAULT_METHODS = tuple(m for m in GENERATION_METHODS if m not in QUOTA_METHODS)
+MIXTURE_METHODS: tuple[GenerationMethod, ...] = ("gmm", "gmm_weighted", "gmm_tempered", "gmm_attr")
 # How a downstream arm mixes generated images into the real ones (`downstream.mixing`, or a
 # `:rule` suffix on a generated set's name) and the arms that need no generator at all.
 MIXING_RULES = ("augment", "replace", "fill")
@@ -222,11 +229,6 @@ def split_arm(name: str) -> tuple[str, str | None]:
     """A downstream arm's generated set (or baseline, or control) and its explicit mixing rule."""
     source, _, rule = name.partition(ARM_SEP)
     return source, (rule or None)
-
-
-GenerationMethod = Literal["gmm", "gmm_weighted", "gmm_tempered", "gmm_attr", "single_gaussian",
-                           "unconditional", "stratified", "quota_unconditional", "quota_mixture",
-                           "quota_adaptive"]
 
 
 def quota_proposal(method: str) -> str:
@@ -689,7 +691,7 @@ def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def _describe(error: dict[str, Any], source: str) -> str:
+def _describe(error: ErrorDetails, source: str) -> str:
     loc = ".".join(str(p) for p in error["loc"])
     kind = error["type"]
     msg = error["msg"]

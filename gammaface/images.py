@@ -29,10 +29,11 @@ def load_resized(root: str, paths: Sequence[str], size: int, workers: int = 4) -
     def one(rel: str) -> np.ndarray:
         path = Path(root) / rel
         try:
-            with Image.open(path) as im:
-                im = im.convert("RGB")
+            with Image.open(path) as src:
+                im = src.convert("RGB")
                 if im.size != (size, size):
-                    im = im.resize((size, size), Image.BOX if im.width > size else Image.BICUBIC)
+                    im = im.resize((size, size), Image.Resampling.BOX if im.width > size
+                                   else Image.Resampling.BICUBIC)
                 return np.asarray(im, dtype=np.uint8)
         except FileNotFoundError:
             raise UserError(f"image {path} is missing; it was there when its manifest was "

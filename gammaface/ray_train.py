@@ -164,7 +164,7 @@ def fit(loop: Callable[[dict[str, Any]], None], loop_cfg: dict[str, Any], *, num
     from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
-    datasets = None
+    datasets: dict[str, Any] | None = None
     if table is not None:
         rows = table.reset_index(drop=True).assign(**{ROW: np.arange(len(table))})
         datasets = {TABLE: ray.data.from_pandas(rows)}
@@ -194,10 +194,12 @@ def fit(loop: Callable[[dict[str, Any]], None], loop_cfg: dict[str, Any], *, num
 
 
 @contextmanager
-def final_files(final: ray.train.Checkpoint) -> Iterator[Path]:
+def final_files(final: ray.train.Checkpoint | None) -> Iterator[Path]:
     """The checkpoint's folder while the block runs: the folder itself in a local store, a
     download that is removed afterwards in a remote one (a copy kept for every run would fill
     the temporary disk by a model's size each time)."""
+    if final is None:  # a checkpointed loop reports one at its last step
+        raise CheckpointError("training ended without reporting a checkpoint.")
     with final.as_directory() as folder:
         yield Path(folder)
 

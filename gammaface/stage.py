@@ -42,6 +42,11 @@ def say(line: str) -> None:
     print(line, flush=True)
 
 
+# The stage that makes each input a library's resume key reads (generate.plan.Input)
+INPUT_STAGES = {"data": "prepare", "ddpm": "train_ddpm", "labeller": "train_classifiers",
+                "mixture": "gmm_search"}
+
+
 @dataclass
 class StageContext:
     """Everything a stage's `run(ctx)` needs: the config, the workdir, its own config hash and
@@ -63,6 +68,10 @@ class StageContext:
     @property
     def hash(self) -> str:
         return self.hash_of(self.stage)
+
+    def input_hash(self, what: str) -> str:
+        """The config hash of the stage that makes `what` (a key of INPUT_STAGES)."""
+        return self.hash_of(INPUT_STAGES[what])
 
     def folder(self, stage: str | None = None) -> Store:
         """The folder of `stage` (default: this stage's own, the only one it writes)."""

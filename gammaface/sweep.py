@@ -15,7 +15,7 @@ from typing import Callable, Sequence
 import pandas as pd
 
 from gammaface import figures, layout, stage, tables, tracking
-from gammaface.config import Config
+from gammaface.config import Config, LatentSource
 from gammaface.data import registry
 from gammaface.errors import UserError
 from gammaface.latents import store as latent_store
@@ -26,7 +26,7 @@ from gammaface.storage import Store
 SWEEP_DIR, SWEEP_TABLE, SWEEP_PLOT = layout.SWEEP_DIR, layout.SWEEP_TABLE, layout.SWEEP_PLOT
 
 
-def _with_latents(cfg: Config, t_star: int, source: str) -> Config:
+def _with_latents(cfg: Config, t_star: int, source: LatentSource) -> Config:
     c = cfg.model_copy(deep=True)
     c.harvest.t_star, c.harvest.source = t_star, source
     return c
@@ -44,7 +44,7 @@ def _with_space(cfg: Config, pca: int) -> Config:
     return c
 
 
-def sweep(cfg: Config, t_stars: Sequence[int], pcas: Sequence[int], sources: Sequence[str],
+def sweep(cfg: Config, t_stars: Sequence[int], pcas: Sequence[int], sources: Sequence[LatentSource],
           hash_of: Callable[[str], str], echo: Callable[[str], None] = print) -> pd.DataFrame:
     """`hash_of` gives the pipeline's config hash of a stage: the sweep reads the DDPM that
     train_ddpm completed for this config, and runs the harvest and gmm_search stages into its

@@ -225,6 +225,7 @@ def setting_run(name: str, params: dict[str, Any]) -> Iterator[str | None]:
         yield None
         return
     parent = mlflow.active_run()
+    assert parent is not None  # _active() said there is one
     with mlflow.start_run(run_name=name, nested=True, experiment_id=parent.info.experiment_id,
                           tags={KIND_TAG: "setting"}) as run, _ended_on_failure():
         log_params(params)
@@ -255,8 +256,8 @@ def register_labeller(folder: str, files: list[str], image_size: int, attributes
     from mlflow.models import ModelSignature
     from mlflow.types import ColSpec, Schema, TensorSpec
 
-    outputs = [ColSpec("string", a) for a in attributes] + [
-        ColSpec("float", f"{a}_conf") for a in attributes]
+    outputs: list[ColSpec | TensorSpec] = [*(ColSpec("string", a) for a in attributes),
+                                           *(ColSpec("float", f"{a}_conf") for a in attributes)]
     signature = ModelSignature(Schema([TensorSpec(np.dtype(np.uint8), (-1, image_size, image_size, 3))]),
                                Schema(outputs))
     return _log_model("labeller", {"classifier": (folder, files)}, signature, registered)
@@ -281,7 +282,7 @@ def registered_name(cfg: Config, kind: str) -> str:
     return f"{cfg.name}-{kind}"
 
 
-def _log_model(kind: str, artifacts: dict[str, str], signature: Any, registered: str
+def _log_model(kind: str, artifacts: dict[str, tuple[str, list[str]]], signature: Any, registered: str
                ) -> str | None:
     import shutil
     import tempfile
@@ -355,9 +356,11 @@ def log_dataset(df: Any, source: str, name: str, context: str) -> None:
         return
     import warnings
 
+    from mlflow.data.pandas_dataset import from_pandas
+
     with warnings.catch_warnings():  # a local path matches two equivalent source types
         warnings.filterwarnings("ignore", message="The specified dataset source")
-        dataset = mlflow.data.from_pandas(df, source=source, name=name)
+        dataset = from_pandas(df, source=source, name=name)
     mlflow.log_input(dataset, context=context)
 
 
@@ -488,7 +491,7 @@ def downstream_runs(experiment: str | None = None, run_id: str | None = None,
     elif workdir is not None:
         # the pipeline runs that ran in this workdir, by the tag each one carries (read run by
         # run: a path may hold any character a filter string would have to escape)
-        parents = {r.data.tags.get(PIPELINE_TAG) for r in runs} - {None}
+        parents = {p for r in runs if (p := r.data.tags.get(PIPELINE_TAG))}
         mine = {p for p in parents if client.get_run(p).data.tags.get(WORKDIR_TAG) == workdir}
         runs = [r for r in runs if r.data.tags.get(PIPELINE_TAG) in mine]
     if runs and not run_id:

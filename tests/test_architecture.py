@@ -62,3 +62,35 @@ def test_every_pipeline_stage_lives_in_the_stages_folder():
     modules = {s.name: s.module for s in pipeline.STAGES}
     assert modules == {name: f"gammaface.stages.{name}" for name in modules}
     assert {p.stem for p in STAGES.glob("*.py")} - {"__init__"} == set(modules)
+
+
+# the libraries: they know what a key or a loop reads (a DDPM, a labeller, a mixture), never
+# which stage makes it; the stages and the layers above them map one onto the other
+LIBRARIES = ("data", "diffusion", "latents", "gmm", "classifiers", "generate", "downstream",
+             "metrics", "images.py", "figures.py", "tables.py", "seeds.py", "ray_train.py",
+             "ray_tasks.py", "ray_runtime.py", "storage.py", "errors.py", "progress.py")
+
+
+def _stage_names_in(path: Path, names: set[str]) -> list[str]:
+    """`file:line name` for every string constant that is a stage's name (docstrings aside)."""
+    tree = ast.parse(path.read_text())
+    docstrings = {id(node.body[0].value) for node in ast.walk(tree)
+                  if isinstance(node, (ast.Module, ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))
+                  and node.body and isinstance(node.body[0], ast.Expr)
+                  and isinstance(node.body[0].value, ast.Constant)}
+    return [f"{path.relative_to(REPO)}:{node.lineno} {node.value}" for node in ast.walk(tree)
+            if isinstance(node, ast.Constant) and node.value in names and id(node) not in docstrings]
+
+
+def test_no_library_names_a_stage():
+    from gammaface.pipeline import STAGE_NAMES
+
+    names = set(STAGE_NAMES)
+    found = []
+    for entry in LIBRARIES:
+        root = REPO / "gammaface" / entry
+        for path in sorted(root.rglob("*.py")) if root.is_dir() else [root]:
+            found += _stage_names_in(path, names)
+    assert found == []
+    # and the check bites: a stage's name in a library is found
+    assert _stage_names_in(REPO / "gammaface" / "stage.py", names)

@@ -6,14 +6,15 @@ from gammaface import config, pipeline
 from gammaface.downstream import mixing
 from gammaface.downstream.mixing import Job
 from gammaface.generate import plan
+from gammaface.stage import INPUT_STAGES
 
 
 def method_key(cfg, method):
-    return plan.method_key(cfg, method, lambda stage: pipeline.stage_hash(stage, cfg))
+    return plan.method_key(cfg, method, lambda what: pipeline.stage_hash(INPUT_STAGES[what], cfg))
 
 
 def job_key(cfg, job):
-    return mixing.job_key(cfg, job, lambda stage: pipeline.stage_hash(stage, cfg))
+    return mixing.job_key(cfg, job, lambda what: pipeline.stage_hash(INPUT_STAGES[what], cfg))
 
 
 def _cfg(**sections):

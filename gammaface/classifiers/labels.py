@@ -28,4 +28,4 @@ def conf_column(attribute: str) -> str:
 
 def decode(codes: np.ndarray, name: str) -> np.ndarray:
     classes = np.asarray(registry.get(name).classes, dtype=object)
-    return np.where(codes >= 0, classes[np.clip(codes, 0, None)], None)
+    return np.asarray(np.where(codes >= 0, classes[np.clip(codes, 0, None)], None))

@@ -16,7 +16,7 @@ from gammaface.images import to_model_space
 DEGRADED_SEED = 12345
 
 
-def score(labeller: Labeller, images: np.ndarray, df: pd.DataFrame) -> dict[str, float]:
+def score(labeller: Labeller, images: np.ndarray | torch.Tensor, df: pd.DataFrame) -> dict[str, float]:
     """Accuracy per attribute and recall per class (keys `accuracy/<attr>`,
     `recall/<attr>/<class>`), over rows where the attribute is known."""
     preds = labeller.predict(images)

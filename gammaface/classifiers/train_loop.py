@@ -77,7 +77,7 @@ def train_loop_per_worker(cfg: dict[str, Any]) -> None:
             epoch = int(state["epoch"])
     model.to(device)
     ddp = ray.train.torch.prepare_model(model) if cfg["use_gpu"] or world > 1 else model
-    core = ddp.module if hasattr(ddp, "module") else ddp
+    core = ddp.module if isinstance(ddp, torch.nn.parallel.DistributedDataParallel) else ddp
     log = ray_train.rank_log(cfg, rank)
 
     def batch_of(step: int) -> tuple[np.ndarray, np.ndarray]:

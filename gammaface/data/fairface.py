@@ -21,7 +21,8 @@ _BOOL = {"True": True, "False": False, "true": True, "false": False}
 
 
 def _read_csv(path: Path) -> tuple[list[dict], list[str]]:
-    rows, where = [], []
+    rows: list[dict] = []
+    where: list[str] = []
     try:
         # utf-8-sig: a spreadsheet's byte-order mark would otherwise glue itself to `file`
         with path.open(newline="", encoding="utf-8-sig") as fh:

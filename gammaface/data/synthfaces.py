@@ -79,8 +79,10 @@ def render_all(rows: pd.DataFrame, out: Store, size: int, seed: int, use_ray: bo
         return
     import ray
 
+    # Ray's annotation wants a function of the batch alone; fn_kwargs fill in the rest
     ds = ray.data.from_pandas(rows).map_batches(
-        render_batch, fn_kwargs={"out_uri": out.uri(), "size": size, "seed": seed,
+        render_batch,  # type: ignore[arg-type]
+        fn_kwargs={"out_uri": out.uri(), "size": size, "seed": seed,
                                  "stream": stream},
         batch_size=_RENDER_BATCH, batch_format="pandas", num_cpus=1)
     with progress_bar(len(rows), "rendered", unit="img", disable=not progress) as bar:
@@ -111,7 +113,7 @@ def sample_cell_labels(attributes: list[str], n_per_cell: int, seed: int,
     rng = np.random.default_rng([seed, _EVAL_LABEL_STREAM])
     picked = []
     for cell in cells(attributes):
-        index = [slice(None)] * joint.ndim
+        index: list[slice | int] = [slice(None)] * joint.ndim
         for ax, a, value in zip(axes, attributes, cell):
             index[ax] = registry.get(a).classes.index(value)
         part = np.zeros_like(joint)

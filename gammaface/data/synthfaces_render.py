@@ -51,10 +51,10 @@ class _Pen:
         yr = x * self.sin + y * self.cos
         return ((xr + 0.5 + self.dx) * self.canvas, (yr + 0.5 + self.dy) * self.canvas)
 
-    def polygon(self, pts: list[tuple[float, float]], fill: tuple[int, int, int]) -> None:
+    def polygon(self, pts: list[tuple[float, float]], fill: tuple[int, ...]) -> None:
         self.draw.polygon([self._xy(x, y) for x, y in pts], fill=fill)
 
-    def line(self, pts: list[tuple[float, float]], fill: tuple[int, int, int], width: float) -> None:
+    def line(self, pts: list[tuple[float, float]], fill: tuple[int, ...], width: float) -> None:
         w = max(1, round(width * self.scale * self.canvas))
         self.draw.line([self._xy(x, y) for x, y in pts], fill=fill, width=w, joint="curve")
 

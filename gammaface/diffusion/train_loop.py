@@ -128,7 +128,7 @@ def train_loop_per_worker(cfg: dict[str, Any]) -> None:
         with resumed.as_directory() as d:
             step, optimizer_state = _restore(Path(d), cfg, model, ema)
     ddp = ray.train.torch.prepare_model(model) if cfg["use_gpu"] or world > 1 else model
-    core = ddp.module if hasattr(ddp, "module") else ddp
+    core = ddp.module if isinstance(ddp, torch.nn.parallel.DistributedDataParallel) else ddp
     ema.shadow = {k: v.to(device) for k, v in ema.shadow.items()}
     optimizer = torch.optim.AdamW(ddp.parameters(), lr=cfg["learning_rate"], weight_decay=0.0)
     lr_schedule = torch.optim.lr_scheduler.LambdaLR(
@@ -170,7 +170,7 @@ def train_loop_per_worker(cfg: dict[str, Any]) -> None:
             elapsed = time.perf_counter() - tick
             ips = (step - tick_step) * local_batch * world / max(elapsed, 1e-9)
             throughput["images_per_s"] = ips
-            log.metrics({"loss": float(np.mean(losses)), "lr": lr_schedule.get_last_lr()[0],
+            log.metrics({"loss": float(np.mean(losses)), "lr": float(lr_schedule.get_last_lr()[0]),
                          "images_per_s": ips}, step)
             bar.set_postfix(loss=f"{np.mean(losses):.4f}", img_s=f"{ips:.0f}", refresh=False)
             losses, tick, tick_step = [], time.perf_counter(), step

@@ -28,7 +28,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, cast
 
 import numpy as np
 import pandas as pd
@@ -38,7 +38,7 @@ from gammaface.config import ARM_SEP, CONTROL_ARMS, Config, split_arm
 from gammaface.data import registry
 from gammaface.data.cells import cell_codes, cells
 from gammaface.errors import UserError
-from gammaface.generate.plan import method_key
+from gammaface.generate.plan import Input, method_key
 from gammaface.seeds import seed_of
 
 BASELINE = "baseline"
@@ -182,7 +182,8 @@ def mix(job: Job, target: str, protected: list[str], pools: Pools, min_confidenc
     real, rule = pools.real, job.mixing
     n_real, n_add = sizes(rule, job.ratio, job.n_per_class) if job.source != BASELINE \
         else (job.n_per_class, 0)
-    parts, counts = [], {}
+    parts: list[pd.DataFrame] = []
+    counts: dict[str, float] = {}
     for c, cls in enumerate(classes):
         pool = real[real[target] == cls]
         if len(pool) < n_real:
@@ -200,7 +201,7 @@ def mix(job: Job, target: str, protected: list[str], pools: Pools, min_confidenc
             gpool = gpool[gpool[target] == cls]
             what = (f"the {job.source} set's '{cls}' images with confidence >= {min_confidence}")
             gtake, distinct = _take(gpool, n_add, seed_of(job.seed, job.n_per_class, c, 2), what)
-            parts.append(_rows(gtake, pools.generated_root, c, "generated",
+            parts.append(_rows(gtake, cast(str, pools.generated_root), c, "generated",
                                gtake["component"].to_numpy()))
             gcodes = cell_codes(gtake, protected)
             added = np.bincount(gcodes[gcodes >= 0], minlength=len(names))
@@ -209,26 +210,26 @@ def mix(job: Job, target: str, protected: list[str], pools: Pools, min_confidenc
             gpool = _confident(pools, [target, *protected], min_confidence)
             gpool = gpool[gpool[target] == cls]
             gcodes = cell_codes(gpool, protected)
-            distinct = np.bincount(gcodes[gcodes >= 0], minlength=len(names))
-            added = water_fill(have, distinct, n_add)
+            per_cell = np.bincount(gcodes[gcodes >= 0], minlength=len(names))
+            added = water_fill(have, per_cell, n_add)
             left = n_add - int(added.sum())
             if left:  # the pool is used up: repeat images of the cells that have any
-                added += water_fill(have + added, np.where(distinct > 0, _UNLIMITED, 0), left)
+                added += water_fill(have + added, np.where(per_cell > 0, _UNLIMITED, 0), left)
             if added.sum() < n_add:
                 raise UserError(f"the {job.source} set has no '{cls}' image confident (>= "
                                 f"{min_confidence}) on {target} and {', '.join(protected)}; "
                                 f"fill cannot add any.")
             for p in np.flatnonzero(added):
                 rows, _ = _take(gpool[gcodes == p], int(added[p]),
-                                seed_of(job.seed, job.n_per_class, c, 3, p), "cell")
-                parts.append(_rows(rows, pools.generated_root, c, "generated",
+                                seed_of(job.seed, job.n_per_class, c, 3, int(p)), "cell")
+                parts.append(_rows(rows, cast(str, pools.generated_root), c, "generated",
                                    rows["component"].to_numpy()))
-            counts[f"generated_distinct/{cls}"] = int(np.minimum(added, distinct).sum())
+            counts[f"generated_distinct/{cls}"] = int(np.minimum(added, per_cell).sum())
         elif rule == "oversample" and n_add:
             added = water_fill(have, np.where(have > 0, _UNLIMITED, 0), n_add)
             for p in np.flatnonzero(added):
                 rows, _ = _take(take[codes == p], int(added[p]),
-                                seed_of(job.seed, job.n_per_class, c, 4, p), "cell")
+                                seed_of(job.seed, job.n_per_class, c, 4, int(p)), "cell")
                 parts.append(_rows(rows, pools.real_root, c, "oversampled"))
         elif rule == "reweight":
             reached = have + water_fill(have, np.where(have > 0, _UNLIMITED, 0), n_add)
@@ -239,10 +240,10 @@ def mix(job: Job, target: str, protected: list[str], pools: Pools, min_confidenc
         counts[f"added/{cls}"] = int(added.sum()) if rule != "reweight" else 0
         if n_add and rule in ("augment", "replace", "fill"):
             counts[f"generated/{cls}"] = n_add
-        for p, name in enumerate(names):
-            counts[f"cell/{cls}/{name}"] = float(have[p] + added[p])
-            if rule in ("fill", "oversample", "reweight") and have[p] + added[p] < ideal[p]:
-                counts[f"short/{cls}/{name}"] = float(ideal[p] - have[p] - added[p])
+        for i, name in enumerate(names):
+            counts[f"cell/{cls}/{name}"] = float(have[i] + added[i])
+            if rule in ("fill", "oversample", "reweight") and have[i] + added[i] < ideal[i]:
+                counts[f"short/{cls}/{name}"] = float(ideal[i] - have[i] - added[i])
     table = pd.concat(parts, ignore_index=True)
     if rule == "reweight":
         table["weight"] = table["weight"] / table["weight"].mean()
@@ -264,15 +265,15 @@ _TRAINING_KEYS = ("downstream.target", "downstream.protected", "downstream.backb
                   "downstream.eval")
 
 
-def job_key(cfg: Config, job: Job, hash_of: Callable[[str], str]) -> str:
+def job_key(cfg: Config, job: Job, hash_of: Callable[[Input], str]) -> str:
     """The hash of exactly what one job's classifier and its scores depend on: the real data,
     the generated set it draws from (that method's images and their pseudo-labels), its size,
     rule, ratio and seed, the training settings and the evaluation set. Other jobs, seeds,
     ratios or arms of the grid are not in it, so adding a seed trains only the new seed's jobs.
-    `hash_of` gives the config hash of the stages it reads."""
-    parts = [hash_of("prepare"), cfg.section_hash(*_TRAINING_KEYS), str(cfg.classifier_image_size),
+    `hash_of` gives the config hash of each input it reads."""
+    parts = [hash_of("data"), cfg.section_hash(*_TRAINING_KEYS), str(cfg.classifier_image_size),
              job.folder, job.mixing]
     if job.generated_set is not None:
-        parts += [method_key(cfg, job.generated_set, hash_of), hash_of("train_classifiers"),
+        parts += [method_key(cfg, job.generated_set, hash_of), hash_of("labeller"),
                   cfg.section_hash("label.min_confidence")]
     return hashlib.sha256("|".join(parts).encode()).hexdigest()[:16]

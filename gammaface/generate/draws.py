@@ -39,8 +39,8 @@ KINDS = ("gaussian", "resample", "images", "noise")
 
 def write_sampling(path: Path, kind: str, **arrays: Any) -> None:
     """A method's sampling file: its kind and the arrays its draws need."""
-    meta = {"kind": kind}
-    payload = {}
+    meta: dict[str, Any] = {"kind": kind}
+    payload: dict[str, Any] = {}
     for key, value in arrays.items():
         if isinstance(value, (list, dict, str)):
             meta[key] = value
@@ -139,13 +139,17 @@ class Renderer:
         gens = row_generators([image_seed(seed, i) for i in range(count)])
         x, t_from = self.start(spec, component, count, seed, gens)
         # with no checks, exactly `reverse` (tests/diffusion/test_sampler.py)
-        exits = exits or Exits((), lambda images, rows: np.zeros(len(rows), bool))
+        checks = exits or Exits((), lambda images, rows: np.zeros(len(rows), bool))
         out, ran, stopped = [], [], []
         for s in range(0, count, self.batch_size):
             part = slice(s, s + self.batch_size)
+
+            def stop(x0: torch.Tensor, rows: np.ndarray, at: int = s) -> np.ndarray:
+                return checks.stop(to_uint8(x0), rows + at)  # rows of this batch, in the shard
+
             done, took, ended = reverse_with_exits(
                 self.unet, self.sched, x[part], t_from, self.steps, gens[part], self.eta,
-                exits.checks, lambda x0, rows, at=s: exits.stop(to_uint8(x0), rows + at))
+                checks.checks, stop)
             out.append(to_uint8(done))
             ran.append(took)
             stopped.append(ended)

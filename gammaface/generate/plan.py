@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import asdict, dataclass
-from typing import Callable
+from typing import Callable, Literal
 
 import numpy as np
 
@@ -75,10 +75,15 @@ def image_seed(shard_seed: int, i: int) -> int:
     return seed_of(shard_seed, i)
 
 
-def method_key(cfg: Config, method: str, hash_of: Callable[[str], str]) -> str:
+# What a key reads besides settings, by what it is rather than by the stage that makes it:
+# the prepared dataset, the DDPM, the labeller, the mixture. The caller hashes each.
+Input = Literal["data", "ddpm", "labeller", "mixture"]
+
+
+def method_key(cfg: Config, method: str, hash_of: Callable[[Input], str]) -> str:
     """The hash of exactly what one method's images depend on, so that a setting another
     method reads (alpha, protected, pilot), or one that changes no image (grid), redoes none
-    of this method's shards. `hash_of` gives the config hash of the stages it reads."""
+    of this method's shards. `hash_of` gives the config hash of each input it reads."""
     g = cfg.generate
     quota = method in QUOTA_METHODS
     size = "generate.quota.n" if quota and g.quota.n is not None else "generate.n"
@@ -93,23 +98,23 @@ def method_key(cfg: Config, method: str, hash_of: Callable[[str], str]) -> str:
             keys.append("label.min_confidence")
         if quota_attributes(cfg) == list(g.protected):
             keys.append("generate.protected")  # the components' compositions are the prior
-        upstream = ["train_classifiers"]
+        upstream: list[Input] = ["labeller"]
         if method == "quota_unconditional":
-            upstream.append("train_ddpm")
+            upstream.append("ddpm")
         else:
-            upstream.append("gmm_search")
+            upstream.append("mixture")
             keys.append("generate.quota.draw" if g.quota.draw else "generate.draw")
             if quota_draw(cfg) == "gaussian":
                 keys.append("generate.temperature")
             elif g.quota.t_start is not None:
                 keys.append("generate.quota.t_start")
     elif method == "unconditional":  # pure DDPM samples from T: no latents, no mixture
-        upstream = ["train_ddpm"]
+        upstream = ["ddpm"]
     elif method == "stratified":  # train images noised to the harvest's t*
-        upstream = ["train_ddpm"]
+        upstream = ["ddpm"]
         keys += ["harvest.t_star", "generate.protected"]
     else:
-        upstream = ["gmm_search"]
+        upstream = ["mixture"]
         keys.append("generate.draw")
         if g.draw == "gaussian":
             keys.append("generate.temperature")
@@ -119,6 +124,6 @@ def method_key(cfg: Config, method: str, hash_of: Callable[[str], str]) -> str:
             keys.append("generate.protected")
             if uses_labeller(cfg):
                 keys.append("generate.pilot")
-                upstream.append("train_classifiers")
+                upstream.append("labeller")
     parts = [method, cfg.section_hash(*keys), *(hash_of(n) for n in upstream)]
     return hashlib.sha256("|".join(parts).encode()).hexdigest()[:16]

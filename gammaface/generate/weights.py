@@ -68,7 +68,7 @@ def balancing_weights(comp: np.ndarray, ridge: float = RIDGE) -> np.ndarray:
     spread = float(((comp - comp.mean(axis=0)) ** 2).sum()) / k  # the scale w acts on
     ridge = ridge * spread
     rows = [comp.T, np.sqrt(ridge) * np.eye(k), SIMPLEX_PENALTY * np.ones((1, k))]
-    targets = [np.full(n_cells, 1.0 / n_cells), np.full(k, np.sqrt(ridge) / k), [SIMPLEX_PENALTY]]
+    targets = [np.full(n_cells, 1.0 / n_cells), np.full(k, np.sqrt(ridge) / k), np.array([SIMPLEX_PENALTY])]
     w, _ = nnls(np.vstack(rows), np.concatenate(targets))
     if w.sum() <= 0:
         return np.full(k, 1.0 / k)

@@ -22,7 +22,7 @@ import logging
 import math
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -335,8 +335,8 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         rows = self._rows(data)
         # EM is shift-equivariant: it runs on rows centred by the column means, so the float32
         # products see values near 0 rather than, say, E[x^2] - E[x]^2 with E[x] large
-        centre = sum(data[i:i + rows].sum(dim=0, dtype=_STAT_DTYPE)  # no float64 copy
-                     for i in range(0, data.shape[0], rows)) / data.shape[0]
+        centre = cast(torch.Tensor, sum(data[i:i + rows].sum(dim=0, dtype=_STAT_DTYPE)  # no float64 copy
+                                        for i in range(0, data.shape[0], rows)) / data.shape[0])
         best: tuple[float, dict[str, Any]] | None = None
         # NumPy's BLAS runs the products single-threaded beside torch's own threads (which
         # fill the buffers): both pools busy at once on 2 cores made a K = 4 fit 11.0 s

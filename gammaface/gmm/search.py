@@ -23,7 +23,7 @@ class SearchResult:
     chosen_k: int
 
 
-def fit_one(X: np.ndarray, k: int, gmm_kwargs: dict[str, Any], threads: int | None = None
+def fit_one(X: np.ndarray | torch.Tensor, k: int, gmm_kwargs: dict[str, Any], threads: int | None = None
             ) -> tuple[dict[str, float], GaussianMixture]:
     """Fit K components; the row of the BIC table and the fitted mixture."""
     if threads:
@@ -48,14 +48,14 @@ def bic_search(X: np.ndarray, ks: Sequence[int], gmm_kwargs: dict[str, Any] | No
                show: bool = False, resources: dict[str, float] | None = None) -> SearchResult:
     """Fit every K in `ks` and pick the one with the lowest BIC; `show`: progress as fits end;
     `resources`: custom Ray resources each fit's task asks for."""
-    X = check_data(X, max(ks))
+    data = check_data(X, max(ks))
     gmm_kwargs = dict(gmm_kwargs or {})
     if use_ray:
         import ray
 
         task = ray.remote(_fit_task).options(num_cpus=cpus_per_task, num_gpus=gpus_per_task,
                                              resources=resources or {})
-        ref = ray.put(np.ascontiguousarray(X))
+        ref = ray.put(np.ascontiguousarray(data))
         # largest K first: its fits run longest (more components, usually more iterations),
         # so the short ones fill the gaps at the end instead of one long fit running alone
         order = sorted(ks, reverse=True)
@@ -70,7 +70,7 @@ def bic_search(X: np.ndarray, ks: Sequence[int], gmm_kwargs: dict[str, Any] | No
         with progress(len(ks), "mixtures fitted", unit="K", disable=not show) as bar:
             outcomes = []
             for k in ks:
-                outcomes.append(fit_one(X, k, gmm_kwargs))
+                outcomes.append(fit_one(data, k, gmm_kwargs))
                 bar.update(1)
     table = pd.DataFrame([row for row, _ in outcomes], columns=list(TABLE_COLUMNS))
     mixtures = {int(row["k"]): gm for row, gm in outcomes}

@@ -28,12 +28,15 @@ def _encode(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return values, codes.reshape(-1)
 
 
-def _checked(y_true: object, y_pred: object, groups: object | None = None
-             ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+def _checked_pair(y_true: object, y_pred: object) -> tuple[np.ndarray, np.ndarray]:
     yt, yp = v.labels(y_true, "y_true"), v.labels(y_pred, "y_pred")
-    if groups is None:
-        v.same_length(y_true=yt, y_pred=yp)
-        return yt, yp, None
+    v.same_length(y_true=yt, y_pred=yp)
+    return yt, yp
+
+
+def _checked(y_true: object, y_pred: object, groups: object
+             ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    yt, yp = v.labels(y_true, "y_true"), v.labels(y_pred, "y_pred")
     g = v.labels(groups, "groups")
     v.same_length(y_true=yt, y_pred=yp, groups=g)
     return yt, yp, g
@@ -76,7 +79,7 @@ def _group_tpr(yt: np.ndarray, yp: np.ndarray, gcodes: np.ndarray, n_groups: int
 def tpr(y_true: object, y_pred: object, average: str = "binary") -> float:
     """Recall of class 1 ('binary') or mean recall over the classes in y_true ('macro')."""
     _check_average(average)
-    yt, yp, _ = _checked(y_true, y_pred)
+    yt, yp = _checked_pair(y_true, y_pred)
     return float(_group_tpr(yt, yp, np.zeros(len(yt), np.int64), 1, average)[0])
 
 

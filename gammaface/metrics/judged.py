@@ -11,6 +11,8 @@ generated ones.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 from scipy.optimize import nnls
 
@@ -62,7 +64,7 @@ def _interval(point: float, values: np.ndarray) -> list[float]:
 
 def judged_balance(judged_cells: object, cell_probs: np.ndarray, held_true: object,
                    held_judged: object, n_cells: int, seed: int, repeat: int = 200
-                   ) -> dict[str, float | list[float]]:
+                   ) -> dict[str, Any]:
     """Hard, soft and corrected discrepancy of a set the judge labelled (`judged_cells`, and
     `cell_probs` (N, C) its cell probabilities), with 95 % bootstrap intervals; `held_*` are
     the true and judged cells of real held-out images, for the confusion matrix."""
@@ -113,7 +115,7 @@ def balanced_floor(n: int, conf: np.ndarray, seed: int, repeat: int = 200) -> di
     rng = np.random.default_rng(seed)
     hard, corr = [], []
     for _ in range(repeat):
-        counts = sum(rng.multinomial(int(t), conf[i]) for i, t in enumerate(truth) if t > 0)
+        counts = np.sum([rng.multinomial(int(t), conf[i]) for i, t in enumerate(truth) if t > 0], axis=0)
         hard.append(float(discrepancy(counts / n)))
         corr.append(float(discrepancy(corrected(counts, conf))))
     return {"floor_hard": float(np.median(hard)), "floor_corrected": float(np.median(corr)),

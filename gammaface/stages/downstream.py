@@ -45,7 +45,7 @@ EVAL_RECORD = "eval.json"
 
 
 def _labelled_sets(cfg: Config, labels: Store) -> dict[str, tuple[pd.DataFrame, str]]:
-    out = {}
+    out: dict[str, tuple[pd.DataFrame, str]] = {}
     for job in jobs([1], cfg.downstream.methods, cfg.downstream.ratios, 1, cfg.downstream.mixing):
         method = job.generated_set
         if method is None or method in out:
@@ -72,7 +72,7 @@ def _relative_files(table: pd.DataFrame, workdir: Store) -> pd.DataFrame:
 
 
 def _prepare_jobs(ctx: StageContext, out: Store, key: Callable[[Job], str]
-                  ) -> tuple[list[Job], dict[Job, dict[str, int]]]:
+                  ) -> tuple[list[Job], dict[Job, dict[str, float]]]:
     """Write every job's training table (and job.json); a job folder written for another config
     is cleared first. Returns the jobs and the counts each actually uses."""
     cfg, workdir = ctx.cfg, ctx.workdir
@@ -81,7 +81,7 @@ def _prepare_jobs(ctx: StageContext, out: Store, key: Callable[[Job], str]
     real = df[(df["split"] == "train") & df[d.target].notna()].reset_index(drop=True)
     generated = _labelled_sets(cfg, ctx.folder("pseudo_label"))
     all_jobs = jobs(d.n_per_class, d.methods, d.ratios, d.seeds, d.mixing)
-    counts = {}
+    counts: dict[Job, dict[str, float]] = {}
     for job in all_jobs:
         folder = out.sub(job.folder)
         record = _job_record(job, key(job))
@@ -266,7 +266,7 @@ def run(ctx: StageContext) -> StageResult:
     out = ctx.local_out("trains from local files").sub(d.target)
 
     def keyed(job: Job) -> str:
-        return job_key(cfg, job, ctx.hash_of)
+        return job_key(cfg, job, ctx.input_hash)
 
     all_jobs, counts = _prepare_jobs(ctx, out, keyed)
     run_ids = _child_runs(cfg, all_jobs, out, _upstream_params(ctx))
@@ -282,7 +282,9 @@ def run(ctx: StageContext) -> StageResult:
     binary = registry.get(d.target).n_classes == 2
     scored = _eval_counts(test, d.target, list(d.protected))
     directions = _bias_directions(ctx)
-    rows, baselines, base_preds = [], {}, {}
+    rows: list[dict[str, Any]] = []
+    baselines: dict[tuple[int, int], Any] = {}
+    base_preds: dict[tuple[int, int], pd.DataFrame] = {}
     for job in sorted(all_jobs, key=lambda j: j.method != BASELINE):  # baselines first
         pred, _ = out.sub(job.folder).read_parquet(PREDICTIONS)
         pair = (job.n_per_class, job.seed)

@@ -155,7 +155,7 @@ def _render_pending(cfg: Config, pending: list[Shard], renderer_kwargs: dict[str
     g = cfg.generate
     cpus, threads = actor_resources(g.concurrency, g.num_gpus)
     items = [s.record() for s in pending]
-    ds = ray.data.from_items(items, override_num_blocks=len(items))
+    ds: ray.data.Dataset = ray.data.from_items(items, override_num_blocks=len(items))
     ds = ds.map_batches(
         RenderShards, batch_size=1, batch_format="numpy",
         fn_constructor_kwargs=dict(renderer_kwargs={**renderer_kwargs, "threads": threads},
@@ -181,7 +181,7 @@ class _RoundPool:
         cpus, threads = actor_resources(g.concurrency, g.num_gpus)
         actor = ray.remote(RenderShards).options(num_cpus=cpus, num_gpus=g.num_gpus,
                                                  **placement(cfg, "generate"))
-        self.actors = [actor.remote(renderer_kwargs={**renderer_kwargs, "threads": threads},
+        self.actors: list[Any] = [actor.remote(renderer_kwargs={**renderer_kwargs, "threads": threads},
                                     out_root=str(out), keys=keys, quota=quota,
                                     labeller_dir=labeller_dir, publish=publish)
                        for _ in range(g.concurrency)]
@@ -340,7 +340,7 @@ def run(ctx: StageContext) -> StageResult:
     t_used = effective_t(ddim, g.steps, t_star)
     if t_used != t_star:
         echo(f"  t* = {t_star} of the harvest lies off the {g.steps}-step grid; starting from {t_used}")
-    renderer_kwargs = dict(ddpm_dir=ddpm_dir, t_star=t_used, steps=g.steps, eta=g.eta,
+    renderer_kwargs: dict[str, Any] = dict(ddpm_dir=ddpm_dir, t_star=t_used, steps=g.steps, eta=g.eta,
                            temperature=g.temperature, image_root=inputs.image_root,
                            latent_dir=latent_dir, batch_size=g.batch_size, use_gpu=g.num_gpus > 0)
 
@@ -383,8 +383,8 @@ def run(ctx: StageContext) -> StageResult:
         tracking.log_metrics({f"predicted/{r['method']}/{k}": v for _, r in table.iterrows()
                               for k, v in r.items() if k.startswith("discrepancy/")})
 
-    keys = {m: method_key(cfg, m, ctx.hash_of) for m in g.methods}
-    quota_methods = [m for m in g.methods if m in QUOTA_METHODS]
+    keys: dict[str, str] = {m: method_key(cfg, m, ctx.input_hash) for m in g.methods}
+    quota_methods: list[str] = [m for m in g.methods if m in QUOTA_METHODS]
     for method in g.methods:
         if method in quota_methods:
             continue
@@ -450,14 +450,14 @@ def run(ctx: StageContext) -> StageResult:
     else:
         made = total - done_before
 
-    for method, plan in plans.items():
-        method_dir = out / method
-        df = shard_io.manifest_rows(method_dir, plan, kept.get(method))
-        out_store.write_parquet(f"{method}/{manifest.MANIFEST_FILE}", df, metadata={"image_root": "."})
-        rows[method] = len(df)
-        grid = shard_io.component_grid(method_dir, plan, g.grid)
-        (method_dir / layout.GENERATED_GRID).write_bytes(encode_png(grid))
-        tracking.log_artifact(str(method_dir / layout.GENERATED_GRID), artifact_path=f"grids/{method}")
+    for set_name, plan in plans.items():
+        set_dir = out / set_name
+        df = shard_io.manifest_rows(set_dir, plan, kept.get(set_name))
+        out_store.write_parquet(f"{set_name}/{manifest.MANIFEST_FILE}", df, metadata={"image_root": "."})
+        rows[set_name] = len(df)
+        grid = shard_io.component_grid(set_dir, plan, g.grid)
+        (set_dir / layout.GENERATED_GRID).write_bytes(encode_png(grid))
+        tracking.log_artifact(str(set_dir / layout.GENERATED_GRID), artifact_path=f"grids/{set_name}")
     for name in (layout.GENERATED_COMPOSITIONS, PREDICTED):
         if out_store.exists(name):
             tracking.log_artifact(out_store.path(name))

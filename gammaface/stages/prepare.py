@@ -8,6 +8,7 @@ import pandas as pd
 
 from gammaface import tracking
 from gammaface.config import Config
+from gammaface.errors import UserError
 from gammaface.data import fairface, ffhq, manifest, registry, synthfaces
 from gammaface.data.synthfaces_spec import DEFAULT_SPEC, Spec
 from gammaface.images import encode_png, grid, load_rgb
@@ -27,11 +28,18 @@ def check(cfg: Config) -> None:
         if d.synthfaces.spec:
             Spec.from_yaml(d.synthfaces.spec)
     elif d.dataset == "ffhq":
-        ffhq.check_folders(Path(d.ffhq.images), Path(d.ffhq.features), d.ffhq.variant,
+        ffhq.check_folders(_folder(d.ffhq.images, "ffhq.images"), _folder(d.ffhq.features, "ffhq.features"), d.ffhq.variant,
                            ffhq.CONFIG_NAMES)
     else:
-        fairface.check_folders(Path(d.fairface.labels), Path(d.fairface.images),
+        fairface.check_folders(_folder(d.fairface.labels, "fairface.labels"), _folder(d.fairface.images, "fairface.images"),
                                fairface.CONFIG_NAMES)
+
+
+def _folder(value: str | None, key: str) -> Path:
+    """A folder the dataset needs (the config refuses a dataset without it at load)."""
+    if value is None:
+        raise UserError(f"data.{key} is not set: name the dataset's folder there.")
+    return Path(value)
 
 
 def run(ctx: StageContext) -> StageResult:
@@ -47,11 +55,11 @@ def run(ctx: StageContext) -> StageResult:
                               balanced_test=s.balanced_test, use_ray=True, progress=True)
     elif d.dataset == "ffhq":
         local = Path(ctx.local_out("writes its images through a local folder").path())
-        df = ffhq.prepare(Path(d.ffhq.images), Path(d.ffhq.features), local,
+        df = ffhq.prepare(_folder(d.ffhq.images, "ffhq.images"), _folder(d.ffhq.features, "ffhq.features"), local,
                           variant=d.ffhq.variant, names=ffhq.CONFIG_NAMES)
     else:
         local = Path(ctx.local_out("writes its images through a local folder").path())
-        df = fairface.prepare(Path(d.fairface.labels), Path(d.fairface.images), local,
+        df = fairface.prepare(_folder(d.fairface.labels, "fairface.labels"), _folder(d.fairface.images, "fairface.images"), local,
                               names=fairface.CONFIG_NAMES)
     text = manifest.summary(df)
     ctx.echo(text)
@@ -61,7 +69,7 @@ def run(ctx: StageContext) -> StageResult:
 
 
 def _log(df: pd.DataFrame, text: str, out: Store) -> None:
-    metrics = {f"rows_{s}": int((df["split"] == s).sum()) for s in registry.SPLITS}
+    metrics: dict[str, float] = {f"rows_{s}": int((df["split"] == s).sum()) for s in registry.SPLITS}
     for name in registry.ATTRIBUTE_NAMES:
         known = df[name].dropna()
         for cls in registry.get(name).classes:

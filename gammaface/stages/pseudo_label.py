@@ -40,7 +40,7 @@ def _label_manifest(cfg: Config, generated: pd.DataFrame, image_root: str, class
     cpus, threads = actor_resources(lc.concurrency, lc.num_gpus)
     frame = generated.reset_index(drop=True).assign(_row=np.arange(len(generated)))
     step = max(lc.batch_size, -(-len(frame) // 200))  # at most about 200 blocks
-    ds = ray.data.from_pandas([frame.iloc[s:s + step] for s in range(0, len(frame), step)])
+    ds: ray.data.Dataset = ray.data.from_pandas([frame.iloc[s:s + step] for s in range(0, len(frame), step)])
     ds = ds.map_batches(LabelBatch, batch_size=lc.batch_size, batch_format="pandas",
                         fn_constructor_kwargs=dict(classifier_dir=classifier_dir,
                                                    image_root=image_root, threads=threads,

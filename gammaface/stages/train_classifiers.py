@@ -10,6 +10,7 @@ faces.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 from gammaface import layout, tracking
 from gammaface.classifiers import labeller as labeller_io
 from gammaface.classifiers.labeller import Labeller
@@ -58,7 +59,7 @@ def run(ctx: StageContext) -> StageResult:
 
     labeller = Labeller.load(out.path())
     test_images = load_resized(image_root, list(test["path"]), size)
-    metrics = {"clean": score(labeller, test_images, test),
+    metrics: dict[str, Any] = {"clean": score(labeller, test_images, test),
                "degraded": score(labeller, degraded(test_images), test), "test_rows": len(test)}
     out.write_json(METRICS_FILE, metrics)
     for kind in ("clean", "degraded"):

@@ -9,6 +9,7 @@ the train split that `train_classifiers` holds out from the labeller.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from gammaface import tracking
 from gammaface.classifiers import labeller as labeller_io
@@ -62,8 +63,9 @@ def run(ctx: StageContext) -> StageResult:
                            cfg.ray.placed("train_judge"))
     labeller_io.save(Path(out.path()), model, c.backbone, size)
     judge = Labeller.load(out.path())
-    metrics = {"clean": score(judge, load_resized(image_root, list(test["path"]), size), test),
-               "train_rows": len(train), "source": source}
+    test_images = load_resized(image_root, list(test["path"]), size)
+    metrics: dict[str, Any] = {"clean": score(judge, test_images, test),
+                               "train_rows": len(train), "source": source}
     out.write_json(METRICS_FILE, metrics)
     tracking.log_metrics({f"clean/{k}": v for k, v in metrics["clean"].items()})
     ctx.echo(f"judge ({source}) accuracy on the test split: " + ", ".join(
