@@ -49,15 +49,20 @@ def wait_http(url: str, proc: subprocess.Popen, timeout: float, log: Path,
     raise RuntimeError(f"{url} did not answer within {timeout:.0f} s:\n{log.read_text()[-3000:]}")
 
 
-def _stop(proc: subprocess.Popen) -> None:
+def _stop(proc: subprocess.Popen, sig: int = signal.SIGTERM) -> None:
     with contextlib.suppress(ProcessLookupError):
-        os.killpg(proc.pid, signal.SIGTERM)
+        os.killpg(proc.pid, sig)
     try:
         proc.wait(timeout=20)
     except subprocess.TimeoutExpired:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
+
+
+# `ray start --block` stops its node on Ctrl-C (SIGINT) in about 2 s; SIGTERM it leaves
+# unanswered, so a test waited out _stop's 20 s for every node it started
+RAY_STOP = signal.SIGINT
 
 
 def env_with_venv() -> dict[str, str]:
@@ -113,13 +118,13 @@ def ray_head(tmp: Path, env: dict[str, str] | None = None, num_cpus: int = 2) ->
                       {"Authorization": f"Bearer {token}"} if token else None)
             break
         except RuntimeError:
-            _stop(proc)
+            _stop(proc, RAY_STOP)
             if attempt or not _port_race(log):
                 raise
     try:
         yield Head(url, f"127.0.0.1:{port}")
     finally:
-        _stop(proc)
+        _stop(proc, RAY_STOP)
 
 
 def alive_nodes(head: Head) -> list:
@@ -156,7 +161,7 @@ def ray_node(tmp: Path, head: Head, resources: dict[str, float], num_cpus: int =
             time.sleep(1)
         yield new[0].node_id
     finally:
-        _stop(proc)
+        _stop(proc, RAY_STOP)
 
 
 @contextlib.contextmanager
