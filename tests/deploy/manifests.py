@@ -102,6 +102,22 @@ def operator_errors(doc: dict[str, Any], ray_version: str) -> list[str]:
     return out
 
 
+def stop_errors(doc: dict[str, Any]) -> list[str]:
+    """Every Ray container stops its node in a preStop hook: `ray start --block`, the command
+    KubeRay runs, ignores SIGTERM (tests/deploy/servers.py stops it with SIGINT), so without the
+    hook a pod keeps its CPUs and GPUs for its whole termination grace period."""
+    out = []
+    for cluster in _cluster_specs(doc):
+        groups = [("head", cluster["headGroupSpec"])] + [
+            (f"worker group {g['groupName']}", g) for g in cluster.get("workerGroupSpecs", [])]
+        for where, group in groups:
+            ray = group["template"]["spec"]["containers"][0]  # KubeRay runs Ray in the first
+            command = ray.get("lifecycle", {}).get("preStop", {}).get("exec", {}).get("command", [])
+            if "ray stop" not in " ".join(command):
+                out.append(f"{where}: container {ray['name']} has no preStop hook running `ray stop`")
+    return out
+
+
 def pod_specs(doc: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any]]]:
     """(where, pod spec) of every pod a manifest makes."""
     kind, spec = doc["kind"], doc.get("spec", {})

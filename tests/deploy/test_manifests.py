@@ -8,7 +8,7 @@ import yaml
 from tests.deploy.manifests import (REPO, containers, credential_errors, images, json_patch,
                                     kustomize_build, kustomize_files, load_all, operator_errors,
                                     overlay_images, pinned_ray_version, schema_errors,
-                                    security_errors)
+                                    security_errors, stop_errors)
 
 K8S = REPO / "k8s"
 FILES = sorted(p for p in K8S.rglob("*.yaml") if "crds" not in p.parts
@@ -48,10 +48,20 @@ def test_ray_manifests_pass_the_kuberay_schema_and_operator_rules(item):
     assert operator_errors(doc, VERSION) == []
 
 
+@pytest.mark.parametrize("item", RAY, ids=_id)
+def test_every_ray_container_stops_its_node_when_its_pod_ends(item):
+    _, doc = item
+    assert stop_errors(doc) == []
+    bare = copy.deepcopy(doc)  # and the rule bites
+    spec = bare["spec"] if bare["kind"] == "RayCluster" else bare["spec"]["rayClusterSpec"]
+    del spec["headGroupSpec"]["template"]["spec"]["containers"][0]["lifecycle"]
+    assert stop_errors(bare) == ["head: container ray-head has no preStop hook running `ray stop`"]
+
+
 def test_the_dev_cpu_overlay_renders_to_a_valid_cpu_cluster():
     doc = _dev_cpu_cluster()
     assert schema_errors(doc) == [] and operator_errors(doc, VERSION) == []
-    assert security_errors(doc) == []
+    assert security_errors(doc) == [] and stop_errors(doc) == []
     assert [g["groupName"] for g in doc["spec"]["workerGroupSpecs"]] == ["cpu"]
     assert "nvidia.com/gpu" not in yaml.safe_dump(doc)
 
@@ -204,6 +214,7 @@ def test_each_overlay_renders_with_its_images_and_passes_every_check(overlay):
         assert credential_errors(doc) == []
         if doc["kind"] in ("RayCluster", "RayJob"):
             assert schema_errors(doc) == [] and operator_errors(doc, VERSION) == []
+            assert stop_errors(doc) == []
         assert doc["metadata"].get("namespace") == "gammaface" or doc["kind"] == "Namespace"
     assert seen, f"{overlay} renders no gammaface image"
     kinds = {d["kind"] for d in docs}
