@@ -28,11 +28,12 @@ def check(cfg: Config) -> None:
         if d.synthfaces.spec:
             Spec.from_yaml(d.synthfaces.spec)
     elif d.dataset == "ffhq":
-        ffhq.check_folders(_folder(d.ffhq.images, "ffhq.images"), _folder(d.ffhq.features, "ffhq.features"), d.ffhq.variant,
+        ffhq.check_folders(_folder(d.ffhq.images, "ffhq.images"),
+                           _folder(d.ffhq.features, "ffhq.features"), d.ffhq.variant,
                            ffhq.CONFIG_NAMES)
     else:
-        fairface.check_folders(_folder(d.fairface.labels, "fairface.labels"), _folder(d.fairface.images, "fairface.images"),
-                               fairface.CONFIG_NAMES)
+        fairface.check_folders(_folder(d.fairface.labels, "fairface.labels"),
+                               _folder(d.fairface.images, "fairface.images"), fairface.CONFIG_NAMES)
 
 
 def _folder(value: str | None, key: str) -> Path:
@@ -55,11 +56,13 @@ def run(ctx: StageContext) -> StageResult:
                               balanced_test=s.balanced_test, use_ray=True, progress=True)
     elif d.dataset == "ffhq":
         local = Path(ctx.local_out("writes its images through a local folder").path())
-        df = ffhq.prepare(_folder(d.ffhq.images, "ffhq.images"), _folder(d.ffhq.features, "ffhq.features"), local,
+        df = ffhq.prepare(_folder(d.ffhq.images, "ffhq.images"),
+                          _folder(d.ffhq.features, "ffhq.features"), local,
                           variant=d.ffhq.variant, names=ffhq.CONFIG_NAMES)
     else:
         local = Path(ctx.local_out("writes its images through a local folder").path())
-        df = fairface.prepare(_folder(d.fairface.labels, "fairface.labels"), _folder(d.fairface.images, "fairface.images"), local,
+        df = fairface.prepare(_folder(d.fairface.labels, "fairface.labels"),
+                              _folder(d.fairface.images, "fairface.images"), local,
                               names=fairface.CONFIG_NAMES)
     text = manifest.summary(df)
     ctx.echo(text)
