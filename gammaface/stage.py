@@ -14,7 +14,7 @@ import platform
 import time
 from dataclasses import dataclass, field
 from importlib import metadata
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from gammaface import layout
 from gammaface.config import Config
@@ -22,6 +22,9 @@ from gammaface.data.manifest import MANIFEST_FILE
 from gammaface.errors import UserError
 from gammaface.layout import STAGE_FILE
 from gammaface.storage import TMP_MARK, Store, mirror_of, pull
+
+if TYPE_CHECKING:  # a type only: the stage context loads no generation code
+    from gammaface.generate.plan import Input
 
 _VERSIONED = ("gammaface", "torch", "torchvision", "ray", "diffusers", "mlflow", "numpy", "pandas",
               "pyarrow", "scikit-learn")
@@ -42,9 +45,10 @@ def say(line: str) -> None:
     print(line, flush=True)
 
 
-# The stage that makes each input a library's resume key reads (generate.plan.Input)
-INPUT_STAGES = {"data": "prepare", "ddpm": "train_ddpm", "labeller": "train_classifiers",
-                "mixture": "gmm_search"}
+# The stage that makes each input a library's resume key reads (the type checker holds the keys
+# to generate.plan.Input's names)
+INPUT_STAGES: dict[Input, str] = {"data": "prepare", "ddpm": "train_ddpm",
+                                  "labeller": "train_classifiers", "mixture": "gmm_search"}
 
 
 @dataclass
@@ -69,7 +73,7 @@ class StageContext:
     def hash(self) -> str:
         return self.hash_of(self.stage)
 
-    def input_hash(self, what: str) -> str:
+    def input_hash(self, what: Input) -> str:
         """The config hash of the stage that makes `what` (a key of INPUT_STAGES)."""
         return self.hash_of(INPUT_STAGES[what])
 
