@@ -50,15 +50,9 @@ demo: install
 smoke: install
 	$(BIN)/gammaface run jobs/smoke.yaml
 
-# Two pytest-xdist workers, each test module one unit of work (tests/conftest.py orders them):
-# the tests that start processes and wait on them leave the two cores idle about a third of
-# their time, which the other worker's pipelines fill. `make test PYTEST_WORKERS=0` runs serially.
-PYTEST_WORKERS ?= 2
-PYTEST_PARALLEL := -n $(PYTEST_WORKERS) --dist loadscope --no-loadscope-reorder
-
 test: install-dev
 	$(BIN)/mypy
-	$(BIN)/python -m pytest $(PYTEST_PARALLEL)
+	$(BIN)/python -m pytest
 
 # the inner loop: lint, the import contracts, the type checker and the tests that start no
 # pipeline (minutes)
@@ -66,7 +60,7 @@ check: install-dev
 	$(BIN)/ruff check .
 	$(BIN)/lint-imports
 	$(BIN)/mypy
-	$(BIN)/python -m pytest $(PYTEST_PARALLEL) -m "not e2e and not pipeline"
+	$(BIN)/python -m pytest -m "not e2e and not pipeline"
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache .hypothesis .mypy_cache

@@ -1,5 +1,4 @@
 import os
-import shutil
 from pathlib import Path
 
 import pytest
@@ -69,24 +68,11 @@ def smoke_upstream(tmp_path_factory, ray_local) -> Path:
     """The smoke pipeline's workdir up to gmm_search (K forced to SMOKE_K), built once for the
     whole session: the stage tests of generate, the mixture search and DDPM training start from
     it. Never written to: a test that runs stages copies it first (`copy_workdir`)."""
-    from filelock import FileLock
-
     from gammaface import config, pipeline
 
-    # one build for the whole run: with pytest-xdist each worker is a session of its own, so
-    # the folder is the run's (above the workers' own) and the first worker to ask builds it
-    # while another that asks meanwhile waits on the lock
-    shared = tmp_path_factory.getbasetemp()
-    if os.environ.get("PYTEST_XDIST_WORKER"):
-        shared = shared.parent
-    root = shared / "smoke-upstream"
-    work, built = root / "work", root / "built"
-    with FileLock(str(shared / "smoke-upstream.lock")):
-        if not built.exists():
-            shutil.rmtree(root, ignore_errors=True)  # a build a failed worker left half-done
-            pipeline.run(config.load(SMOKE, {"workdir": str(work), "gmm.k": SMOKE_K}), SMOKE_UPSTREAM,
-                         echo=lambda s: None)
-            built.touch()
+    work = tmp_path_factory.mktemp("smoke-upstream") / "work"
+    pipeline.run(config.load(SMOKE, {"workdir": str(work), "gmm.k": SMOKE_K}), SMOKE_UPSTREAM,
+                 echo=lambda s: None)
     return work
 
 
@@ -99,28 +85,3 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if PIPELINE_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.pipeline)
-    if hasattr(config, "workerinput"):  # a pytest-xdist worker (`make test` runs two)
-        _heaviest_modules_first(items)
-
-
-def _heaviest_modules_first(items) -> None:
-    """Order the test modules, which pytest-xdist hands out whole (`--dist loadscope
-    --no-loadscope-reorder`) in this order, heaviest first.
-
-    A module goes whole to one worker because its tests share module-scoped fixtures and state
-    (the configs of tests/test_jobs.py start from each other's runs; tests/stages/
-    test_generate.py generates its sets once): split over two workers, each would build them.
-    The heaviest go first so that no whole pipeline is left to run alone at the end while the
-    other worker idles. The weight is what the markers say (whole pipelines, then tests that
-    start Ray or a server, by how many of each a module holds), enough to order modules whose
-    sizes differ by tens of seconds to minutes."""
-    modules: dict[str, list] = {}
-    for item in items:
-        modules.setdefault(item.nodeid.split("::")[0], []).append(item)
-
-    def weight(module: str) -> tuple[int, int]:
-        tests = modules[module]
-        return (sum("e2e" in t.keywords for t in tests), sum("pipeline" in t.keywords for t in tests))
-
-    order = sorted(modules, key=weight, reverse=True)  # stable: ties keep the collection order
-    items[:] = [item for module in order for item in modules[module]]
