@@ -11,7 +11,7 @@ import itertools
 import json
 import math
 from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import Any, Literal
 
 import yaml
 from pydantic import (BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, ValidationInfo,
@@ -22,6 +22,10 @@ from gammaface.data.registry import ATTRIBUTE_NAMES, labelled_by
 from gammaface.data.registry import get as get_attribute
 from gammaface.diffusion.presets import default_resolution, unet_config
 from gammaface.errors import UserError
+# the generation methods' registry: the one list of their names, which `generate.methods` and
+# the downstream arms are checked against
+from gammaface.generate import methods as generation
+from gammaface.generate.methods import quota_attributes, quota_draw
 from gammaface.yamlio import load as load_yaml
 from gammaface.yamlio import why as yaml_why
 
@@ -208,16 +212,6 @@ class GmmConfig(Section):
         return self
 
 
-# Quota sets (exact counts per cell, kept by pseudo-label while their cell has room), one per
-# proposal: plain rejection, the mixture with equal weights, the mixture aimed at open cells.
-# The generation methods, spelled once: the order is part of every shard's seed.
-GenerationMethod = Literal["gmm", "gmm_weighted", "gmm_tempered", "gmm_attr", "single_gaussian",
-                           "unconditional", "stratified", "quota_unconditional", "quota_mixture",
-                           "quota_adaptive"]
-GENERATION_METHODS: tuple[GenerationMethod, ...] = get_args(GenerationMethod)
-QUOTA_METHODS: tuple[GenerationMethod, ...] = ("quota_unconditional", "quota_mixture", "quota_adaptive")
-DEFAULT_METHODS = tuple(m for m in GENERATION_METHODS if m not in QUOTA_METHODS)
-MIXTURE_METHODS: tuple[GenerationMethod, ...] = ("gmm", "gmm_weighted", "gmm_tempered", "gmm_attr")
 # How a downstream arm mixes generated images into the real ones (`downstream.mixing`, or a
 # `:rule` suffix on a generated set's name) and the arms that need no generator at all.
 MIXING_RULES = ("augment", "replace", "fill")
@@ -229,10 +223,6 @@ def split_arm(name: str) -> tuple[str, str | None]:
     """A downstream arm's generated set (or baseline, or control) and its explicit mixing rule."""
     source, _, rule = name.partition(ARM_SEP)
     return source, (rule or None)
-
-
-def quota_proposal(method: str) -> str:
-    return method.removeprefix("quota_")
 
 
 class QuotaConfig(Section):
@@ -299,7 +289,7 @@ class QuotaConfig(Section):
 
 class GenerateConfig(Section):
     n: int = Field(default=2000, gt=0)
-    methods: list[GenerationMethod] = list(DEFAULT_METHODS)
+    methods: list[str] = list(generation.DEFAULTS)
     quota: QuotaConfig = QuotaConfig()
     draw: Literal["gaussian", "resample"] = "gaussian"
     eta: float = Field(default=0.0, ge=0, le=1)
@@ -324,6 +314,10 @@ class GenerateConfig(Section):
             raise ValueError("name at least one generation method")
         if len(set(value)) != len(value):
             raise ValueError("a method is named twice")
+        known = generation.names()
+        for m in value:
+            if m not in known:
+                raise ValueError(f"unknown generation method {m!r}; expected one of {', '.join(known)}")
         return value
 
 
@@ -438,7 +432,8 @@ class DownstreamConfig(Section):
     @field_validator("methods")
     @classmethod
     def _known_methods(cls, value: list[str]) -> list[str]:
-        allowed = ("baseline", *GENERATION_METHODS, *CONTROL_ARMS)
+        generated = generation.names()
+        allowed = ("baseline", *generated, *CONTROL_ARMS)
         if not value:
             raise ValueError("name at least one method")
         if len(set(value)) != len(value):
@@ -449,7 +444,7 @@ class DownstreamConfig(Section):
                 raise ValueError(f"unknown method {m!r}; expected one of {', '.join(allowed)}, "
                                  f"a generated set optionally with ':' and one of "
                                  f"{', '.join(MIXING_RULES)}")
-            if rule is not None and (source not in GENERATION_METHODS or rule not in MIXING_RULES):
+            if rule is not None and (source not in generated or rule not in MIXING_RULES):
                 raise ValueError(f"method {m!r}: only a generated set takes a mixing rule, one of "
                                  f"{', '.join(MIXING_RULES)}")
         return value
@@ -588,7 +583,7 @@ class Config(Section):
     def _quota_cells_are_labelled(self) -> Config:
         """A quota set keeps images by the labeller's heads, so its cells must be ones the
         classifiers are trained for, and every share must name one of those cells."""
-        if not any(m in QUOTA_METHODS for m in self.generate.methods):
+        if not any(generation.in_family(m, "quota") for m in self.generate.methods):
             return self
         attrs = quota_attributes(self)
         missing = [a for a in attrs if a not in self.classifiers.attributes]
@@ -654,23 +649,6 @@ def quota_confidence(cfg: Config) -> float:
     """The pseudo-label confidence a quota set keeps an image at."""
     q = cfg.generate.quota.min_confidence
     return cfg.label.min_confidence if q is None else q
-
-
-def quota_draw(cfg: Config) -> str:
-    """How a quota set's mixture proposal draws its starting points."""
-    return cfg.generate.quota.draw or cfg.generate.draw
-
-
-def quota_attributes(cfg: Config) -> list[str]:
-    """The attributes whose cells a quota set fills."""
-    return list(cfg.generate.quota.cells or cfg.generate.protected)
-
-
-def uses_labeller(cfg: Config) -> bool:
-    """Reverse latents have no source labels, so the component compositions (for `gmm_attr`'s
-    weights and every mixture method's predicted balance) come from the labeller."""
-    return (cfg.harvest.source == "reverse"
-            and any(m in MIXTURE_METHODS for m in cfg.generate.methods))
 
 
 def _lookup(tree: dict[str, Any], dotted: str) -> Any:

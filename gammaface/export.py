@@ -22,10 +22,12 @@ import pandas as pd
 
 from gammaface import layout, stage
 from gammaface.classifiers.labels import conf_column
-from gammaface.config import QUOTA_METHODS, Config, quota_attributes
+from gammaface.config import Config
 from gammaface.data import manifest
 from gammaface.data.cells import cell_codes, cells
 from gammaface.errors import UserError
+from gammaface.generate import methods as generation
+from gammaface.generate.methods import quota_attributes
 from gammaface.latents.store import META_FILE
 from gammaface.storage import TMP_MARK, Store
 
@@ -100,7 +102,7 @@ def _cost(quota: dict[str, Any]) -> str:
 def _card(cfg: Config, method: str, hashes: dict[str, str], rows: pd.DataFrame,
           quota: dict[str, Any] | None, audit: list[dict[str, Any]], t_star: Any) -> str:
     licence, licence_text = LICENCES[cfg.data.dataset]
-    attrs = quota_attributes(cfg) if method in QUOTA_METHODS else list(cfg.generate.protected)
+    attrs = quota_attributes(cfg) if generation.in_family(method, "quota") else list(cfg.generate.protected)
     codes = cell_codes(rows, attrs)
     counts = pd.Series(codes[codes >= 0]).value_counts()
     names = [":".join(c) for c in cells(attrs)]

@@ -16,8 +16,10 @@ from dataclasses import dataclass
 from typing import Callable
 
 from gammaface import layout, stage, tracking, workdir_lock
-from gammaface.config import QUOTA_METHODS, Config, uses_labeller
+from gammaface.config import Config
 from gammaface.errors import UserError, explain
+from gammaface.generate import methods as generation
+from gammaface.generate.methods import uses_labeller
 from gammaface.stage import StageContext, StageResult
 from gammaface.storage import Store, mirror_of, pull, push
 
@@ -44,7 +46,7 @@ def _gmm_needs(cfg: Config) -> tuple[str, ...]:
 def _generate_needs(cfg: Config) -> tuple[str, ...]:
     """The labeller is read where the component compositions cannot come from source labels
     (reverse latents under any mixture method) and where quota sets keep images by label."""
-    quota = any(m in QUOTA_METHODS for m in cfg.generate.methods)
+    quota = any(generation.in_family(m, "quota") for m in cfg.generate.methods)
     return ("gmm_search", "train_classifiers") if uses_labeller(cfg) or quota else ("gmm_search",)
 
 
@@ -57,7 +59,7 @@ def _classifier_keys(cfg: Config) -> tuple[str, ...]:
 
 def _generate_keys(cfg: Config) -> tuple[str, ...]:
     own = _section_except("generate", "batch_size", "concurrency", "num_gpus")
-    quota = any(m in QUOTA_METHODS for m in cfg.generate.methods)
+    quota = any(generation.in_family(m, "quota") for m in cfg.generate.methods)
     return (*own, "label.min_confidence") if quota and cfg.generate.quota.min_confidence is None else own
 
 

@@ -22,12 +22,13 @@ import torch
 
 from gammaface import layout, stage
 from gammaface.classifiers.labeller import Labeller
-from gammaface.config import MIXTURE_METHODS, QUOTA_METHODS, Config, load
+from gammaface.config import Config, load
 from gammaface.data import manifest
 from gammaface.data.cells import cells
 from gammaface.diffusion.model_io import load_scheduler
 from gammaface.diffusion.sampler import effective_t, make_scheduler
 from gammaface.errors import UserError
+from gammaface.generate import methods as generation
 from gammaface.generate import quota
 from gammaface.generate.draws import SAMPLING_FILE, Renderer, quota_marks, read_sampling
 from gammaface.generate.plan import counts_from_weights
@@ -51,14 +52,15 @@ class Sampler:
                 raise UserError(f"stage {name!r} has not completed in {workdir.root}; run the "
                                 "pipeline first (gammaface run CONFIG).")
         mixture_sets = [m for m in cfg.generate.methods
-                        if m in MIXTURE_METHODS or (m in QUOTA_METHODS and m != "quota_unconditional")]
+                        if generation.in_family(m, "mixture")
+                        or (generation.in_family(m, "quota") and generation.get(m).proposal != "unconditional")]
         if not mixture_sets:
             raise UserError("generate.methods holds no mixture method, so the run wrote no "
                             "mixture draws to sample from.")
         self.spec = read_sampling(folder["generate"].path(mixture_sets[0], SAMPLING_FILE))
         # cells() draws as the run's quota sets drew (their own draw and start level), where it
         # made one
-        quota_sets = [m for m in mixture_sets if m in QUOTA_METHODS]
+        quota_sets = [m for m in mixture_sets if generation.in_family(m, "quota")]
         self.quota_spec = (read_sampling(folder["generate"].path(quota_sets[0], SAMPLING_FILE))
                            if quota_sets else self.spec)
         g = cfg.generate
@@ -95,8 +97,8 @@ class Sampler:
     def method(self, name: str, n: int, seed: int = 0) -> np.ndarray:
         """`n` faces split over the components as mixture method `name` weights them (the
         weights the generate stage recorded in compositions.csv)."""
-        if name not in MIXTURE_METHODS:
-            raise UserError(f"{name!r} is not a mixture method ({', '.join(MIXTURE_METHODS)}).")
+        if not generation.in_family(name, "mixture"):
+            raise UserError(f"{name!r} is not a mixture method ({', '.join(generation.names('mixture'))}).")
         table = pd.read_csv(self._generate.path(layout.GENERATED_COMPOSITIONS))
         counts = counts_from_weights(table[f"weight/{name}"].to_numpy(), n)
         parts = [self.component(k, int(c), seed) for k, c in enumerate(counts) if c > 0]

@@ -24,7 +24,7 @@ from gammaface.layout import STAGE_FILE
 from gammaface.storage import TMP_MARK, Store, mirror_of, pull
 
 if TYPE_CHECKING:  # a type only: the stage context loads no generation code
-    from gammaface.generate.plan import Input
+    from gammaface.generate.methods import Input
 
 _VERSIONED = ("gammaface", "torch", "torchvision", "ray", "diffusers", "mlflow", "numpy", "pandas",
               "pyarrow", "scikit-learn")
@@ -46,7 +46,7 @@ def say(line: str) -> None:
 
 
 # The stage that makes each input a library's resume key reads (the type checker holds the keys
-# to generate.plan.Input's names)
+# to generate.methods.Input's names)
 INPUT_STAGES: dict[Input, str] = {"data": "prepare", "ddpm": "train_ddpm",
                                   "labeller": "train_classifiers", "mixture": "gmm_search"}
 

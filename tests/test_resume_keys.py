@@ -5,12 +5,12 @@ import pytest
 from gammaface import config, pipeline
 from gammaface.downstream import mixing
 from gammaface.downstream.mixing import Job
-from gammaface.generate import plan
+from gammaface.generate import methods
 from gammaface.stage import INPUT_STAGES
 
 
 def method_key(cfg, method):
-    return plan.method_key(cfg, method, lambda what: pipeline.stage_hash(INPUT_STAGES[what], cfg))
+    return methods.method_key(cfg, method, lambda what: pipeline.stage_hash(INPUT_STAGES[what], cfg))
 
 
 def job_key(cfg, job):

@@ -38,7 +38,7 @@ from gammaface.config import ARM_SEP, CONTROL_ARMS, Config, split_arm
 from gammaface.data import registry
 from gammaface.data.cells import cell_codes, cells
 from gammaface.errors import UserError
-from gammaface.generate.plan import Input, method_key
+from gammaface.generate.methods import Input, method_key
 from gammaface.seeds import seed_of
 
 BASELINE = "baseline"

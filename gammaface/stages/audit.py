@@ -23,9 +23,10 @@ import pandas as pd
 
 from gammaface import layout, tracking
 from gammaface.classifiers.labeller import Labeller
-from gammaface.config import QUOTA_METHODS, quota_attributes
 from gammaface.data import manifest, registry
 from gammaface.data.cells import cell_codes, cells
+from gammaface.generate import methods as generation
+from gammaface.generate.methods import quota_attributes
 from gammaface.images import load_resized
 from gammaface.metrics import judged, novelty
 from gammaface.progress import progress
@@ -110,7 +111,7 @@ def run(ctx: StageContext) -> StageResult:
     train = df[df["split"] == "train"].reset_index(drop=True)
     test = df[df["split"] == "test"].reset_index(drop=True)
     groups = [list(cfg.generate.protected)]
-    if any(m in QUOTA_METHODS for m in cfg.generate.methods) and quota_attributes(cfg) != groups[0]:
+    if any(generation.in_family(m, "quota") for m in cfg.generate.methods) and quota_attributes(cfg) != groups[0]:
         groups.append(quota_attributes(cfg))
     views: dict[str, dict[str, Any]] = {}
     frames: dict[str, pd.DataFrame | None] = {}

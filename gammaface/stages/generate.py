@@ -1,13 +1,8 @@
 """Stage `generate`: DDPM + mixture -> `generated/<method>/` (shard folders of PNGs and the
 method's `manifest.parquet`), for every method of `generate.methods`.
 
-Methods (each isolates one cause of a change in balance):
-- `gmm`: the paper, equal counts per component; `gmm_weighted`: counts in proportion to the
-  mixture's weights; `gmm_tempered`: in proportion to pi^alpha; `gmm_attr`: the counts that
-  bring the protected intersection closest to uniform given each component's composition;
-- `single_gaussian`: one Gaussian at the same t* and in the same space; `unconditional`: plain
-  DDPM samples; `stratified`: training images of each protected cell in equal numbers, noised
-  to t* and finished, the label-using reference for how much balance is attainable.
+The methods, and what each isolates, are the registry of `gammaface.generate.methods`: this
+stage asks each for its family, its key and its draw, and names none of them.
 
 The plan is written first; then a Ray Data actor pool renders the shards not yet complete, each
 into a temporary folder renamed into place when whole, so an interrupted run resumes at the
@@ -26,20 +21,18 @@ import numpy as np
 import pandas as pd
 
 from gammaface import layout, tracking
-from gammaface.config import (GENERATION_METHODS, MIXTURE_METHODS, QUOTA_METHODS, Config,
-                              quota_attributes, quota_confidence, quota_draw, quota_n,
-                              quota_proposal)
+from gammaface.config import Config, quota_confidence, quota_n
 from gammaface.data import manifest
-from gammaface.data.cells import cell_codes, cell_members, cells
+from gammaface.data.cells import cell_codes, cells
 from gammaface.diffusion.model_io import load_scheduler
 from gammaface.diffusion.sampler import effective_t, evaluations, make_scheduler
-from gammaface.errors import UserError
+from gammaface.generate import methods as generation
 from gammaface.generate import shards as shard_io
 from gammaface.generate import quota as quota_lib
 from gammaface.generate import weights as balance
 from gammaface.generate.draws import SAMPLING_FILE, Renderer, RenderShards, write_sampling
-from gammaface.generate.plan import (NO_COMPONENT, Shard, counts_from_weights, make_plan, method_key,
-                                     tempered)
+from gammaface.generate.methods import DrawInputs, method_key, quota_attributes, quota_draw
+from gammaface.generate.plan import NO_COMPONENT, Shard, counts_from_weights, make_plan
 from gammaface.gmm.mixture import GaussianMixture
 from gammaface.gmm.projection import Projection
 from gammaface.images import encode_png
@@ -107,12 +100,6 @@ def _mixture_spec(inputs: _Inputs, means: np.ndarray, variances: np.ndarray, res
             "source": inputs.meta["source"], "source_paths": inputs.source_paths}
 
 
-def _single_gaussian(inputs: _Inputs, reg_covar: float) -> tuple[np.ndarray, np.ndarray]:
-    """K = 1 in closed form: the latents' mean and variance (what EM converges to at once)."""
-    X = inputs.space_X.astype(np.float64)
-    return X.mean(axis=0, keepdims=True), X.var(axis=0, keepdims=True) + reg_covar
-
-
 def _component_compositions(ctx: StageContext, inputs: _Inputs, resp: np.ndarray,
                             spec: dict[str, Any], renderer: Callable[[], Renderer]
                             ) -> tuple[np.ndarray, np.ndarray, str]:
@@ -139,9 +126,8 @@ def _component_compositions(ctx: StageContext, inputs: _Inputs, resp: np.ndarray
 
 
 def _method_weights(cfg: Config, pi: np.ndarray, attr: balance.Balancing) -> dict[str, np.ndarray]:
-    k = len(pi)
-    return {"gmm": np.full(k, 1.0 / k), "gmm_weighted": np.asarray(pi, dtype=np.float64),
-            "gmm_tempered": tempered(pi, cfg.generate.alpha), "gmm_attr": attr.weights}
+    """Every mixture method's share of images per component."""
+    return {m: generation.get(m).weights(cfg, pi, attr) for m in generation.names("mixture")}
 
 
 def _render_pending(cfg: Config, pending: list[Shard], renderer_kwargs: dict[str, Any],
@@ -235,7 +221,7 @@ def _quota_sets(ctx: StageContext, methods: list[str], mixture_spec: dict[str, A
     runs: list[quota_lib.QuotaRun] = []
     starts: dict[str, int | None] = {}  # each set's start level (none: pure noise)
     for method in methods:
-        proposal = quota_proposal(method)
+        proposal = generation.get(method).proposal
         mixture = proposal != "unconditional"
         (out / method).mkdir(parents=True, exist_ok=True)
         write_sampling(out / method / SAMPLING_FILE, **(mixture_spec if mixture else {"kind": "noise"}))
@@ -243,7 +229,7 @@ def _quota_sets(ctx: StageContext, methods: list[str], mixture_spec: dict[str, A
         t_start = int(mixture_spec.get("t_start", renderer_kwargs["t_star"])) if mixture else None
         t_from = int(ddim.config.num_train_timesteps) if t_start is None else t_start
         runs.append(quota_lib.QuotaRun(
-            method, GENERATION_METHODS.index(method), proposal,
+            method, generation.index(method), proposal,
             list(range(n_components)) if mixture else [NO_COMPONENT], targets,
             int(np.ceil(q.budget * quota_n(cfg))), g.shard_size, g.seed, q.max_rounds,
             prior=prior if proposal == "adaptive" else None,
@@ -350,7 +336,7 @@ def run(ctx: StageContext) -> StageResult:
     protected = list(g.protected)
     plans: dict[str, list[Shard]] = {}
     rows: dict[str, int] = {}
-    needs_comp = any(m in MIXTURE_METHODS for m in g.methods)
+    needs_comp = any(generation.in_family(m, "mixture") for m in g.methods)
     if needs_comp:
         import torch
 
@@ -371,8 +357,8 @@ def run(ctx: StageContext) -> StageResult:
         out_store.write_bytes(PREDICTED, table.to_csv(index=False).encode())
         comp_table = pd.DataFrame(comp, columns=[":".join(c) for c in cells(protected)])
         comp_table.insert(0, "component", np.arange(gm.n_components))
-        for m in MIXTURE_METHODS:
-            comp_table.insert(1 + MIXTURE_METHODS.index(m), f"weight/{m}", weights[m])
+        for i, m in enumerate(generation.names("mixture")):
+            comp_table.insert(1 + i, f"weight/{m}", weights[m])
         out_store.write_bytes(layout.GENERATED_COMPOSITIONS, comp_table.to_csv(index=False).encode())
         echo(f"  component compositions from {comp_source}; predicted balance "
              f"(intersection discrepancy): " + ", ".join(
@@ -384,33 +370,22 @@ def run(ctx: StageContext) -> StageResult:
                               for k, v in r.items() if k.startswith("discrepancy/")})
 
     keys: dict[str, str] = {m: method_key(cfg, m, ctx.input_hash) for m in g.methods}
-    quota_methods: list[str] = [m for m in g.methods if m in QUOTA_METHODS]
+    quota_methods: list[str] = [m for m in g.methods if generation.in_family(m, "quota")]
+    given = DrawInputs(cfg, gm, inputs.space_X, inputs.train,
+                       lambda means, variances, resp: _mixture_spec(inputs, means, variances, resp, g.draw),
+                       echo)
     for method in g.methods:
         if method in quota_methods:
             continue
         method_dir = out / method
         method_dir.mkdir(parents=True, exist_ok=True)
-        if method in MIXTURE_METHODS:
+        if generation.in_family(method, "mixture"):
             spec, comps = chosen_spec, list(range(gm.n_components))
             counts = counts_from_weights(weights[method], g.n)
-        elif method == "single_gaussian":
-            mean, var = _single_gaussian(inputs, cfg.gmm.reg_covar)
-            spec = _mixture_spec(inputs, mean, var, np.ones((len(inputs.space_X), 1)), g.draw)
-            counts, comps = np.array([g.n]), [0]
-        elif method == "unconditional":
-            spec, counts, comps = {"kind": "noise"}, np.array([g.n]), [NO_COMPONENT]
-        else:  # stratified
-            cell_paths = cell_members(inputs.train, protected)
-            if not cell_paths:
-                raise UserError(f"no train image has every protected attribute "
-                                f"({', '.join(protected)}) labelled; stratified has nothing to draw.")
-            missing = len(cells(protected)) - len(cell_paths)
-            if missing:
-                echo(f"  stratified: {missing} protected cell(s) have no train image and are left out")
-            spec = {"kind": "images", "cell_paths": cell_paths}
-            comps = [int(c) for c in cell_paths]
-            counts = counts_from_weights(np.ones(len(comps)), g.n)
-        plan = make_plan(method, GENERATION_METHODS.index(method), counts, comps, g.shard_size, g.seed)
+        else:
+            draw = generation.get(method).draw(given)
+            spec, counts, comps = draw.spec, draw.counts, draw.components
+        plan = make_plan(method, generation.index(method), counts, comps, g.shard_size, g.seed)
         write_sampling(method_dir / SAMPLING_FILE, **spec)
         out_store.write_json(f"{method}/{PLAN_FILE}", {"method_key": keys[method], "method": method,
                                                         "n": g.n, "shards": [s.record() for s in plan]})

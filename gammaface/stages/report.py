@@ -14,11 +14,13 @@ import pandas as pd
 
 from gammaface import figures, layout, tables, tracking, webpage
 from gammaface.classifiers import inception
-from gammaface.config import QUOTA_METHODS, Config, quota_draw, quota_n
+from gammaface.config import Config, quota_n
 from gammaface.classifiers.labeller import Labeller
 from gammaface.data import manifest
 from gammaface.downstream import compare
 from gammaface.downstream.mixing import BASELINE
+from gammaface.generate import methods as generation
+from gammaface.generate.methods import quota_draw
 from gammaface.images import load_resized
 from gammaface.metrics.evaluate import INTERSECTION_SEP
 from gammaface.metrics.frechet import frechet_between
@@ -106,7 +108,7 @@ def _eval_sentence(results: pd.DataFrame, target: str) -> str:
 
 def _quota_size_note(cfg: Config) -> str:
     """The quota sets' size, where it is set apart from the other methods'."""
-    if cfg.generate.quota.n is None or not any(m in QUOTA_METHODS for m in cfg.generate.methods):
+    if cfg.generate.quota.n is None or not any(generation.in_family(m, "quota") for m in cfg.generate.methods):
         return ""
     return f" ({quota_n(cfg)} per quota set)"
 

@@ -14,11 +14,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from gammaface import config, export, pipeline
-from gammaface.config import QUOTA_METHODS
+from gammaface import config, export, layout, pipeline
 from gammaface.errors import UserError
 from gammaface.sampling import Sampler
 from gammaface.data import manifest
+from gammaface.generate import methods as generation
 from gammaface.generate import shards
 from gammaface.layout import GENERATED_GRID as GRID_FILE
 from gammaface.metrics.generation import fairness_discrepancy
@@ -49,6 +49,33 @@ def generated(upstream, tmp_path_factory):
     return work
 
 
+class _Heaviest(generation.Method):
+    """A toy generation method that lives here and nowhere in the package: every image from
+    the mixture's heaviest component, drawn as the config draws (`generate.draw`)."""
+
+    family = "plain"
+    default = False
+
+    def settings(self, cfg):
+        return ["generate.draw", "generate.temperature"]
+
+    def inputs(self, cfg):
+        return ["mixture"]
+
+    def draw(self, given):
+        gm = given.mixture
+        spec = given.mixture_spec(gm.means_, gm.covariances_, gm.predict_proba(given.space_X))
+        return generation.Draw(spec, np.array([given.cfg.generate.n]), [int(np.argmax(gm.weights_))])
+
+
+@pytest.fixture
+def heaviest():
+    """The toy method, registered for one test."""
+    method = generation.register(_Heaviest("toy_heaviest"))
+    yield method
+    generation.unregister(method.name)
+
+
 def _run(cfg, stages) -> str:
     """The stages in this process, on the session's Ray; returns what they printed."""
     lines: list[str] = []
@@ -64,7 +91,7 @@ def test_generate_and_pseudo_label_write_balanced_labelled_sets(generated, tmp_p
         df = pd.read_parquet(gen / method / manifest.MANIFEST_FILE)
         assert len(df) == n and df["path"].is_unique
         on_disk = sorted(str(p.relative_to(gen / method)) for p in (gen / method).glob("shard-*/*.png"))
-        if method in QUOTA_METHODS:  # renders written for a cell that filled meanwhile stay
+        if generation.in_family(method, "quota"):  # renders written for a cell that filled meanwhile stay
             assert set(df["path"]) <= set(on_disk)
         else:
             assert sorted(df["path"]) == on_disk
@@ -148,6 +175,39 @@ def _kill_after(cmd, env, folder, pattern, shards_done):
         time.sleep(0.1)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
+
+
+def test_a_method_registered_outside_the_package_runs_through_generate_label_and_downstream(
+        heaviest, generated, tmp_path, ray_local):
+    work = _copy(generated, tmp_path / "work")
+    sets = {"generate.methods": ["gmm", heaviest.name],
+            "downstream.methods": ["baseline", heaviest.name, f"{heaviest.name}:fill", "oversample"],
+            "downstream.ratios": [0.5]}
+    cfg = _cfg(work, **sets)
+    assert heaviest.name not in config.load(SMOKE).generate.methods  # never a default
+    _run(cfg, ["generate", "pseudo_label", "downstream"])
+
+    gen, n = work / "generated", cfg.generate.n
+    toy = pd.read_parquet(gen / heaviest.name / manifest.MANIFEST_FILE)
+    weights = pd.read_csv(gen / "compositions.csv")["weight/gmm_weighted"].to_numpy()
+    assert len(toy) == n and set(toy["component"]) == {int(np.argmax(weights))}
+    plan = json.loads((gen / heaviest.name / "plan.json").read_text())
+    assert plan["method_key"] not in {json.loads((gen / m / "plan.json").read_text())["method_key"]
+                                      for m in ("gmm",)}
+    # a method registered after the built-ins changes none of their images: the gmm set is the
+    # bytes the module's run made without it
+    for png in sorted((generated / "generated" / "gmm").glob("shard-*/*.png")):
+        assert (gen / "gmm" / png.relative_to(generated / "generated" / "gmm")).read_bytes() == png.read_bytes()
+    labels = pd.read_parquet(work / "labels" / heaviest.name / manifest.MANIFEST_FILE)
+    assert len(labels) == n
+    results = pd.read_csv(work / layout.stage_dir("downstream", cfg) / cfg.downstream.target
+                          / layout.DOWNSTREAM_RESULTS)
+    assert {heaviest.name, f"{heaviest.name}:fill"} <= set(results["method"]), set(results["method"])
+    assert results["accuracy"].between(0, 1).all()
+
+    # the key holds what the toy method declared: a setting it did not name redoes nothing
+    again = _run(_cfg(work, **sets, **{"generate.alpha": 0.2}), ["generate"])
+    assert "0 of" in again and "shards to render" in again, again
 
 
 def test_a_run_killed_mid_generation_resumes_to_the_same_bytes(upstream, tmp_path, ray_local):
