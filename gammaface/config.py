@@ -21,6 +21,8 @@ from pydantic_core import ErrorDetails
 from gammaface.data.registry import ATTRIBUTE_NAMES, labelled_by
 from gammaface.data.registry import get as get_attribute
 from gammaface.diffusion.presets import default_resolution, unet_config
+from gammaface.downstream import arms
+from gammaface.downstream.arms import split_arm
 from gammaface.errors import UserError
 # the generation methods' registry: the one list of their names, which `generate.methods` and
 # the downstream arms are checked against
@@ -212,19 +214,6 @@ class GmmConfig(Section):
         return self
 
 
-# How a downstream arm mixes generated images into the real ones (`downstream.mixing`, or a
-# `:rule` suffix on a generated set's name) and the arms that need no generator at all.
-MIXING_RULES = ("augment", "replace", "fill")
-CONTROL_ARMS = ("oversample", "reweight")
-ARM_SEP = ":"
-
-
-def split_arm(name: str) -> tuple[str, str | None]:
-    """A downstream arm's generated set (or baseline, or control) and its explicit mixing rule."""
-    source, _, rule = name.partition(ARM_SEP)
-    return source, (rule or None)
-
-
 class QuotaConfig(Section):
     """What a quota set holds: `n` images (none: `generate.n`) over the cells of `cells` (default the
     protected attributes), equal per cell or in proportion to `shares` ("class:class:..." of
@@ -383,7 +372,7 @@ class DownstreamConfig(Section):
     # augment (the paper's): every real image kept, generated ones added to make `ratio` of the
     # set; replace: the set's size fixed, generated images in place of real ones; fill: added
     # generated images chosen by pseudo-label to even out the target x protected cells
-    mixing: Literal["augment", "replace", "fill"] = "augment"
+    mixing: str = "augment"  # a rule of the arms' registry (`downstream.arms`) that is no control
     eval: DownstreamEvalConfig = DownstreamEvalConfig()
     seeds: int = Field(default=3, gt=0)
     backbone: Backbone = "resnet101"
@@ -432,8 +421,8 @@ class DownstreamConfig(Section):
     @field_validator("methods")
     @classmethod
     def _known_methods(cls, value: list[str]) -> list[str]:
-        generated = generation.names()
-        allowed = ("baseline", *generated, *CONTROL_ARMS)
+        generated, rules = generation.names(), arms.mixing_rules()
+        allowed = ("baseline", *generated, *arms.controls())
         if not value:
             raise ValueError("name at least one method")
         if len(set(value)) != len(value):
@@ -443,10 +432,18 @@ class DownstreamConfig(Section):
             if source not in allowed:
                 raise ValueError(f"unknown method {m!r}; expected one of {', '.join(allowed)}, "
                                  f"a generated set optionally with ':' and one of "
-                                 f"{', '.join(MIXING_RULES)}")
-            if rule is not None and (source not in generated or rule not in MIXING_RULES):
+                                 f"{', '.join(rules)}")
+            if rule is not None and (source not in generated or rule not in rules):
                 raise ValueError(f"method {m!r}: only a generated set takes a mixing rule, one of "
-                                 f"{', '.join(MIXING_RULES)}")
+                                 f"{', '.join(rules)}")
+        return value
+
+    @field_validator("mixing")
+    @classmethod
+    def _known_rule(cls, value: str) -> str:
+        if value not in arms.mixing_rules():
+            raise ValueError(f"unknown mixing rule {value!r}; expected one of "
+                             f"{', '.join(arms.mixing_rules())}")
         return value
 
     @model_validator(mode="after")
@@ -555,7 +552,7 @@ class Config(Section):
                                  f"t_star ({self.harvest.t_star}) and {n - 1} "
                                  f"(ddpm.num_train_timesteps = {n})")
         made = sorted({split_arm(m)[0] for m in self.downstream.methods} - {"baseline"}
-                      - set(CONTROL_ARMS) - set(self.generate.methods))
+                      - set(arms.controls()) - set(self.generate.methods))
         if made:
             raise ValueError(f"downstream.methods names {', '.join(made)}, which generate.methods "
                              "does not make; add it there or drop it here")

@@ -17,7 +17,8 @@ import numpy as np
 import pandas as pd
 
 from gammaface import figures, tables
-from gammaface.config import CONTROL_ARMS, split_arm
+from gammaface.downstream import arms
+from gammaface.downstream.arms import split_arm
 from gammaface.downstream.mixing import BASELINE
 from gammaface.metrics.intervals import Interval, seeds_for_half_width, t_interval
 
@@ -252,7 +253,7 @@ def verdict(df: pd.DataFrame, summary: pd.DataFrame | None = None) -> list[str]:
                 reducing.append(f"`{r['method']}` at {r['ratio']:g}")
         for _, r in part[part["method"] != BASELINE].iterrows():
             source = split_arm(r["method"])[0]
-            if source in CONTROL_ARMS or not (part["method"] == "oversample").any():
+            if arms.is_control(source) or not (part["method"] == "oversample").any():
                 continue
             if not ((part["method"] == "oversample") & (part["ratio"] == r["ratio"])).any():
                 continue

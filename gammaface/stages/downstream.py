@@ -27,7 +27,8 @@ from gammaface.data import manifest, registry, synthfaces
 from gammaface.data.cells import cell_codes, cells, equal_cells
 from gammaface.data.synthfaces_spec import DEFAULT_SPEC, Spec
 from gammaface.downstream import compare
-from gammaface.downstream.mixing import BASELINE, Job, Pools, job_key, jobs, mix
+from gammaface.downstream.arms import Pools
+from gammaface.downstream.mixing import BASELINE, Job, job_key, jobs, mix
 from gammaface.downstream.train_loop import PREDICTIONS, TRAIN_TABLE, train_job
 from gammaface.errors import UserError
 from gammaface.images import load_resized

@@ -6,7 +6,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gammaface.downstream.mixing import BASELINE, Job, Pools, jobs, mix, water_fill
+from gammaface.downstream.arms import Pools, water_fill
+from gammaface.downstream.mixing import BASELINE, Job, jobs, mix
 from gammaface.errors import UserError
 
 PROTECTED = ["age", "gender"]

@@ -18,6 +18,8 @@ from gammaface import config, export, layout, pipeline
 from gammaface.errors import UserError
 from gammaface.sampling import Sampler
 from gammaface.data import manifest
+from gammaface.data.cells import cell_codes
+from gammaface.downstream import arms
 from gammaface.generate import methods as generation
 from gammaface.generate import shards
 from gammaface.layout import GENERATED_GRID as GRID_FILE
@@ -74,6 +76,29 @@ def heaviest():
     method = generation.register(_Heaviest("toy_heaviest"))
     yield method
     generation.unregister(method.name)
+
+
+class _Repeat(arms.Rule):
+    """A toy control arm that lives here and nowhere in the package: as many repeats of the
+    class's real images as the ratio asks, drawn at random, blind to the protected cells."""
+
+    control = True
+
+    def add(self, d):
+        if not d.n_add:
+            return arms.Added([], np.zeros(len(d.cells), dtype=np.int64))
+        rows, _ = arms.take(d.real, d.n_add, d.seed_of(9), "real")
+        codes = cell_codes(rows, d.protected)
+        return arms.Added([arms.table_rows(rows, d.pools.real_root, d.c, "oversampled")],
+                          np.bincount(codes[codes >= 0], minlength=len(d.cells)))
+
+
+@pytest.fixture
+def repeat():
+    """The toy arm, registered for one test."""
+    rule = arms.register(_Repeat("toy_repeat"))
+    yield rule
+    arms.unregister(rule.name)
 
 
 def _run(cfg, stages) -> str:
@@ -177,11 +202,12 @@ def _kill_after(cmd, env, folder, pattern, shards_done):
     proc.wait()
 
 
-def test_a_method_registered_outside_the_package_runs_through_generate_label_and_downstream(
-        heaviest, generated, tmp_path, ray_local):
+def test_a_method_and_an_arm_registered_outside_the_package_run_through_generate_and_downstream(
+        heaviest, repeat, generated, tmp_path, ray_local):
     work = _copy(generated, tmp_path / "work")
     sets = {"generate.methods": ["gmm", heaviest.name],
-            "downstream.methods": ["baseline", heaviest.name, f"{heaviest.name}:fill", "oversample"],
+            "downstream.methods": ["baseline", heaviest.name, f"{heaviest.name}:fill", "oversample",
+                                   repeat.name],
             "downstream.ratios": [0.5]}
     cfg = _cfg(work, **sets)
     assert heaviest.name not in config.load(SMOKE).generate.methods  # never a default
@@ -202,7 +228,15 @@ def test_a_method_registered_outside_the_package_runs_through_generate_label_and
     assert len(labels) == n
     results = pd.read_csv(work / layout.stage_dir("downstream", cfg) / cfg.downstream.target
                           / layout.DOWNSTREAM_RESULTS)
-    assert {heaviest.name, f"{heaviest.name}:fill"} <= set(results["method"]), set(results["method"])
+    assert {heaviest.name, f"{heaviest.name}:fill", repeat.name} <= set(results["method"])
+    # the toy arm's training tables hold its repeats: at ratio 0.5 as many as the real images
+    tables = list((work / layout.stage_dir("downstream", cfg)).rglob(f"{repeat.name}/*/seed*/train.parquet"))
+    assert len(tables) == cfg.downstream.seeds
+    for path in tables:
+        table = pd.read_parquet(path)
+        n_real = cfg.downstream.n_per_class[0]
+        assert table.groupby("label")["source"].value_counts().unstack()[["real", "oversampled"]] \
+            .eq(n_real).all().all(), table["source"].value_counts()
     assert results["accuracy"].between(0, 1).all()
 
     # the key holds what the toy method declared: a setting it did not name redoes nothing
