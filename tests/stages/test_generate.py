@@ -206,9 +206,8 @@ def test_a_method_and_an_arm_registered_outside_the_package_run_through_generate
         heaviest, repeat, generated, tmp_path, ray_local):
     work = _copy(generated, tmp_path / "work")
     sets = {"generate.methods": ["gmm", heaviest.name],
-            "downstream.methods": ["baseline", heaviest.name, f"{heaviest.name}:fill", "oversample",
-                                   repeat.name],
-            "downstream.ratios": [0.5]}
+            "downstream.methods": ["baseline", heaviest.name, f"{heaviest.name}:fill", repeat.name],
+            "downstream.ratios": [0.5], "downstream.seeds": 1}
     cfg = _cfg(work, **sets)
     assert heaviest.name not in config.load(SMOKE).generate.methods  # never a default
     _run(cfg, ["generate", "pseudo_label", "downstream"])
