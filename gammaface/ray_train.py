@@ -205,11 +205,17 @@ def final_files(final: ray.train.Checkpoint | None) -> Iterator[Path]:
 
 
 def cpus_per_worker(explicit: int | None, use_gpu: bool, num_workers: int,
-                    nodes: list[float] | None = None, available: float | None = None) -> int:
-    """The configured CPUs per worker, else the cluster's available CPUs shared out, never more
-    than the largest node has: a worker is placed on one node, and asking for more CPUs than
-    any node holds would wait for a placement that never comes. `nodes` (CPUs per node) and
-    `available` (free CPUs) default to the cluster's."""
+                    nodes: list[float] | None = None, total: float | None = None) -> int:
+    """The configured CPUs per worker, else the cluster's CPUs shared out, never more than the
+    largest node has: a worker is placed on one node, and asking for more CPUs than any node
+    holds would wait for a placement that never comes. `nodes` (CPUs per node) and `total`
+    (the cluster's CPUs) default to the cluster's.
+
+    The share is of the cluster's CPUs, not of those free at the moment: it is also each
+    worker's torch thread count, which sets the order of floating-point sums, so a share read
+    from the CPUs the previous stage's tasks still held made the same config train to other
+    weights from run to run (the smoke judge came out one of two ways, 1 or 2 threads). A
+    worker whose CPUs are busy waits for them instead."""
     if explicit:  # trusted as given: an autoscaler may bring nodes larger than today's
         return explicit
     if use_gpu:
@@ -217,8 +223,8 @@ def cpus_per_worker(explicit: int | None, use_gpu: bool, num_workers: int,
     import ray
 
     largest = int(max(nodes or node_cpus()))
-    total = int(ray.available_resources().get("CPU", 1) if available is None else available)
-    return max(1, min(largest, total // num_workers))
+    whole = int(ray.cluster_resources().get("CPU", 1) if total is None else total)
+    return max(1, min(largest, whole // num_workers))
 
 
 def node_cpus() -> list[float]:

@@ -19,10 +19,30 @@ def test_threads_and_cpus_per_actor_fit_on_one_node():
     assert actor_resources(2, 1, nodes=[8, 8]) == (1.0, 8)
 
 
+def test_a_trainer_worker_gets_the_same_share_while_other_work_holds_cpus(ray_local):
+    """Each worker's share (its torch threads, which decide the floating-point sums) is of the
+    cluster's CPUs, so the same config trains the same weights whatever was running before."""
+    import ray
+
+    @ray.remote(num_cpus=1)
+    class Holder:
+        def ready(self) -> bool:
+            return True
+
+    free = cpus_per_worker(None, False, 1)
+    holder = Holder.remote()
+    try:
+        ray.get(holder.ready.remote())
+        assert ray.available_resources().get("CPU", 0) <= 1
+        assert cpus_per_worker(None, False, 1) == free == 2
+    finally:
+        ray.kill(holder)
+
+
 def test_trainer_workers_never_ask_for_more_cpus_than_the_largest_node():
     # 2 workers on three 4-CPU nodes: 6 each by the cluster's total, but no node has 6
-    assert cpus_per_worker(None, False, 2, nodes=[4, 4, 4], available=12) == 4
-    assert cpus_per_worker(None, False, 4, nodes=[4, 4, 4], available=12) == 3
-    assert cpus_per_worker(None, False, 4, nodes=[2], available=1) == 1
-    assert cpus_per_worker(None, True, 4, nodes=[32], available=32) == 1
-    assert cpus_per_worker(6, False, 2, nodes=[4], available=4) == 6  # a configured value is kept
+    assert cpus_per_worker(None, False, 2, nodes=[4, 4, 4], total=12) == 4
+    assert cpus_per_worker(None, False, 4, nodes=[4, 4, 4], total=12) == 3
+    assert cpus_per_worker(None, False, 4, nodes=[2], total=1) == 1
+    assert cpus_per_worker(None, True, 4, nodes=[32], total=32) == 1
+    assert cpus_per_worker(6, False, 2, nodes=[4], total=4) == 6  # a configured value is kept
