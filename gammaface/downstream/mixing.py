@@ -102,11 +102,6 @@ def jobs(n_per_class: list[int], methods: list[str], ratios: list[float], seeds:
     return out
 
 
-def sizes(rule: str, ratio: float, n: int) -> tuple[int, int]:
-    """(real, added) images per class for a rule at a ratio."""
-    return arms.rule(rule).sizes(ratio, n)
-
-
 def cell_names(protected: list[str]) -> list[str]:
     """Names of the protected cells as the evaluation names its intersection groups."""
     return [":".join(c) for c in cells(protected)]
