@@ -159,16 +159,18 @@ def dataset_of(job: Path) -> str:
     return (yaml.safe_load(job.read_text()).get("data") or {}).get("dataset", "synthfaces")
 
 
-def earlier_on_same_data(job: Path) -> Path | None:
-    """The toy root of the config this module ran last on the same embedded dataset: its
-    completed stages that this config shares (the same stage hash, nothing else) are copied
-    in with `--from` rather than trained again. Dataset folders are per root, so only the
-    embedded SynthFaces is shared this way; RayJob configs start from their source instead."""
+def earlier_on_same_data(job: Path, request) -> Path | None:
+    """The workdir this config starts from on the embedded dataset: the toy root of the config
+    this module ran last on SynthFaces, else the session's smoke upstream (the first config
+    finds the data, the DDPM and the classifiers trained there with its toy settings). Its
+    completed stages that this config shares (the same stage hash, nothing else) are copied in
+    with `--from` rather than trained again. Dataset folders are per root, so only the embedded
+    SynthFaces is shared this way; RayJob configs start from their source instead."""
     if dataset_of(job) != "synthfaces" or job.stem in OWN_RUNS:
         return None
     same = [root for name, root in COMPLETED.items() if name not in OWN_RUNS
             and dataset_of(REPO / "jobs" / f"{name}.yaml") == "synthfaces"]
-    return same[-1] / "work" if same else None
+    return same[-1] / "work" if same else request.getfixturevalue("smoke_upstream")
 
 
 def own_start(job: Path, root: Path, request) -> None:
@@ -204,7 +206,7 @@ def test_shipped_config_runs_end_to_end_on_its_dataset(job, tmp_path_factory, ra
 
     own_start(job, root, request)
     started = time.perf_counter()
-    start = source_root / "work" if source_root else earlier_on_same_data(job)
+    start = source_root / "work" if source_root else earlier_on_same_data(job, request)
     stdout = run_toy(job, root, source_root, stages, start)
     seconds = time.perf_counter() - started
 
