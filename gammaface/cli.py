@@ -32,13 +32,16 @@ def _parse_sets(items: Sequence[str] | None) -> dict[str, Any]:
 
 def _load_config(args: argparse.Namespace):
     from gammaface import config
+    from gammaface.stages import check_placement
 
     overrides = _parse_sets(getattr(args, "set", None))
     # a cluster job gets its workdir from its runtime environment (k8s/jobs/)
     workdir = getattr(args, "workdir", None) or os.environ.get("GAMMAFACE_WORKDIR")
     if workdir:
         overrides["workdir"] = workdir
-    return config.load(args.config, overrides)
+    cfg = config.load(args.config, overrides)
+    check_placement(cfg, args.config)
+    return cfg
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -54,9 +57,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     if report and report[0].skipped:  # a finished run still ends with its table
         from gammaface import layout
         from gammaface.downstream.compare import TABLE_FILE
+        from gammaface.stages import folder as stage_folder
         from gammaface.storage import Store
 
-        folder = Store(cfg.workdir).sub(layout.stage_dir("report", cfg))
+        folder = Store(cfg.workdir).sub(stage_folder("report", cfg))
         if folder.exists(TABLE_FILE):
             print(folder.read_bytes(TABLE_FILE).decode(), end="")
             print(f"report: {folder.uri(layout.REPORT)}")
@@ -79,9 +83,8 @@ def cmd_stages(args: argparse.Namespace) -> int:
 
     cfg = Config()  # the default config; what a stage needs can depend on settings
     for s in pipeline.STAGES:
-        state = "available" if s.module else "not built yet"
         needs = ", ".join(s.needs(cfg)) or "-"
-        print(f"{s.name:<18} needs {needs:<32} {state}")
+        print(f"{s.name:<18} needs {needs:<32} in {s.folder_in(cfg)}/")
     return 0
 
 

@@ -66,11 +66,6 @@ def _numeric(annotation: Any) -> bool:
     return any(_numeric(a) for a in args)
 
 
-# the stages whose tasks, actors or training workers run out of the driver, and so can be placed
-PLACED_STAGES = ("train_ddpm", "train_classifiers", "train_judge", "harvest", "gmm_search",
-                 "generate", "pseudo_label", "downstream")
-
-
 class RayConfig(Section):
     address: str | None = None  # None: RAY_ADDRESS if set, else a local Ray started on the spot
     num_cpus: int | None = Field(default=None, gt=0)
@@ -79,15 +74,14 @@ class RayConfig(Section):
     # {generate: {a100: 1}} runs generate's actors only on nodes started with `--resources
     # '{"a100": N}'` (a node group of the cluster). Where work runs, never what it produces:
     # no stage's resume key holds it.
+    # Which stages may be named is the stages' own declaration (gammaface.stages
+    # check_placement, called by the pipeline and the command line); the amounts are checked here.
     resources: dict[str, dict[str, float]] = {}
 
     @field_validator("resources")
     @classmethod
     def _placed(cls, value: dict[str, dict[str, float]]) -> dict[str, dict[str, float]]:
         for stage, wanted in value.items():
-            if stage not in PLACED_STAGES:
-                raise ValueError(f"{stage!r} is no stage with work to place; one of "
-                                 f"{', '.join(PLACED_STAGES)}")
             for name, amount in wanted.items():
                 if name in ("CPU", "GPU", "memory", "object_store_memory"):
                     raise ValueError(f"{stage}.{name}: CPUs, GPUs and memory come from the "

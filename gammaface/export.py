@@ -29,6 +29,7 @@ from gammaface.errors import UserError
 from gammaface.generate import methods as generation
 from gammaface.generate.methods import quota_attributes
 from gammaface.latents.store import META_FILE
+from gammaface.stages import folder as stage_folder
 from gammaface.storage import TMP_MARK, Store
 
 SPLIT = "train"
@@ -47,7 +48,7 @@ LICENCES = {
 
 
 def _completed(workdir: Store, cfg: Config, name: str, expected: str) -> Store:
-    folder = workdir.sub(layout.stage_dir(name, cfg))
+    folder = workdir.sub(stage_folder(name, cfg))
     if stage.completed_hash(folder) != expected:
         raise UserError(f"stage {name!r} has not completed for this config in {workdir.root}; "
                         "run the pipeline first (gammaface run CONFIG).")
@@ -170,7 +171,7 @@ def export(cfg: Config, method: str, out_dir: str | Path, hashes: dict[str, str]
     if out.exists() and any(out.iterdir()):
         raise UserError(f"{out} already exists and is not empty; name a new folder with --out.")
     # the images are copied from local files: a remote workdir's stages are fetched first
-    workdir = stage.local_view(Store(cfg.workdir), [layout.stage_dir(n, cfg) for n in _READS])
+    workdir = stage.local_view(Store(cfg.workdir), [stage_folder(n, cfg) for n in _READS])
     gen = _completed(workdir, cfg, "generate", hashes["generate"])
     labels = _completed(workdir, cfg, "pseudo_label", hashes["pseudo_label"])
     audit_dir = _completed(workdir, cfg, "audit", hashes["audit"])
@@ -184,7 +185,7 @@ def export(cfg: Config, method: str, out_dir: str | Path, hashes: dict[str, str]
     quota = (gen.read_json(f"{method}/{layout.GENERATED_QUOTA}")
              if gen.exists(f"{method}/{layout.GENERATED_QUOTA}") else None)
     audit = [r for r in audit_dir.read_json(layout.AUDIT_JSON)["sets"] if r["set"] == method]
-    meta = workdir.sub(layout.stage_dir("harvest", cfg))
+    meta = workdir.sub(stage_folder("harvest", cfg))
     t_star = meta.read_json(META_FILE).get("t_star") if meta.exists(META_FILE) else cfg.harvest.t_star
     tmp = out.parent / f"{TMP_MARK}{out.name}-{uuid.uuid4().hex[:8]}"
     (tmp / SPLIT).mkdir(parents=True)

@@ -1,5 +1,5 @@
-"""Where each stage's artifacts live inside the workdir: the one place that spells the folders,
-and the names of every file that a stage other than its writer reads."""
+"""The names of every file that a stage other than its writer reads, and where the dataset
+lives in the workdir. Each stage's folder is the stage's own declaration (gammaface.stages)."""
 
 from __future__ import annotations
 
@@ -56,21 +56,3 @@ def manifest_path(cfg: Config) -> str:
     """The dataset's manifest, relative to the workdir (what artifacts record, never absolute:
     a copied or moved workdir reads its own)."""
     return f"{dataset_dir(cfg)}/{MANIFEST_FILE}"
-
-
-STAGE_DIRS = {
-    "train_ddpm": "ddpm",
-    "harvest": "latents",
-    "gmm_search": "gmm",
-    "train_classifiers": "classifiers",
-    "train_judge": "judge",
-    "generate": "generated",
-    "pseudo_label": "labels",
-    "audit": "audit",
-    "downstream": "downstream",
-    "report": "report",
-}
-
-
-def stage_dir(stage: str, cfg: Config) -> str:
-    return dataset_dir(cfg) if stage == "prepare" else STAGE_DIRS[stage]

@@ -1,4 +1,5 @@
-"""The stages in order, what each depends on, and the loop that runs them.
+"""The loop that runs the stages, in the order and with the dependencies they declare
+(gammaface/stages).
 
 A stage's config hash covers the config keys it reads and the hashes of the stages it needs, so
 changing one setting reruns only the stages downstream of it.
@@ -12,120 +13,38 @@ import os
 import shutil
 import time
 from contextlib import nullcontext
-from dataclasses import dataclass
 from typing import Callable
 
 from gammaface import layout, stage, tracking, workdir_lock
 from gammaface.config import Config
 from gammaface.errors import UserError, explain
-from gammaface.generate import methods as generation
-from gammaface.generate.methods import uses_labeller
 from gammaface.stage import StageContext, StageResult
+from gammaface.stages import Stage, check_placement, declared, makers
+from gammaface.stages import folders as stage_folders
+from gammaface.stages import folder as stage_folder
 from gammaface.storage import Store, mirror_of, pull, push
 
 
-@dataclass(frozen=True)
-class StageSpec:
-    name: str
-    needs: Callable[[Config], tuple[str, ...]]  # the stages whose outputs it reads, for this config
-    config_keys: Callable[[Config], tuple[str, ...]]
-    module: str | None  # the module whose run(ctx) does the work; None: not built yet
-
-
-def _keys(*keys: str) -> Callable[[Config], tuple[str, ...]]:
-    return lambda cfg: keys
-
-
-_needs = _keys
-
-
-def _gmm_needs(cfg: Config) -> tuple[str, ...]:
-    return ("harvest", "train_classifiers") if cfg.gmm.space == "features" else ("harvest",)
-
-
-def _generate_needs(cfg: Config) -> tuple[str, ...]:
-    """The labeller is read where the component compositions cannot come from source labels
-    (reverse latents under any mixture method) and where quota sets keep images by label."""
-    quota = any(generation.in_family(m, "quota") for m in cfg.generate.methods)
-    return ("gmm_search", "train_classifiers") if uses_labeller(cfg) or quota else ("gmm_search",)
-
-
-def _classifier_keys(cfg: Config) -> tuple[str, ...]:
-    own = (*_section_except("classifiers", "max_failures", "use_gpu"), "seed", "ddpm.preset",
-           "ddpm.resolution")
-    # on real data the judge's share of the train split is held out from the labeller
-    return own if cfg.data.dataset == "synthfaces" else (*own, "judge.fraction", "judge.seed")
-
-
-def _generate_keys(cfg: Config) -> tuple[str, ...]:
-    own = _section_except("generate", "batch_size", "concurrency", "num_gpus")
-    quota = any(generation.in_family(m, "quota") for m in cfg.generate.methods)
-    return (*own, "label.min_confidence") if quota and cfg.generate.quota.min_confidence is None else own
-
-
-def _section_except(section: str, *operational: str) -> tuple[str, ...]:
-    """Every key of a section but those that change how a stage runs, not what it produces."""
-    fields = Config.model_fields[section].annotation.model_fields  # type: ignore[union-attr]
-    return tuple(f"{section}.{f}" for f in fields if f not in operational)
-
-
-
-STAGES: tuple[StageSpec, ...] = (
-    StageSpec("prepare", _needs(), lambda c: ("data.dataset", f"data.{c.data.dataset}"),
-              "gammaface.stages.prepare"),
-    StageSpec("train_ddpm", _needs("prepare"),
-              _keys(*_section_except("ddpm", "max_failures", "log_every", "cpus_per_worker"), "seed"),
-              "gammaface.stages.train_ddpm"),
-    StageSpec("train_classifiers", _needs("prepare"), _classifier_keys,
-              "gammaface.stages.train_classifiers"),
-    StageSpec("train_judge", _needs("prepare"),
-              _keys(*_section_except("judge"),
-                    *_section_except("classifiers", "max_failures", "use_gpu", "backbone", "epochs"),
-                    "data.synthfaces.size", "data.synthfaces.spec", "ddpm.preset", "ddpm.resolution"),
-              "gammaface.stages.train_judge"),
-    StageSpec("harvest", _needs("train_ddpm"),
-              _keys(*_section_except("harvest", "batch_size", "concurrency", "num_gpus"), "seed"),
-              "gammaface.stages.harvest"),
-    StageSpec("gmm_search", _gmm_needs, _keys(*_section_except("gmm", "backend"), "seed"),
-              "gammaface.stages.gmm_search"),
-    StageSpec("generate", _generate_needs, _generate_keys,
-              "gammaface.stages.generate"),
-    StageSpec("pseudo_label", _needs("generate", "train_classifiers"),
-              _keys("generate.protected", "label.bootstrap"), "gammaface.stages.pseudo_label"),
-    StageSpec("audit", _needs("pseudo_label", "train_judge"),
-              _keys("generate.protected", "generate.quota.cells", "label.bootstrap", "seed"),
-              "gammaface.stages.audit"),
-    StageSpec("downstream", _needs("pseudo_label"),
-              _keys(*_section_except("downstream", "num_workers", "use_gpu", "gpus_per_job", "max_failures"),
-                    "label.min_confidence", "classifiers.image_size"),
-              "gammaface.stages.downstream"),
-    StageSpec("report", _needs("downstream", "audit"), _keys("downstream"), "gammaface.stages.report"),
-)
+# the stages as they declare themselves (gammaface/stages/<name>/__init__.py), in pipeline order
+STAGES: tuple[Stage, ...] = declared()
 BY_NAME = {s.name: s for s in STAGES}
 STAGE_NAMES = tuple(BY_NAME)
 
 
-def available() -> list[str]:
-    return [s.name for s in STAGES if s.module is not None]
-
-
 def stage_hash(name: str, cfg: Config) -> str:
     spec = BY_NAME[name]
-    own = cfg.section_hash(*spec.config_keys(cfg))
+    own = cfg.section_hash(*spec.keys(cfg))
     upstream = ",".join(stage_hash(n, cfg) for n in spec.needs(cfg))
     return hashlib.sha256(f"{name}|{own}|{upstream}".encode()).hexdigest()[:16]
 
 
 def select(names: list[str] | None) -> list[str]:
-    """Validate a --stages list and put it in pipeline order; None means every built stage."""
+    """Validate a --stages list and put it in pipeline order; None means every stage."""
     if not names:
-        return available()
+        return list(STAGE_NAMES)
     for n in names:
         if n not in BY_NAME:
             raise UserError(f"unknown stage {n!r}; stages are {', '.join(STAGE_NAMES)}.")
-        if BY_NAME[n].module is None:
-            raise UserError(f"stage {n!r} is not available in this version; available: "
-                            f"{', '.join(available())}.")
     return [n for n in STAGE_NAMES if n in names]
 
 
@@ -133,7 +52,7 @@ def _check_inputs(name: str, cfg: Config, workdir: Store, selected: list[str]) -
     for need in BY_NAME[name].needs(cfg):
         if need in selected:
             continue
-        folder = workdir.sub(layout.stage_dir(need, cfg))
+        folder = workdir.sub(stage_folder(need, cfg))
         if stage.completed_hash(folder) != stage_hash(need, cfg):
             raise UserError(f"stage {name!r} needs {need!r}, which has not completed for this "
                             f"config in {workdir.root}; add it to --stages.")
@@ -147,9 +66,9 @@ def _check_own_inputs(name: str, cfg: Config, workdir: Store) -> None:
     """A stage that will run and reads inputs from outside the workdir (a dataset's folders, a
     spec file) checks them first, through its module's `check(cfg)`: a bad one is refused
     while every completed stage is still whole."""
-    if stage.completed_hash(workdir.sub(layout.stage_dir(name, cfg))) == stage_hash(name, cfg):
+    if stage.completed_hash(workdir.sub(stage_folder(name, cfg))) == stage_hash(name, cfg):
         return  # skipped (a damaged file is redone from the same inputs, checked as it runs)
-    check = getattr(importlib.import_module(BY_NAME[name].module), "check", None)  # type: ignore[arg-type]
+    check = getattr(importlib.import_module(BY_NAME[name].work), "check", None)
     if check is not None:
         check(cfg)
 
@@ -178,7 +97,7 @@ def adopt(cfg: Config, source: Store, workdir: Store, echo: Callable[[str], None
     writable = os.access(source.path(), os.W_OK)
     with workdir_lock.hold(source, f"copied into {workdir.root}") if writable else nullcontext():
         for name in STAGE_NAMES:
-            rel = layout.stage_dir(name, cfg)
+            rel = stage_folder(name, cfg)
             h = stage_hash(name, cfg)
             if stage.completed_hash(source.sub(rel)) != h or stage.completed_hash(workdir.sub(rel)) == h:
                 continue
@@ -197,6 +116,7 @@ def adopt(cfg: Config, source: Store, workdir: Store, echo: Callable[[str], None
 def run(cfg: Config, stages: list[str] | None = None,
         echo: Callable[[str], None] = stage.say, start_from: str | None = None) -> list[StageResult]:
     selected = select(stages)
+    check_placement(cfg)
     workdir = Store(cfg.workdir)
     # a remote workdir is staged through a local mirror: stages read and write local files,
     # and each stage's folder goes up whole, stage.json last, when it completes
@@ -242,7 +162,7 @@ def _upstream(name: str, cfg: Config) -> list[str]:
 
 def _run_one(name: str, cfg: Config, workdir: Store, local: Store,
              echo: Callable[[str], None]) -> StageResult:
-    rel = layout.stage_dir(name, cfg)
+    rel = stage_folder(name, cfg)
     folder = workdir.sub(rel)
     h = stage_hash(name, cfg)
     if stage.completed_hash(folder) == h:
@@ -256,19 +176,20 @@ def _run_one(name: str, cfg: Config, workdir: Store, local: Store,
     stage.mark_incomplete(folder)
     echo(f"[{name}] running")
     started = time.time()
-    module = importlib.import_module(BY_NAME[name].module)  # type: ignore[arg-type]
+    module = importlib.import_module(BY_NAME[name].work)
     remote = local is not workdir
     own = local.sub(rel)
     shared: dict[str, str] = {}
     if remote:
         for need in _upstream(name, cfg):
-            stage.fetch(workdir.sub(layout.stage_dir(need, cfg)), local.sub(layout.stage_dir(need, cfg)))
+            stage.fetch(workdir.sub(stage_folder(need, cfg)), local.sub(stage_folder(need, cfg)))
         stage.mark_incomplete(own)
         # what an earlier, interrupted run left: resumed from (Ray Train reads its checkpoints
         # from the bucket itself)
         shared = pull(folder, own, leave=(layout.RAY_TRAIN_DIR,))
     with tracking.stage_run(name, h):
         ctx = StageContext(cfg, local, name, lambda n: stage_hash(n, cfg), echo=echo,
+                           folders=stage_folders(cfg), makers=makers(),
                            publish=folder if remote else None)
         result = module.run(ctx)
         result.seconds = time.time() - started

@@ -34,6 +34,7 @@ from gammaface.generate.draws import SAMPLING_FILE, Renderer, quota_marks, read_
 from gammaface.generate.plan import counts_from_weights
 from gammaface.latents.store import META_FILE
 from gammaface.seeds import seed_of
+from gammaface.stages import folder as stage_folder
 from gammaface.storage import Store
 
 
@@ -42,10 +43,10 @@ class Sampler:
 
     def __init__(self, cfg: Config, use_gpu: bool = False, batch_size: int | None = None) -> None:
         # the renderer reads local files: a remote workdir's stages are fetched first
-        workdir = stage.local_view(Store(cfg.workdir), [layout.stage_dir(n, cfg) for n in (
+        workdir = stage.local_view(Store(cfg.workdir), [stage_folder(n, cfg) for n in (
             "prepare", "train_ddpm", "harvest", "generate", "train_classifiers")])
         self.cfg = cfg
-        folder = {n: workdir.sub(layout.stage_dir(n, cfg))
+        folder = {n: workdir.sub(stage_folder(n, cfg))
                   for n in ("train_ddpm", "harvest", "generate", "train_classifiers")}
         for name in ("train_ddpm", "harvest", "generate"):
             if stage.completed_hash(folder[name]) is None:

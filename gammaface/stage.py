@@ -45,18 +45,14 @@ def say(line: str) -> None:
     print(line, flush=True)
 
 
-# The stage that makes each input a library's resume key reads (the type checker holds the keys
-# to generate.methods.Input's names)
-INPUT_STAGES: dict[Input, str] = {"data": "prepare", "ddpm": "train_ddpm",
-                                  "labeller": "train_classifiers", "mixture": "gmm_search"}
-
-
 @dataclass
 class StageContext:
     """Everything a stage's `run(ctx)` needs: the config, the workdir, its own config hash and
     the hash of any stage (the pipeline's, so no stage recomputes it), and where each stage's
-    folder is. `folders` moves a stage's folder (relative to the workdir, or absolute), as
-    `gammaface gmm sweep` does to harvest and search beside the pipeline's own folders."""
+    folder is (`folders`: relative to the workdir, or absolute; `gammaface gmm sweep` moves
+    harvest's and gmm_search's beside the pipeline's own). `makers`: the stage that makes each
+    input of a library's resume key. Both come from the stages' declarations (gammaface.stages),
+    which this layer below them does not read itself."""
 
     cfg: Config
     workdir: Store
@@ -64,6 +60,7 @@ class StageContext:
     hash_of: Callable[[str], str]
     echo: Callable[[str], None] = say
     folders: dict[str, str] = field(default_factory=dict)
+    makers: dict[Input, str] = field(default_factory=dict)
     # Where the workdir is remote, `workdir` is its local mirror and `publish` this stage's
     # remote folder: a stage whose actors finish units (shards) uploads each one there as it
     # completes, so a run killed anywhere resumes from them, on this machine or another.
@@ -74,16 +71,13 @@ class StageContext:
         return self.hash_of(self.stage)
 
     def input_hash(self, what: Input) -> str:
-        """The config hash of the stage that makes `what` (a key of INPUT_STAGES)."""
-        return self.hash_of(INPUT_STAGES[what])
+        """The config hash of the stage that makes `what`."""
+        return self.hash_of(self.makers[what])
 
     def folder(self, stage: str | None = None) -> Store:
         """The folder of `stage` (default: this stage's own, the only one it writes)."""
-        name = stage or self.stage
-        moved = self.folders.get(name)
-        if moved and os.path.isabs(moved):
-            return Store(moved)
-        return self.workdir.sub(moved or layout.stage_dir(name, self.cfg))
+        where = self.folders[stage or self.stage]
+        return Store(where) if os.path.isabs(where) else self.workdir.sub(where)
 
     @property
     def out(self) -> Store:

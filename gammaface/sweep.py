@@ -20,7 +20,9 @@ from gammaface.data import registry
 from gammaface.errors import UserError
 from gammaface.latents import store as latent_store
 from gammaface.stage import StageContext
-from gammaface.stages import gmm_search, harvest
+from gammaface.stages import folders as stage_folders
+from gammaface.stages.gmm_search import work as gmm_search
+from gammaface.stages.harvest import work as harvest
 from gammaface.storage import Store
 
 SWEEP_DIR, SWEEP_TABLE, SWEEP_PLOT = layout.SWEEP_DIR, layout.SWEEP_TABLE, layout.SWEEP_PLOT
@@ -53,7 +55,7 @@ def sweep(cfg: Config, t_stars: Sequence[int], pcas: Sequence[int], sources: Seq
     if not workdir.is_local:  # its settings' folders are scratch, not stages to stage up
         raise UserError(f"gammaface gmm sweep runs in a local workdir; {workdir.root} is remote. "
                         "Sweep in a local one and put the chosen t* and space in the config.")
-    ddpm = workdir.sub(layout.stage_dir("train_ddpm", cfg))
+    ddpm = workdir.sub(stage_folders(cfg)["train_ddpm"])
     if stage.completed_hash(ddpm) != hash_of("train_ddpm"):
         raise UserError(f"the sweep needs a trained DDPM for this config in {workdir.root}; run "
                         "`gammaface run CONFIG --stages prepare,train_ddpm` first.")
@@ -67,13 +69,14 @@ def sweep(cfg: Config, t_stars: Sequence[int], pcas: Sequence[int], sources: Seq
             with tracking.setting_run(f"{source} t*={t}", {"harvest.source": source,
                                                            "harvest.t_star": t}):
                 harvest.run(StageContext(at, workdir, "harvest", hash_of, echo=lambda s: None,
-                                         folders=latents))
+                                         folders={**stage_folders(at), **latents}))
             meta = workdir.sub(latents["harvest"]).read_json(latent_store.META_FILE)
             for pca in pcas:
                 space = f"pca{pca}" if pca else "pixels"
                 ctx = StageContext(_with_space(at, pca), workdir, "gmm_search", hash_of,
                                    echo=lambda s: None,
-                                   folders={**latents, "gmm_search": f"{folder}/gmm-{space}"})
+                                   folders={**stage_folders(at), **latents,
+                                            "gmm_search": f"{folder}/gmm-{space}"})
                 with tracking.setting_run(f"{source} t*={t} {space}", {
                         "harvest.source": source, "harvest.t_star": meta["t_star"],
                         "gmm.space": space}):

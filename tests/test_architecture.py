@@ -10,6 +10,9 @@ from pathlib import Path
 import grimp
 import pytest
 
+from gammaface import config
+from gammaface.errors import UserError
+
 REPO = Path(__file__).resolve().parents[1]
 STAGES = REPO / "gammaface" / "stages"
 
@@ -42,26 +45,62 @@ def test_only_the_cli_imports_the_pipeline():
     assert importers == {"gammaface.cli"}
 
 
-@pytest.mark.parametrize("path", sorted(p for p in STAGES.glob("*.py") if p.name != "__init__.py"),
-                         ids=lambda p: p.stem)
-def test_every_stage_is_one_module_with_one_public_run(path):
+@pytest.mark.parametrize("path", sorted(STAGES.glob("*/work.py")), ids=lambda p: p.parent.name)
+def test_every_stages_work_is_one_module_with_one_public_run(path):
     # run(ctx), and where the stage reads inputs from outside the workdir, check(cfg): the
     # pipeline calls it before any stage is marked incomplete
     tree = ast.parse(path.read_text())
     public = [n.name for n in tree.body
               if isinstance(n, (ast.FunctionDef, ast.ClassDef)) and not n.name.startswith("_")]
-    assert public in (["run"], ["check", "run"]), f"{path.name} exposes {public}"
+    assert public in (["run"], ["check", "run"]), f"{path} exposes {public}"
     args = {n.name: [a.arg for a in n.args.args] for n in tree.body
             if isinstance(n, ast.FunctionDef) and n.name in public}
     assert args == {"run": ["ctx"], **({"check": ["cfg"]} if "check" in public else {})}
 
 
-def test_every_pipeline_stage_lives_in_the_stages_folder():
-    from gammaface import pipeline
+def test_the_pipeline_runs_the_stages_the_stages_folder_declares():
+    from gammaface import pipeline, stages
 
-    modules = {s.name: s.module for s in pipeline.STAGES}
-    assert modules == {name: f"gammaface.stages.{name}" for name in modules}
-    assert {p.stem for p in STAGES.glob("*.py")} - {"__init__"} == set(modules)
+    packages = {p.parent.name for p in STAGES.glob("*/__init__.py")}
+    assert packages == set(stages.ORDER) == set(pipeline.STAGE_NAMES)
+    assert pipeline.STAGE_NAMES == stages.ORDER
+    for s in pipeline.STAGES:
+        assert (STAGES / s.name / "work.py").is_file()
+        # a stage comes after every stage it can need
+        for cfg in (config.from_dict({}), config.from_dict({"gmm": {"space": "features"},
+                                                             "generate": {"draw": "resample"}})):
+            assert all(stages.ORDER.index(n) < stages.ORDER.index(s.name) for n in s.needs(cfg))
+    folders = stages.folders(config.from_dict({}))
+    assert len(set(folders.values())) == len(folders)  # no two stages share a folder
+
+
+def test_the_declarations_load_without_the_work():
+    """What the pipeline reads of every stage (and the command line, to check a config) costs
+    no torch, Ray, diffusers or MLflow import."""
+    code = ("import sys; from gammaface import stages; stages.declared(); "
+            "print(sorted(m for m in ('torch', 'ray', 'diffusers', 'mlflow', 'sklearn') "
+            "if m in sys.modules))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "[]"
+
+
+def test_ray_resources_may_name_only_a_stage_that_places_work(tmp_path):
+    from gammaface import stages
+
+    assert stages.placed() == tuple(s.name for s in stages.declared() if s.placed)
+    cfg = config.from_dict({"ray": {"resources": {"audit": {"a100": 1}}}})
+    with pytest.raises(UserError, match="key 'ray.resources.audit' names no stage with work to "
+                                        "place; name one of train_ddpm, "):
+        stages.check_placement(cfg)
+    stages.check_placement(config.from_dict({"ray": {"resources": {"generate": {"a100": 1}}}}))
+    # and the command line says so before anything runs
+    job = tmp_path / "job.yaml"
+    job.write_text(f"workdir: {tmp_path / 'work'}\nray:\n  resources:\n    report: {{x: 1}}\n")
+    done = subprocess.run([sys.executable, "-m", "gammaface", "config", "show", str(job)],
+                          capture_output=True, text=True, cwd=REPO)
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert f"{job}: key 'ray.resources.report' names no stage" in done.stderr
 
 
 # the libraries: they know what a key or a loop reads (a DDPM, a labeller, a mixture), never

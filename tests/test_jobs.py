@@ -26,6 +26,7 @@ import pandas as pd
 import pytest
 import yaml
 
+from gammaface.stages import folder as stage_folder
 from gammaface import config, layout, pipeline, stage, tracking, workdir_lock
 from gammaface.config import quota_n
 from gammaface.generate import methods as generation
@@ -213,7 +214,7 @@ def test_shipped_config_runs_end_to_end_on_its_dataset(job, tmp_path_factory, ra
     selected = pipeline.select(stages)
     work = Path(cfg.workdir)
     for name in selected:
-        folder = Store(str(work / layout.stage_dir(name, cfg)))
+        folder = Store(str(work / stage_folder(name, cfg)))
         assert stage.completed_hash(folder) == pipeline.stage_hash(name, cfg), name
     reused = skipped_stages(stdout)
     if source_root:  # what the source completed with the same settings was copied, not rerun
@@ -244,7 +245,7 @@ def test_shipped_config_runs_end_to_end_on_its_dataset(job, tmp_path_factory, ra
               "reused": reused, "seconds": round(seconds, 1),
               "generated_images": cfg.generate.n * len(cfg.generate.methods),
               "stage_seconds": {
-                  name: round(json.loads((work / layout.stage_dir(name, cfg) / stage.STAGE_FILE)
+                  name: round(json.loads((work / stage_folder(name, cfg) / stage.STAGE_FILE)
                                          .read_text())["timings"]["seconds"], 1)
                   for name in selected if name not in reused}}
     if "downstream" in selected:
@@ -425,7 +426,7 @@ def test_a_copied_workdir_runs_from_its_copy_and_a_new_seed_trains_only_its_jobs
     cfg = config.load(smoke, {**toy_overrides(smoke, new_root), "downstream.seeds": seeds})
     d = cfg.downstream
     every = jobs(d.n_per_class, d.methods, d.ratios, d.seeds, d.mixing)
-    record = json.loads((copy / layout.stage_dir("downstream", cfg) / stage.STAGE_FILE).read_text())
+    record = json.loads((copy / stage_folder("downstream", cfg) / stage.STAGE_FILE).read_text())
     assert record["rows"] == {"jobs": len(every),
                               "trained": sum(j.seed == seeds - 1 for j in every)}
     assert len(pd.read_csv(copy / "downstream" / d.target / "results.csv")) == len(every)

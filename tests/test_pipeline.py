@@ -70,7 +70,8 @@ def test_stage_hash_follows_dependencies():
 def test_stage_selection_errors():
     with pytest.raises(UserError, match="unknown stage 'prepar'"):
         pipeline.select(["prepar"])
-    assert pipeline.select(None) == pipeline.available()
+    assert pipeline.select(None) == list(pipeline.STAGE_NAMES)
+    assert pipeline.select(["report", "prepare"]) == ["prepare", "report"]  # pipeline order
 
 
 def test_two_pipelines_in_one_process_each_log_to_their_own_store(tmp_path, ray_local):

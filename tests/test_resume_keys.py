@@ -6,15 +6,15 @@ from gammaface import config, pipeline
 from gammaface.downstream import mixing
 from gammaface.downstream.mixing import Job
 from gammaface.generate import methods
-from gammaface.stage import INPUT_STAGES
+from gammaface.stages import makers
 
 
 def method_key(cfg, method):
-    return methods.method_key(cfg, method, lambda what: pipeline.stage_hash(INPUT_STAGES[what], cfg))
+    return methods.method_key(cfg, method, lambda what: pipeline.stage_hash(makers()[what], cfg))
 
 
 def job_key(cfg, job):
-    return mixing.job_key(cfg, job, lambda what: pipeline.stage_hash(INPUT_STAGES[what], cfg))
+    return mixing.job_key(cfg, job, lambda what: pipeline.stage_hash(makers()[what], cfg))
 
 
 def _cfg(**sections):

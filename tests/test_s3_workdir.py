@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from gammaface.stages import folder as stage_folder
 from gammaface import config, layout, pipeline, stage
 from gammaface.storage import CACHE_ENV, TMP_MARK, Store, mirror_of, pull, push
 from tests.upstream import SMOKE_UPSTREAM, skipped_stages
@@ -130,7 +131,7 @@ def test_the_smoke_pipeline_on_s3_resumes_a_killed_generation_on_another_machine
     # the upstream stages that train nothing (and the judge) are the session's, as a user would
     # upload them; the stage hashes are the same, as the settings are
     for name in (n for n in SMOKE_UPSTREAM if n not in TRAINED_HERE):
-        rel = layout.stage_dir(name, cfg)
+        rel = stage_folder(name, cfg)
         push(Store(smoke_upstream / rel), Store(root).sub(rel), {}, last=(layout.STAGE_FILE,))
     # A machine is a mirror of the bucket: its runs here share this process and the session's
     # Ray (whose workers reach the bucket), and the killed one is a process group of its own.
@@ -151,14 +152,14 @@ def test_the_smoke_pipeline_on_s3_resumes_a_killed_generation_on_another_machine
     # resumes from them on any machine); machine a's mirror holds none of them
     mirror_a = Path(mirror_of(Store(root)).path())
     for name in TRAINED_HERE:
-        rel = layout.stage_dir(name, cfg)
+        rel = stage_folder(name, cfg)
         held = [f for f in Store(root).sub(rel).files() if f.startswith(f"{layout.RAY_TRAIN_DIR}/")]
         assert any(f.endswith("/model.safetensors") for f in held), (name, held)
         assert (mirror_a / rel / layout.STAGE_FILE).exists()
         assert not (mirror_a / rel / layout.RAY_TRAIN_DIR).exists(), name
 
     # machine a is killed (driver, raylet, actors) once two shards have reached the bucket
-    gen = Store(root).sub(layout.stage_dir("generate", cfg))
+    gen = Store(root).sub(stage_folder("generate", cfg))
     proc = subprocess.Popen(_cmd(root, tmp_path, "generate"), env=machine["a"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)
@@ -178,7 +179,7 @@ def test_the_smoke_pipeline_on_s3_resumes_a_killed_generation_on_another_machine
     said = [line for line in rest.splitlines() if "shards to render" in line]
     assert said and said[0].startswith(f"  {12 - published} of 12 shards to render"), said
     for name in ("train_judge", "generate", "pseudo_label", "audit", "downstream", "report"):
-        folder = Store(root).sub(layout.stage_dir(name, cfg))
+        folder = Store(root).sub(stage_folder(name, cfg))
         assert stage.completed_hash(folder) is not None, name
         assert stage.damaged(folder) == [], name
     assert not any(TMP_MARK in rel for rel in Store(root).files())
@@ -188,12 +189,12 @@ def test_the_smoke_pipeline_on_s3_resumes_a_killed_generation_on_another_machine
     local = tmp_path / "local"
     mirror = Path(mirror_of(Store(root)).path())  # machine b's, which fetched every upstream stage
     for name in UPSTREAM.split(","):
-        rel = layout.stage_dir(name, cfg)
+        rel = stage_folder(name, cfg)
         shutil.copytree(mirror / rel, local / rel)
     # in this process, on the session's Ray: a local workdir needs no machine of its own
     pipeline.run(config.load(SMOKE, _sets(str(local), tmp_path / "local")), ["generate"],
                  echo=lambda s: None)
-    want = {k: v for k, v in _tree(local / layout.stage_dir("generate", cfg)).items()
+    want = {k: v for k, v in _tree(local / stage_folder("generate", cfg)).items()
             if k.endswith((".png", ".parquet"))}
     got = {k: v for k, v in _remote_tree(gen).items() if k.endswith((".png", ".parquet"))}
     assert len(want) > 96 and got == want

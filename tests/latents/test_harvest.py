@@ -13,7 +13,7 @@ from gammaface.errors import UserError
 from gammaface.latents import store
 from gammaface.latents.harvest import row_seed, source_images
 from gammaface.stage import StageContext
-from gammaface.stages import harvest as harvest_stage
+from gammaface.stages.harvest import work as harvest_stage
 from gammaface.storage import Store
 
 
@@ -34,7 +34,8 @@ def _cfg(**harvest):
 def _harvest(assets, tmp_path, name, **harvest):
     out = Store(tmp_path / name)
     ctx = StageContext(_cfg(**harvest), Store(assets), "harvest", lambda stage: "unused",
-                       echo=lambda s: None, folders={"prepare": "data", "harvest": out.root})
+                       echo=lambda s: None,
+                       folders={"prepare": "data", "train_ddpm": "ddpm", "harvest": out.root})
     harvest_stage.run(ctx)
     return out.read_json(store.META_FILE), store.read_index(out), store.load_rows(out)
 

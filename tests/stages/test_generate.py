@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from gammaface.stages import folder as stage_folder
 from gammaface import config, export, layout, pipeline
 from gammaface.errors import UserError
 from gammaface.sampling import Sampler
@@ -225,11 +226,11 @@ def test_a_method_and_an_arm_registered_outside_the_package_run_through_generate
         assert (gen / "gmm" / png.relative_to(generated / "generated" / "gmm")).read_bytes() == png.read_bytes()
     labels = pd.read_parquet(work / "labels" / heaviest.name / manifest.MANIFEST_FILE)
     assert len(labels) == n
-    results = pd.read_csv(work / layout.stage_dir("downstream", cfg) / cfg.downstream.target
+    results = pd.read_csv(work / stage_folder("downstream", cfg) / cfg.downstream.target
                           / layout.DOWNSTREAM_RESULTS)
     assert {heaviest.name, f"{heaviest.name}:fill", repeat.name} <= set(results["method"])
     # the toy arm's training tables hold its repeats: at ratio 0.5 as many as the real images
-    tables = list((work / layout.stage_dir("downstream", cfg)).rglob(f"{repeat.name}/*/seed*/train.parquet"))
+    tables = list((work / stage_folder("downstream", cfg)).rglob(f"{repeat.name}/*/seed*/train.parquet"))
     assert len(tables) == cfg.downstream.seeds
     for path in tables:
         table = pd.read_parquet(path)

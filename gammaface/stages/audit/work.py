@@ -152,7 +152,7 @@ def run(ctx: StageContext) -> StageResult:
     frame = pd.DataFrame(table)
     out.write_bytes(layout.AUDIT_CSV, frame.to_csv(index=False).encode())
     out.write_json(layout.AUDIT_JSON, {"groups": [":".join(g) for g in groups],
-                                       "judge": layout.stage_dir("train_judge", cfg),
+                                       "judge": ctx.folders["train_judge"],
                                        "bootstrap": cfg.label.bootstrap,
                                        "sets": frame.to_dict(orient="records")})
     if out.is_local:
