@@ -371,6 +371,23 @@ def log_text(text: str, name: str) -> None:
         mlflow.log_text(text, name)
 
 
+def finish_child_run(run_id: str, metrics: dict[str, float], files: list[str]) -> None:
+    """Log a child run's final metrics (the finite ones, stamped now: a 0 timestamp reads as
+    1970 in the UI) and files, and end it as finished."""
+    import math
+    import time
+
+    import mlflow
+
+    client = mlflow.MlflowClient()
+    now = int(time.time() * 1000)
+    client.log_batch(run_id, metrics=[mlflow.entities.Metric(k, v, now, 0)
+                                      for k, v in metrics.items() if math.isfinite(v)])
+    for path in files:
+        client.log_artifact(run_id, path)
+    client.set_terminated(run_id)
+
+
 def active_run_id() -> str | None:
     import mlflow
 

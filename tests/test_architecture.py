@@ -58,6 +58,15 @@ def test_every_stages_work_is_one_module_with_one_public_run(path):
     assert args == {"run": ["ctx"], **({"check": ["cfg"]} if "check" in public else {})}
 
 
+@pytest.mark.parametrize("path", sorted(STAGES.glob("*/work.py")), ids=lambda p: p.parent.name)
+def test_every_stages_run_is_at_most_sixty_lines(path):
+    """A stage's run reads, calls libraries, writes and logs; longer work belongs below it
+    (or in a named step of its own)."""
+    run = next(n for n in ast.parse(path.read_text()).body
+               if isinstance(n, ast.FunctionDef) and n.name == "run")
+    assert run.end_lineno - run.lineno + 1 <= 60, f"{path}: run is {run.end_lineno - run.lineno + 1} lines"
+
+
 def test_the_pipeline_runs_the_stages_the_stages_folder_declares():
     from gammaface import pipeline, stages
 

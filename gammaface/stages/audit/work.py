@@ -101,6 +101,25 @@ def _row(name: str, view: dict[str, Any], labeller_frame: pd.DataFrame | None,
     return row
 
 
+def _log_and_say(ctx: StageContext, table: list[dict[str, Any]], groups: list[list[str]]) -> None:
+    """Every set's judged figures to MLflow, and the corrected discrepancies to the log."""
+    for r in table:
+        tag = r["set"].replace(" (", "_").replace(")", "").replace(" ", "_")
+        tracking.log_metrics({f"judge/{tag}/{r['cells']}/{k}": float(r[k])
+                              for k in ("hard", "soft", "corrected", "agreement",
+                                        "near_copy_share/features", "precision", "recall")
+                              if k in r and pd.notna(r[k])})
+    for attrs in groups:
+        key = ":".join(attrs)
+        ctx.echo(f"  judge-measured {key} discrepancy, corrected [95 % interval]; near copies: "
+                 + "; ".join(f"{r['set']} {r['corrected']:.3f} [{r['corrected_lo']:.3f}, "
+                             f"{r['corrected_hi']:.3f}], {r['near_copy_share/features']:.1%}"
+                             if pd.notna(r.get('near_copy_share/features')) else
+                             f"{r['set']} {r['corrected']:.3f} [{r['corrected_lo']:.3f}, "
+                             f"{r['corrected_hi']:.3f}]"
+                             for r in table if r["cells"] == key))
+
+
 def run(ctx: StageContext) -> StageResult:
     cfg = ctx.cfg
     out, labels = ctx.out, ctx.folder("pseudo_label")
@@ -157,20 +176,6 @@ def run(ctx: StageContext) -> StageResult:
                                        "sets": frame.to_dict(orient="records")})
     if out.is_local:
         tracking.log_artifact(out.path(layout.AUDIT_CSV))
-    for r in table:
-        tag = r["set"].replace(" (", "_").replace(")", "").replace(" ", "_")
-        tracking.log_metrics({f"judge/{tag}/{r['cells']}/{k}": float(r[k])
-                              for k in ("hard", "soft", "corrected", "agreement",
-                                        "near_copy_share/features", "precision", "recall")
-                              if k in r and pd.notna(r[k])})
-    for attrs in groups:
-        key = ":".join(attrs)
-        ctx.echo(f"  judge-measured {key} discrepancy, corrected [95 % interval]; near copies: "
-                 + "; ".join(f"{r['set']} {r['corrected']:.3f} [{r['corrected_lo']:.3f}, "
-                             f"{r['corrected_hi']:.3f}], {r['near_copy_share/features']:.1%}"
-                             if pd.notna(r.get('near_copy_share/features')) else
-                             f"{r['set']} {r['corrected']:.3f} [{r['corrected_lo']:.3f}, "
-                             f"{r['corrected_hi']:.3f}]"
-                             for r in table if r["cells"] == key))
+    _log_and_say(ctx, table, groups)
     return StageResult("audit", rows={"sets": len(views)},
                        outputs={"audit": out.uri(layout.AUDIT_CSV)})

@@ -258,9 +258,59 @@ def _train(ctx: StageContext, out: Store, test: pd.DataFrame, pending: list[Job]
                        slot=slot, max_retries=d.max_failures, concurrency=at_once, on_done=done)
 
 
-def run(ctx: StageContext) -> StageResult:
-    import mlflow
+def _score(ctx: StageContext, out: Store, all_jobs: list[Job], counts: dict[Job, dict[str, float]],
+           scored: dict[str, float]) -> pd.DataFrame:
+    """Every job's metrics on the evaluation set, each generated arm paired with its seed's
+    baseline (bootstrap intervals of the differences)."""
+    d = ctx.cfg.downstream
+    binary = registry.get(d.target).n_classes == 2
+    directions = _bias_directions(ctx)
+    rows: list[dict[str, Any]] = []
+    baselines: dict[tuple[int, int], Any] = {}
+    base_preds: dict[tuple[int, int], pd.DataFrame] = {}
+    for job in sorted(all_jobs, key=lambda j: j.method != BASELINE):  # baselines first
+        pred, _ = out.sub(job.folder).read_parquet(PREDICTIONS)
+        pair = (job.n_per_class, job.seed)
+        base = baselines.get(pair) if job.method != BASELINE else None
+        metrics = _evaluate_job(ctx.cfg, pred, base, directions)
+        if job.method == BASELINE:
+            baselines[pair], base_preds[pair] = metrics, pred
+        elif pair in base_preds:
+            b = base_preds[pair]
+            metrics.update(compare.bootstrap_differences(
+                pred["y_true"].to_numpy(), pred["y_pred"].to_numpy(), b["y_pred"].to_numpy(),
+                {a: pred[a].to_numpy() for a in d.protected}, binary,
+                seed_of(job.seed, job.n_per_class, 11)))
+        rows.append({"n_per_class": job.n_per_class, "method": job.method,
+                     "mixing": job.mixing, "ratio": job.ratio, "seed": job.seed,
+                     **{f"count/{k}": v for k, v in counts[job].items()}, **scored, **metrics})
+    results = pd.DataFrame(rows)
+    results["target"], results["protected"] = d.target, ",".join(d.protected)
+    _, kl = compare.protected_columns(results)
+    key_names = INTERSECTION_SEP.join(d.protected)
+    return compare.with_differences(results, list(compare.paired_columns(key_names, kl).values()))
 
+
+def _record_jobs(out: Store, all_jobs: list[Job], results: pd.DataFrame,
+                 counts: dict[Job, dict[str, float]], run_ids: dict[Job, str],
+                 keyed: Callable[[Job], str]) -> None:
+    """Each job's metrics file, and its MLflow run finished with them."""
+    by_job = {(r["n_per_class"], r["method"], r["ratio"], r["seed"]): r
+              for r in results.to_dict("records")}
+    for job in all_jobs:
+        folder = out.sub(job.folder)
+        r = by_job[(job.n_per_class, job.method, job.ratio, job.seed)]
+        metrics = {k: float(v) for k, v in r.items()
+                   if isinstance(v, (int, float)) and not k.startswith("count/")
+                   and k not in ("n_per_class", "ratio", "seed")}
+        folder.write_json(METRICS_FILE, {"job": _job_record(job, keyed(job)), "counts": counts[job],
+                                         "metrics": metrics})
+        if job in run_ids:
+            tracking.finish_child_run(run_ids[job], metrics,
+                                      [folder.path(PREDICTIONS), folder.path(METRICS_FILE)])
+
+
+def run(ctx: StageContext) -> StageResult:
     cfg = ctx.cfg
     d = cfg.downstream
     connect(cfg.ray)
@@ -280,51 +330,9 @@ def run(ctx: StageContext) -> StageResult:
         _train(ctx, out, test, pending, run_ids)
 
     key_names = INTERSECTION_SEP.join(d.protected)
-    binary = registry.get(d.target).n_classes == 2
     scored = _eval_counts(test, d.target, list(d.protected))
-    directions = _bias_directions(ctx)
-    rows: list[dict[str, Any]] = []
-    baselines: dict[tuple[int, int], Any] = {}
-    base_preds: dict[tuple[int, int], pd.DataFrame] = {}
-    for job in sorted(all_jobs, key=lambda j: j.method != BASELINE):  # baselines first
-        pred, _ = out.sub(job.folder).read_parquet(PREDICTIONS)
-        pair = (job.n_per_class, job.seed)
-        base = baselines.get(pair) if job.method != BASELINE else None
-        metrics = _evaluate_job(cfg, pred, base, directions)
-        if job.method == BASELINE:
-            baselines[pair], base_preds[pair] = metrics, pred
-        elif pair in base_preds:
-            b = base_preds[pair]
-            metrics.update(compare.bootstrap_differences(
-                pred["y_true"].to_numpy(), pred["y_pred"].to_numpy(), b["y_pred"].to_numpy(),
-                {a: pred[a].to_numpy() for a in d.protected}, binary,
-                seed_of(job.seed, job.n_per_class, 11)))
-        rows.append({"n_per_class": job.n_per_class, "method": job.method,
-                     "mixing": job.mixing, "ratio": job.ratio, "seed": job.seed,
-                     **{f"count/{k}": v for k, v in counts[job].items()}, **scored, **metrics})
-    results = pd.DataFrame(rows)
-    results["target"], results["protected"] = d.target, ",".join(d.protected)
-    _, kl = compare.protected_columns(results)
-    results = compare.with_differences(results, list(compare.paired_columns(key_names, kl).values()))
-    by_job = {(r["n_per_class"], r["method"], r["ratio"], r["seed"]): r
-              for r in results.to_dict("records")}
-    client = mlflow.MlflowClient()
-    for job in all_jobs:
-        folder = out.sub(job.folder)
-        r = by_job[(job.n_per_class, job.method, job.ratio, job.seed)]
-        metrics = {k: float(v) for k, v in r.items()
-                   if isinstance(v, (int, float)) and not k.startswith("count/")
-                   and k not in ("n_per_class", "ratio", "seed")}
-        folder.write_json(METRICS_FILE, {"job": _job_record(job, keyed(job)), "counts": counts[job],
-                                         "metrics": metrics})
-        if job in run_ids:
-            finite = {k: v for k, v in metrics.items() if np.isfinite(v)}
-            now = int(time.time() * 1000)  # when the job was scored (0 reads as 1970 in the UI)
-            client.log_batch(run_ids[job], metrics=[
-                mlflow.entities.Metric(k, v, now, 0) for k, v in finite.items()])
-            client.log_artifact(run_ids[job], folder.path(PREDICTIONS))
-            client.log_artifact(run_ids[job], folder.path(METRICS_FILE))
-            client.set_terminated(run_ids[job])
+    results = _score(ctx, out, all_jobs, counts, scored)
+    _record_jobs(out, all_jobs, results, counts, run_ids, keyed)
     out.write_bytes(layout.DOWNSTREAM_RESULTS, results.to_csv(index=False).encode())
     tracking.log_artifact(out.path(layout.DOWNSTREAM_RESULTS))
     summary = compare.summarise(results)

@@ -40,7 +40,7 @@ from gammaface.latents import store as latent_store
 from gammaface.progress import progress
 from gammaface.ray_runtime import actor_resources, connect, placement
 from gammaface.stage import StageContext, StageResult
-from gammaface.storage import pull
+from gammaface.storage import Store, pull
 
 if TYPE_CHECKING:
     from diffusers import SchedulerMixin
@@ -311,71 +311,60 @@ def _quota_sets(ctx: StageContext, methods: list[str], mixture_spec: dict[str, A
     return plans, kept, made, seconds
 
 
-def run(ctx: StageContext) -> StageResult:
+def _mixture_weights(ctx: StageContext, inputs: _Inputs, resp: np.ndarray, chosen_spec: dict[str, Any],
+                     renderer_kwargs: dict[str, Any], out_store: Store) -> dict[str, np.ndarray]:
+    """Each mixture method's component weights, from the components' compositions over the
+    protected cells; the compositions and the predicted balance are written beside the sets.
+    Empty where no mixture method is asked for."""
     cfg, echo = ctx.cfg, ctx.echo
-    g = cfg.generate
-    connect(cfg.ray)
-    out_store = ctx.local_out("writes shard folders locally")
-    out = Path(out_store.path())
-    out.mkdir(parents=True, exist_ok=True)
-    inputs = _load_inputs(ctx)
-    t_star = int(inputs.meta["t_star"])
-    ddpm_dir = ctx.folder("train_ddpm").path()
-    latent_dir = ctx.folder("harvest").path()
-    ddim = make_scheduler(load_scheduler(ddpm_dir), "ddim")  # the grid every start level snaps to
-    t_used = effective_t(ddim, g.steps, t_star)
-    if t_used != t_star:
-        echo(f"  t* = {t_star} of the harvest lies off the {g.steps}-step grid; starting from {t_used}")
-    renderer_kwargs: dict[str, Any] = dict(ddpm_dir=ddpm_dir, t_star=t_used, steps=g.steps, eta=g.eta,
-                           temperature=g.temperature, image_root=inputs.image_root,
-                           latent_dir=latent_dir, batch_size=g.batch_size, use_gpu=g.num_gpus > 0)
+    g, gm = cfg.generate, inputs.mixture
+    if not any(generation.in_family(m, "mixture") for m in g.methods):
+        return {}
+    import torch
 
-    gm = inputs.mixture
-    resp = gm.predict_proba(inputs.space_X)
-    chosen_spec = _mixture_spec(inputs, gm.means_, gm.covariances_, resp, g.draw)
     protected = list(g.protected)
-    plans: dict[str, list[Shard]] = {}
-    rows: dict[str, int] = {}
-    needs_comp = any(generation.in_family(m, "mixture") for m in g.methods)
-    if needs_comp:
-        import torch
+    comp, mass, comp_source = _component_compositions(
+        ctx, inputs, resp, chosen_spec,
+        lambda: Renderer(**renderer_kwargs, threads=torch.get_num_threads()))
+    unknown = [int(k) for k in np.flatnonzero(mass <= 0)]
+    if unknown and len(unknown) < len(mass):
+        echo(f"  warning: component(s) {', '.join(map(str, unknown))} hold no image with "
+             f"{', '.join(protected)} all labelled; their composition is unknown and "
+             "taken as uniform")
+    attr = balance.balance_components(comp, mass)
+    if "gmm_attr" in g.methods and not attr.solved:
+        echo(f"  warning: gmm_attr falls back to equal weights: {attr.fallback}.")
+        tracking.log_params({"generate.gmm_attr_fallback": attr.fallback})
+    weights = _method_weights(cfg, gm.weights_, attr)
+    table = balance.predicted_balance(weights, comp, protected)
+    out_store.write_bytes(PREDICTED, table.to_csv(index=False).encode())
+    comp_table = pd.DataFrame(comp, columns=[":".join(c) for c in cells(protected)])
+    comp_table.insert(0, "component", np.arange(gm.n_components))
+    for i, m in enumerate(generation.names("mixture")):
+        comp_table.insert(1 + i, f"weight/{m}", weights[m])
+    out_store.write_bytes(layout.GENERATED_COMPOSITIONS, comp_table.to_csv(index=False).encode())
+    echo(f"  component compositions from {comp_source}; predicted balance "
+         f"(intersection discrepancy): " + ", ".join(
+             f"{r['method']} {r['discrepancy/' + ':'.join(protected)]:.3f}"
+             for _, r in table.iterrows() if r["method"] in g.methods))
+    for sentence in balance.equal_weight_warnings(table, protected):
+        echo(f"  warning: {sentence}")
+    tracking.log_metrics({f"predicted/{r['method']}/{k}": v for _, r in table.iterrows()
+                          for k, v in r.items() if k.startswith("discrepancy/")})
+    return weights
 
-        comp, mass, comp_source = _component_compositions(
-            ctx, inputs, resp, chosen_spec,
-            lambda: Renderer(**renderer_kwargs, threads=torch.get_num_threads()))
-        unknown = [int(k) for k in np.flatnonzero(mass <= 0)]
-        if unknown and len(unknown) < len(mass):
-            echo(f"  warning: component(s) {', '.join(map(str, unknown))} hold no image with "
-                 f"{', '.join(protected)} all labelled; their composition is unknown and "
-                 "taken as uniform")
-        attr = balance.balance_components(comp, mass)
-        if "gmm_attr" in g.methods and not attr.solved:
-            echo(f"  warning: gmm_attr falls back to equal weights: {attr.fallback}.")
-            tracking.log_params({"generate.gmm_attr_fallback": attr.fallback})
-        weights = _method_weights(cfg, gm.weights_, attr)
-        table = balance.predicted_balance(weights, comp, protected)
-        out_store.write_bytes(PREDICTED, table.to_csv(index=False).encode())
-        comp_table = pd.DataFrame(comp, columns=[":".join(c) for c in cells(protected)])
-        comp_table.insert(0, "component", np.arange(gm.n_components))
-        for i, m in enumerate(generation.names("mixture")):
-            comp_table.insert(1 + i, f"weight/{m}", weights[m])
-        out_store.write_bytes(layout.GENERATED_COMPOSITIONS, comp_table.to_csv(index=False).encode())
-        echo(f"  component compositions from {comp_source}; predicted balance "
-             f"(intersection discrepancy): " + ", ".join(
-                 f"{r['method']} {r['discrepancy/' + ':'.join(protected)]:.3f}"
-                 for _, r in table.iterrows() if r["method"] in g.methods))
-        for sentence in balance.equal_weight_warnings(table, protected):
-            echo(f"  warning: {sentence}")
-        tracking.log_metrics({f"predicted/{r['method']}/{k}": v for _, r in table.iterrows()
-                              for k, v in r.items() if k.startswith("discrepancy/")})
 
-    keys: dict[str, str] = {m: method_key(cfg, m, ctx.input_hash) for m in g.methods}
-    quota_methods: list[str] = [m for m in g.methods if generation.in_family(m, "quota")]
+def _plan_sets(ctx: StageContext, inputs: _Inputs, chosen_spec: dict[str, Any],
+               weights: dict[str, np.ndarray], keys: dict[str, str], out: Path,
+               out_store: Store) -> dict[str, list[Shard]]:
+    """Every set but the quota sets: its draw spec and its plan of shards, written to disk."""
+    cfg, g, gm = ctx.cfg, ctx.cfg.generate, inputs.mixture
     given = DrawInputs(cfg, gm, inputs.space_X, inputs.train,
                        lambda means, variances, resp: _mixture_spec(inputs, means, variances, resp, g.draw),
-                       echo)
+                       ctx.echo)
+    plans: dict[str, list[Shard]] = {}
     for method in g.methods:
-        if method in quota_methods:
+        if generation.in_family(method, "quota"):
             continue
         method_dir = out / method
         method_dir.mkdir(parents=True, exist_ok=True)
@@ -390,6 +379,67 @@ def run(ctx: StageContext) -> StageResult:
         out_store.write_json(f"{method}/{PLAN_FILE}", {"method_key": keys[method], "method": method,
                                                         "n": g.n, "shards": [s.record() for s in plan]})
         plans[method] = plan
+    return plans
+
+
+def _quota_spec(ctx: StageContext, inputs: _Inputs, chosen_spec: dict[str, Any], resp: np.ndarray,
+                ddim: Any) -> dict[str, Any]:
+    """How the quota sets' mixture proposal draws: the quota's own draw, and its start level
+    on the sampler's grid where one is set."""
+    g, gm = ctx.cfg.generate, inputs.mixture
+    q_spec = chosen_spec if quota_draw(ctx.cfg) == g.draw else _mixture_spec(
+        inputs, gm.means_, gm.covariances_, resp, quota_draw(ctx.cfg))
+    if g.quota.t_start is not None:  # resampled picks noised on up and finished from there
+        t_q = effective_t(ddim, g.steps, g.quota.t_start)
+        if t_q != g.quota.t_start:
+            ctx.echo(f"  generate.quota.t_start = {g.quota.t_start} lies off the {g.steps}-step "
+                     f"grid; quota draws start from {t_q}")
+        q_spec = {**q_spec, "t_start": t_q}
+    return q_spec
+
+
+def _write_sets(out_store: Store, out: Path, plans: dict[str, list[Shard]],
+                kept: dict[str, dict[int, np.ndarray]], grid_side: int) -> dict[str, int]:
+    """Each set's manifest and component grid; returns the images per set."""
+    rows: dict[str, int] = {}
+    for set_name, plan in plans.items():
+        set_dir = out / set_name
+        df = shard_io.manifest_rows(set_dir, plan, kept.get(set_name))
+        out_store.write_parquet(f"{set_name}/{manifest.MANIFEST_FILE}", df, metadata={"image_root": "."})
+        rows[set_name] = len(df)
+        grid = shard_io.component_grid(set_dir, plan, grid_side)
+        (set_dir / layout.GENERATED_GRID).write_bytes(encode_png(grid))
+        tracking.log_artifact(str(set_dir / layout.GENERATED_GRID), artifact_path=f"grids/{set_name}")
+    for name in (layout.GENERATED_COMPOSITIONS, PREDICTED):
+        if out_store.exists(name):
+            tracking.log_artifact(out_store.path(name))
+    return rows
+
+
+def run(ctx: StageContext) -> StageResult:
+    cfg, echo = ctx.cfg, ctx.echo
+    g = cfg.generate
+    connect(cfg.ray)
+    out_store = ctx.local_out("writes shard folders locally")
+    out = Path(out_store.path())
+    out.mkdir(parents=True, exist_ok=True)
+    inputs = _load_inputs(ctx)
+    t_star = int(inputs.meta["t_star"])
+    ddpm_dir = ctx.folder("train_ddpm").path()
+    ddim = make_scheduler(load_scheduler(ddpm_dir), "ddim")  # the grid every start level snaps to
+    t_used = effective_t(ddim, g.steps, t_star)
+    if t_used != t_star:
+        echo(f"  t* = {t_star} of the harvest lies off the {g.steps}-step grid; starting from {t_used}")
+    renderer_kwargs: dict[str, Any] = dict(ddpm_dir=ddpm_dir, t_star=t_used, steps=g.steps, eta=g.eta,
+                           temperature=g.temperature, image_root=inputs.image_root,
+                           latent_dir=ctx.folder("harvest").path(), batch_size=g.batch_size,
+                           use_gpu=g.num_gpus > 0)
+    resp = inputs.mixture.predict_proba(inputs.space_X)
+    chosen_spec = _mixture_spec(inputs, inputs.mixture.means_, inputs.mixture.covariances_, resp,
+                                g.draw)
+    weights = _mixture_weights(ctx, inputs, resp, chosen_spec, renderer_kwargs, out_store)
+    keys: dict[str, str] = {m: method_key(cfg, m, ctx.input_hash) for m in g.methods}
+    plans = _plan_sets(ctx, inputs, chosen_spec, weights, keys, out, out_store)
 
     pending = {m: shard_io.sweep(out / m, plan, keys[m]) for m, plan in plans.items()}
     todo = [s for m in plans for s in pending[m]]
@@ -402,40 +452,22 @@ def run(ctx: StageContext) -> StageResult:
                     publish=_published(ctx))
     _gather(ctx, todo)
     seconds = time.perf_counter() - started
+    made = total - done_before
     kept: dict[str, dict[int, np.ndarray]] = {}
+    quota_methods = [m for m in g.methods if generation.in_family(m, "quota")]
     if quota_methods:
         comp_prior = None  # each component's composition over the quota cells, where known
         if inputs.source_labels is not None:
             q_attrs = quota_attributes(cfg)
             comp_prior, _ = balance.compositions(resp, cell_codes(inputs.source_labels, q_attrs),
                                                  len(cells(q_attrs)))
-        q_spec = chosen_spec if quota_draw(cfg) == g.draw else _mixture_spec(
-            inputs, gm.means_, gm.covariances_, resp, quota_draw(cfg))
-        if g.quota.t_start is not None:  # resampled picks noised on up and finished from there
-            t_q = effective_t(ddim, g.steps, g.quota.t_start)
-            if t_q != g.quota.t_start:
-                echo(f"  generate.quota.t_start = {g.quota.t_start} lies off the {g.steps}-step "
-                     f"grid; quota draws start from {t_q}")
-            q_spec = {**q_spec, "t_start": t_q}
         q_plans, kept, q_renders, q_seconds = _quota_sets(
-            ctx, quota_methods, q_spec, gm.n_components, comp_prior, renderer_kwargs, out,
-            keys, ddim)
+            ctx, quota_methods, _quota_spec(ctx, inputs, chosen_spec, resp, ddim),
+            inputs.mixture.n_components, comp_prior, renderer_kwargs, out, keys, ddim)
         plans.update(q_plans)
-        made, seconds = (total - done_before) + q_renders, seconds + q_seconds
-    else:
-        made = total - done_before
+        made, seconds = made + q_renders, seconds + q_seconds
 
-    for set_name, plan in plans.items():
-        set_dir = out / set_name
-        df = shard_io.manifest_rows(set_dir, plan, kept.get(set_name))
-        out_store.write_parquet(f"{set_name}/{manifest.MANIFEST_FILE}", df, metadata={"image_root": "."})
-        rows[set_name] = len(df)
-        grid = shard_io.component_grid(set_dir, plan, g.grid)
-        (set_dir / layout.GENERATED_GRID).write_bytes(encode_png(grid))
-        tracking.log_artifact(str(set_dir / layout.GENERATED_GRID), artifact_path=f"grids/{set_name}")
-    for name in (layout.GENERATED_COMPOSITIONS, PREDICTED):
-        if out_store.exists(name):
-            tracking.log_artifact(out_store.path(name))
+    rows = _write_sets(out_store, out, plans, kept, g.grid)
     tracking.log_metrics({"images": float(sum(rows.values())), "images_rendered": float(made),
                           "images_per_s": made / max(seconds, 1e-9)})
     return StageResult("generate", rows=rows, outputs={m: out_store.uri(m) for m in plans},

@@ -11,6 +11,7 @@ sees it (the difference is the labeller's own bias).
 from __future__ import annotations
 
 import posixpath
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -25,6 +26,7 @@ from gammaface.images import load_resized
 from gammaface.progress import progress
 from gammaface.ray_runtime import actor_resources, connect, placement
 from gammaface.stage import StageContext, StageResult
+from gammaface.storage import Store
 
 BALANCE_JSON = "balance.json"
 TRAIN_TRUTH = "train (dataset labels)"
@@ -54,6 +56,17 @@ def _label_manifest(cfg: Config, generated: pd.DataFrame, image_root: str, class
             bar.update(len(part))
     labelled = pd.concat(parts, ignore_index=True).sort_values("_row").drop(columns="_row")
     return labelled.reset_index(drop=True)
+
+
+def _log(table: list[dict[str, Any]], out: Store) -> None:
+    """Every set's discrepancies, and the balance files, to MLflow."""
+    for r in table:
+        tag = r["set"].replace(" (", "_").replace(")", "").replace(" ", "_")
+        tracking.log_metrics({f"balance/{tag}/{k.split('/', 1)[1]}": v for k, v in r.items()
+                              if k.startswith("discrepancy/")})
+    for name in (layout.BALANCE_CSV, BALANCE_JSON, layout.BALANCE_PLOT):
+        if out.is_local:
+            tracking.log_artifact(out.path(name))
 
 
 def run(ctx: StageContext) -> StageResult:
@@ -106,13 +119,7 @@ def run(ctx: StageContext) -> StageResult:
                                   "sets": frame.to_dict(orient="records")})
     out.write_bytes(layout.BALANCE_PLOT, figures.balance_bars(frame, protected))
     key = ":".join(protected)
-    for r in table:
-        tag = r["set"].replace(" (", "_").replace(")", "").replace(" ", "_")
-        tracking.log_metrics({f"balance/{tag}/{k.split('/', 1)[1]}": v for k, v in r.items()
-                              if k.startswith("discrepancy/")})
-    for name in (layout.BALANCE_CSV, BALANCE_JSON, layout.BALANCE_PLOT):
-        if out.is_local:
-            tracking.log_artifact(out.path(name))
+    _log(table, out)
     ctx.echo(f"  balance ({key} discrepancy, lower is fairer): " + ", ".join(
         f"{r['set']} {r[f'discrepancy/{key}']:.3f}±{r[f'discrepancy_std/{key}']:.3f}" for r in table))
     return StageResult("pseudo_label", rows=rows, outputs={"balance": out.uri(BALANCE_JSON)},

@@ -9,6 +9,8 @@ computed from the numbers.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pandas as pd
 
@@ -121,24 +123,23 @@ def _quota_draw_note(cfg: Config) -> str:
     return f" (quota sets {', '.join(parts)})" if parts else ""
 
 
-def run(ctx: StageContext) -> StageResult:
-    cfg, fmt = ctx.cfg, tables.cell
-    d = cfg.downstream
-    out = ctx.out
-    out.makedirs()
-    md: list[str] = [f"# gammaface report: {cfg.name}", ""]
-    gmm = ctx.folder("gmm_search")
-    sel = gmm.read_json(layout.GMM_SELECTED)
-    md += [f"Dataset `{cfg.data.dataset}`; harvest `{sel['source']}` at t* = {sel['t_star']}; "
-           f"mixture in `{sel['space']}` space, K = {sel['k']} ({sel['chosen_by']}); draws "
-           f"`{cfg.generate.draw}`" + _quota_draw_note(cfg) + f", eta {cfg.generate.eta:g}, "
-           f"{cfg.generate.n} images per method" + _quota_size_note(cfg) + "; "
-           f"downstream target `{d.target}`, protected `{', '.join(d.protected)}`.", ""]
+def _header(ctx: StageContext, sel: dict[str, Any]) -> list[str]:
+    cfg, d = ctx.cfg, ctx.cfg.downstream
+    return [f"# gammaface report: {cfg.name}", "",
+            f"Dataset `{cfg.data.dataset}`; harvest `{sel['source']}` at t* = {sel['t_star']}; "
+            f"mixture in `{sel['space']}` space, K = {sel['k']} ({sel['chosen_by']}); draws "
+            f"`{cfg.generate.draw}`" + _quota_draw_note(cfg) + f", eta {cfg.generate.eta:g}, "
+            f"{cfg.generate.n} images per method" + _quota_size_note(cfg) + "; "
+            f"downstream target `{d.target}`, protected `{', '.join(d.protected)}`.", ""]
 
-    df, root = manifest.read(ctx.manifest_path)
+
+def _data_and_mixture(ctx: StageContext, df: pd.DataFrame, sel: dict[str, Any], out: Store) -> list[str]:
+    """The training data, the DDPM's samples, the mixture, the t* sweep and each set's grid."""
+    fmt = tables.cell
+    gmm = ctx.folder("gmm_search")
     out.write_bytes("skew.png", figures.skew(df[df["split"] == "train"]))
-    md += ["## The training data", "", "Class shares of the train split (dashed: uniform).", "",
-           "![skew](skew.png)", ""]
+    md = ["## The training data", "", "Class shares of the train split (dashed: uniform).", "",
+          "![skew](skew.png)", ""]
     if _copy(ctx.folder("train_ddpm"), layout.DDPM_SAMPLES, out, "ddpm_samples.png"):
         md += ["## DDPM samples", "", "![DDPM samples](ddpm_samples.png)", ""]
 
@@ -164,25 +165,28 @@ def run(ctx: StageContext) -> StageResult:
                "![compositions](compositions.png)", "",
                "Component weights under each method and composition over the protected cells "
                "(`generated/compositions.csv`):", "", tables.markdown(comp), ""]
-    for method in cfg.generate.methods:
+    for method in ctx.cfg.generate.methods:
         kept, _ = gen.read_parquet(f"{method}/{manifest.MANIFEST_FILE}")
         if kept.empty:  # a quota set that kept nothing: a blank grid would say nothing
             md += [f"**{method}** kept no image.", ""]
         elif _copy(gen.sub(method), layout.GENERATED_GRID, out, f"grid_{method}.png"):
             md += [f"**{method}**, one row per component (or cell):", "",
                    f"![{method}](grid_{method}.png)", ""]
+    return md
 
-    labels = ctx.folder("pseudo_label")
-    bal = pd.read_csv(labels.path(layout.BALANCE_CSV))
+
+def _balance(ctx: StageContext, bal: pd.DataFrame, out: Store) -> list[str]:
+    """Each set's balance by the labeller, and what each quota set cost."""
+    labels, gen = ctx.folder("pseudo_label"), ctx.folder("generate")
     _copy(labels, layout.BALANCE_PLOT, out, "balance.png")
     cols = ["set", "n"] + [c for c in bal.columns if c.startswith("discrepancy/")]
-    md += ["## Balance of the generated sets", "",
-           "Fairness discrepancy (0 = uniform) of the protected attributes by the labeller's "
-           "pseudo-labels; error bars are bootstrap standard deviations.", "",
-           "![balance](balance.png)", "", tables.markdown(bal[cols]), ""]
+    md = ["## Balance of the generated sets", "",
+          "Fairness discrepancy (0 = uniform) of the protected attributes by the labeller's "
+          "pseudo-labels; error bars are bootstrap standard deviations.", "",
+          "![balance](balance.png)", "", tables.markdown(bal[cols]), ""]
 
     quota_rows = []
-    for method in cfg.generate.methods:
+    for method in ctx.cfg.generate.methods:
         if gen.exists(f"{method}/{layout.GENERATED_QUOTA}"):
             q = gen.read_json(f"{method}/{layout.GENERATED_QUOTA}")
             short = [f"{c['cell']} {c['short']}" for c in q["cells"] if c["short"] > 0]
@@ -200,48 +204,61 @@ def run(ctx: StageContext) -> StageResult:
         md += ["## Quota sets", "", "Exact counts per cell, kept by pseudo-label; what each "
                "proposal cost (`generated/<set>/quota.json`).", "",
                tables.markdown(pd.DataFrame(quota_rows)), ""]
+    return md
+
+
+def _judged(ctx: StageContext, bal: pd.DataFrame, out: Store) -> list[str]:
+    """The judge's audit, and each mixture method's predicted balance against its measured."""
     audit = pd.read_csv(ctx.folder("audit").path(layout.AUDIT_CSV))
     cols = [c for c in ("set", "cells", "n", "true", "hard", "soft", "corrected", "corrected_lo",
                         "corrected_hi", "agreement", "near_copy_share/features",
                         "near_copy_share/pixels", "nn_median/pixels", "precision", "recall")
             if c in audit.columns]
-    md += ["## Balance and novelty by the judge", "",
-           "The judge was trained with another seed on other images and chose nothing. "
-           "Discrepancy hard (counted), soft (mean probabilities) and corrected through its "
-           "confusion matrix on the real test split, with the 95 % bootstrap interval of the "
-           "corrected one; agreement with the labeller; near copies: share of images closer "
-           "to a training image than 99 % of the real test images are.", "",
-           tables.markdown(audit[cols]), ""]
+    md = ["## Balance and novelty by the judge", "",
+          "The judge was trained with another seed on other images and chose nothing. "
+          "Discrepancy hard (counted), soft (mean probabilities) and corrected through its "
+          "confusion matrix on the real test split, with the 95 % bootstrap interval of the "
+          "corrected one; agreement with the labeller; near copies: share of images closer "
+          "to a training image than 99 % of the real test images are.", "",
+          tables.markdown(audit[cols]), ""]
 
-    predicted = _predicted_vs_measured(gen, bal, audit, ":".join(cfg.generate.protected))
+    predicted = _predicted_vs_measured(ctx.folder("generate"), bal, audit,
+                                       ":".join(ctx.cfg.generate.protected))
     if predicted is not None:
         out.write_bytes("predicted_vs_measured.png", figures.predicted_vs_measured(predicted))
         md += ["Each mixture method's intersection discrepancy as predicted from the component "
                "compositions before rendering, against what its set measured (on the diagonal "
                "the prediction held):", "", "![predicted against measured](predicted_vs_measured.png)",
                ""]
+    return md
 
+
+def _quality(ctx: StageContext, df: pd.DataFrame, root: str, out: Store) -> list[str]:
     quality = _sample_quality(ctx, df, root)
     out.write_bytes(QUALITY, quality.to_csv(index=False).encode())
     skipped = quality.attrs.get("inception_skipped")
-    md += ["## Sample quality", "",
-           "Fréchet distance to the real test images in the feature space of this run's own "
-           "attribute classifier: a distance between this run's image sets, not comparable to "
-           "published Inception FID values. It grows with any shift of the attribute mix as "
-           "well as with image quality.", "",
-           f"Inception FID: skipped ({skipped})." if skipped else
-           "Inception FID (torchmetrics, 2048-d pool features, images upsampled to 299 px) "
-           "beside it.", "", tables.markdown(quality), ""]
+    return ["## Sample quality", "",
+            "Fréchet distance to the real test images in the feature space of this run's own "
+            "attribute classifier: a distance between this run's image sets, not comparable to "
+            "published Inception FID values. It grows with any shift of the attribute mix as "
+            "well as with image quality.", "",
+            f"Inception FID: skipped ({skipped})." if skipped else
+            "Inception FID (torchmetrics, 2048-d pool features, images upsampled to 299 px) "
+            "beside it.", "", tables.markdown(quality), ""]
 
+
+def _downstream(ctx: StageContext, out: Store) -> tuple[list[str], str]:
+    """The comparison, its verdict and the per-group TPRs; and the table `run` ends with."""
+    d = ctx.cfg.downstream
     results = pd.read_csv(ctx.folder("downstream").path(d.target, layout.DOWNSTREAM_RESULTS))
     results["target"], results["protected"] = d.target, ",".join(d.protected)
     summary = compare.summarise(results)
     key = INTERSECTION_SEP.join(d.protected)
     compare.write(summary, d.target, key, out)
     ratio = MAIN_RATIO if MAIN_RATIO in set(results["ratio"]) else float(results["ratio"].max())
-    md += ["## Downstream classifiers", "", _eval_sentence(results, d.target), "",
-           compare.markdown(summary, d.target, key), "", "![ablation](compare.png)", "",
-           "### Verdict", "", *compare.verdict(results, summary), ""]
+    md = ["## Downstream classifiers", "", _eval_sentence(results, d.target), "",
+          compare.markdown(summary, d.target, key), "", "![ablation](compare.png)", "",
+          "### Verdict", "", *compare.verdict(results, summary), ""]
     tpr_cols = [c for c in results.columns if c.startswith(f"tpr/{key}/")]
     main = results[(results["ratio"] == ratio) | (results["method"] == BASELINE)]
     tprs = {m: main[main["method"] == m][tpr_cols].mean().rename(lambda c: c.split("/")[-1])
@@ -250,11 +267,23 @@ def run(ctx: StageContext) -> StageResult:
         out.write_bytes("group_tpr.png", figures.group_tpr(tprs))
         md += [f"Per-group TPR for `{key}` (baseline, and the methods at ratio {ratio:g}):", "",
                "![group TPR](group_tpr.png)", ""]
+    return md, compare.markdown(summary, d.target, key).rstrip("\n")
+
+
+def run(ctx: StageContext) -> StageResult:
+    out = ctx.out
+    out.makedirs()
+    sel = ctx.folder("gmm_search").read_json(layout.GMM_SELECTED)
+    df, root = manifest.read(ctx.manifest_path)
+    bal = pd.read_csv(ctx.folder("pseudo_label").path(layout.BALANCE_CSV))
+    downstream, table = _downstream(ctx, out)
+    md = [*_header(ctx, sel), *_data_and_mixture(ctx, df, sel, out), *_balance(ctx, bal, out),
+          *_judged(ctx, bal, out), *_quality(ctx, df, root, out), *downstream]
     if tracking.active_run_id() is not None:
         md += ["", f"MLflow run `{tracking.active_run_id()}`."]
     text = "\n".join(md)
     out.write_bytes(layout.REPORT, text.encode())
-    page = webpage.render(text, f"gammaface report: {cfg.name}",
+    page = webpage.render(text, f"gammaface report: {ctx.cfg.name}",
                           lambda name: out.read_bytes(name) if out.exists(name) else None)
     lost = webpage.missing_images(page)
     if lost:  # every figure above is written before the page; a gap is a bug, not a user error
@@ -263,5 +292,5 @@ def run(ctx: StageContext) -> StageResult:
     if out.is_local:
         tracking.log_artifacts(out.path(), artifact_path="report")
     ctx.echo(f"report: {out.uri(layout.REPORT)}")
-    ctx.echo(compare.markdown(summary, d.target, key).rstrip("\n"))
+    ctx.echo(table)
     return StageResult("report", outputs={"report": out.uri(layout.REPORT)})
