@@ -19,7 +19,7 @@ from gammaface import layout, stage, tracking, workdir_lock
 from gammaface.config import Config
 from gammaface.errors import UserError, explain
 from gammaface.stage import StageContext, StageResult
-from gammaface.stages import Stage, check_placement, declared, makers
+from gammaface.stages import Stage, by_name, check_placement, declared, makers
 from gammaface.stages import folders as stage_folders
 from gammaface.stages import folder as stage_folder
 from gammaface.storage import Store, mirror_of, pull, push
@@ -27,7 +27,7 @@ from gammaface.storage import Store, mirror_of, pull, push
 
 # the stages as they declare themselves (gammaface/stages/<name>/__init__.py), in pipeline order
 STAGES: tuple[Stage, ...] = declared()
-BY_NAME = {s.name: s for s in STAGES}
+BY_NAME = by_name()
 STAGE_NAMES = tuple(BY_NAME)
 
 

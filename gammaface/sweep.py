@@ -20,6 +20,7 @@ from gammaface.data import registry
 from gammaface.errors import UserError
 from gammaface.latents import store as latent_store
 from gammaface.stage import StageContext
+from gammaface.stages import folder as stage_folder
 from gammaface.stages import folders as stage_folders
 from gammaface.stages.gmm_search import work as gmm_search
 from gammaface.stages.harvest import work as harvest
@@ -55,7 +56,7 @@ def sweep(cfg: Config, t_stars: Sequence[int], pcas: Sequence[int], sources: Seq
     if not workdir.is_local:  # its settings' folders are scratch, not stages to stage up
         raise UserError(f"gammaface gmm sweep runs in a local workdir; {workdir.root} is remote. "
                         "Sweep in a local one and put the chosen t* and space in the config.")
-    ddpm = workdir.sub(stage_folders(cfg)["train_ddpm"])
+    ddpm = workdir.sub(stage_folder("train_ddpm", cfg))
     if stage.completed_hash(ddpm) != hash_of("train_ddpm"):
         raise UserError(f"the sweep needs a trained DDPM for this config in {workdir.root}; run "
                         "`gammaface run CONFIG --stages prepare,train_ddpm` first.")

@@ -26,12 +26,12 @@ import pandas as pd
 import pytest
 import yaml
 
-from gammaface.stages import folder as stage_folder
 from gammaface import config, layout, pipeline, stage, tracking, workdir_lock
 from gammaface.config import quota_n
 from gammaface.generate import methods as generation
 from gammaface.data import manifest
 from gammaface.downstream.mixing import BASELINE, jobs
+from gammaface.stages import folder as stage_folder
 from gammaface.storage import Store
 from tests import mlflow_helpers
 from tests.data.fixtures import write_fairface_dataset, write_ffhq_dataset

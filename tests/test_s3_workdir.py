@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from gammaface.stages import folder as stage_folder
 from gammaface import config, layout, pipeline, stage
+from gammaface.stages import folder as stage_folder
 from gammaface.storage import CACHE_ENV, TMP_MARK, Store, mirror_of, pull, push
 from tests.upstream import SMOKE_UPSTREAM, skipped_stages
 

@@ -19,7 +19,8 @@ from __future__ import annotations
 import importlib
 from dataclasses import dataclass
 from functools import cache
-from typing import TYPE_CHECKING, Callable
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Callable, Mapping
 
 from gammaface.errors import UserError
 
@@ -78,8 +79,9 @@ def declared() -> tuple[Stage, ...]:
     return tuple(found)
 
 
-def by_name() -> dict[str, Stage]:
-    return {s.name: s for s in declared()}
+@cache
+def by_name() -> Mapping[str, Stage]:
+    return MappingProxyType({s.name: s for s in declared()})
 
 
 def folder(name: str, cfg: Config) -> str:

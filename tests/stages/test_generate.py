@@ -14,7 +14,6 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from gammaface.stages import folder as stage_folder
 from gammaface import config, export, layout, pipeline
 from gammaface.errors import UserError
 from gammaface.sampling import Sampler
@@ -25,6 +24,7 @@ from gammaface.generate import methods as generation
 from gammaface.generate import shards
 from gammaface.layout import GENERATED_GRID as GRID_FILE
 from gammaface.metrics.generation import fairness_discrepancy
+from gammaface.stages import folder as stage_folder
 from tests import mlflow_helpers
 from tests.upstream import SMOKE, SMOKE_K as K, copy_workdir
 
