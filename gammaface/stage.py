@@ -127,8 +127,15 @@ def completed_hash(folder: Store) -> str | None:
 
 
 def _recorded(rel: str) -> bool:
-    """Files a stage's record covers: all but the record itself and half-written temporaries."""
-    return rel != STAGE_FILE and TMP_MARK not in rel
+    """Files a stage's record covers: all but the record itself, half-written temporaries and
+    Ray Train's checkpoints. The checkpoints are only where a stopped training resumes from (and
+    are checked then, against the config, as they load); the stage's outputs are the model files
+    written beside them. Recorded, they were hashed again on every later run, about 270 MB per
+    ResNet-18 stage (two checkpoints with the optimiser's state), and in an object store, where
+    Ray Train writes them itself, they were never in the record: a local and a remote workdir now
+    record the same files."""
+    return rel != STAGE_FILE and TMP_MARK not in rel \
+        and not rel.startswith(layout.RAY_TRAIN_DIR + "/")
 
 
 def digests(folder: Store) -> dict[str, list[Any]]:

@@ -79,3 +79,29 @@ def test_two_pipelines_in_one_process_each_log_to_their_own_store(tmp_path, ray_
         pipeline.run(_smoke(tmp_path / name), ["prepare"], echo=lambda s: None)
     for name in ("a", "b"):
         assert len(mlflow_helpers.runs(tmp_path / name / "work", "gammaface-smoke")) == 2  # its own parent and prepare run, nothing of the other
+
+
+def test_a_stage_record_covers_its_outputs_but_not_ray_trains_checkpoints(tmp_path):
+    """A training stage's checkpoints are where a stopped run resumes from, not its outputs: a
+    local workdir records what a remote one does (where Ray Train writes them to the bucket)."""
+    import hashlib
+
+    from gammaface import layout, stage
+    from gammaface.storage import Store
+
+    folder = tmp_path / "classifiers"
+    (folder / layout.RAY_TRAIN_DIR / "run" / "checkpoint_0").mkdir(parents=True)
+    (folder / layout.RAY_TRAIN_DIR / "run" / "checkpoint_0" / "model.safetensors").write_bytes(b"c")
+    (folder / "model.safetensors").write_bytes(b"weights")
+    notes = b"a file named like the folder is recorded"
+    (folder / "ray_train_notes.txt").write_bytes(notes)
+    record = stage.digests(Store(folder))
+    assert record == {"model.safetensors": [7, hashlib.sha256(b"weights").hexdigest()],
+                      "ray_train_notes.txt": [len(notes), hashlib.sha256(notes).hexdigest()]}
+    (folder / layout.STAGE_FILE).write_text(json.dumps({"config_hash": "h", "files": record}))
+    # a damaged checkpoint of a completed stage is not the stage's damage; a damaged output is
+    (folder / layout.RAY_TRAIN_DIR / "run" / "checkpoint_0" / "model.safetensors").write_bytes(b"x")
+    assert stage.damaged(Store(folder)) == []
+    (folder / "model.safetensors").write_bytes(b"weightz")
+    assert stage.damaged(Store(folder)) == [("model.safetensors",
+                                             "content differs from its recorded sha256")]

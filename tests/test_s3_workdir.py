@@ -132,7 +132,8 @@ def test_the_smoke_pipeline_on_s3_resumes_a_killed_generation_on_another_machine
     # upload them; the stage hashes are the same, as the settings are
     for name in (n for n in SMOKE_UPSTREAM if n not in TRAINED_HERE):
         rel = stage_folder(name, cfg)
-        push(Store(smoke_upstream / rel), Store(root).sub(rel), {}, last=(layout.STAGE_FILE,))
+        push(Store(smoke_upstream / rel), Store(root).sub(rel), {}, last=(layout.STAGE_FILE,),
+             leave=(layout.RAY_TRAIN_DIR,))  # the judge's checkpoints are no part of its record
     # A machine is a mirror of the bucket: its runs here share this process and the session's
     # Ray (whose workers reach the bucket), and the killed one is a process group of its own.
     machine = {m: {**os.environ, "RAY_AUTH_MODE": "disabled", "PYTHONUNBUFFERED": "1",
