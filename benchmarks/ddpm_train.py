@@ -31,7 +31,7 @@ from gammaface import config
 from gammaface.data import synthfaces
 from gammaface.diffusion.presets import unet_config
 from gammaface.diffusion.sampler import make_scheduler, reverse
-from gammaface import ray_train
+from gammaface.distributed import train as ray_train
 from gammaface.diffusion.train_loop import loop_config, train_loop_per_worker
 
 
@@ -108,7 +108,7 @@ def main() -> None:
     if args.skip_train:
         return
     from gammaface.config import RayConfig
-    from gammaface.ray_runtime import connect
+    from gammaface.distributed.runtime import connect
 
     connect(RayConfig(num_cpus=os.cpu_count()))
     with tempfile.TemporaryDirectory() as d:

@@ -62,7 +62,7 @@ def _peak_mb() -> float:
 
 
 def _generate(workdir: str, n: int, method: str, queue: mp.Queue) -> None:
-    from gammaface import pipeline
+    from gammaface.commands import pipeline
 
     cfg = _cfg(Path(workdir), n, method)
     start = time.perf_counter()
@@ -97,7 +97,7 @@ def main() -> None:
     sizes = [int(s) for s in args.sizes.split(",")]
     base = Path(args.workdir)
     shutil.rmtree(base, ignore_errors=True)
-    from gammaface import pipeline
+    from gammaface.commands import pipeline
 
     t = time.perf_counter()
     upstream = UPSTREAM + (["train_classifiers"] if quota else [])

@@ -159,7 +159,7 @@ def _fit_child(side: str, args: dict, queue: mp.Queue) -> None:
 
 def _search_child(side: str, args: dict, queue: mp.Queue) -> None:
     from gammaface.latents import store as latent_store
-    from gammaface.storage import Store
+    from gammaface.storage.store import Store
 
     folder = Store(args["store"])
     ks = list(range(1, args["k_max"] + 1))
@@ -179,7 +179,7 @@ def _search_child(side: str, args: dict, queue: mp.Queue) -> None:
 
         from gammaface.gmm.search import bic_search
         from gammaface.config import RayConfig
-        from gammaface.ray_runtime import connect
+        from gammaface.distributed.runtime import connect
 
         connect(RayConfig(num_cpus=os.cpu_count()))  # the local Ray the stages start
         # workers that have imported torch and the mixture, as a stage's are after its first K:
@@ -228,7 +228,7 @@ def one_fit(a: argparse.Namespace) -> None:
 
 def search(a: argparse.Namespace) -> None:
     from gammaface.latents import store as latent_store
-    from gammaface.storage import Store
+    from gammaface.storage.store import Store
 
     X = latent_like(a.n, a.d)
     with tempfile.TemporaryDirectory() as tmp:

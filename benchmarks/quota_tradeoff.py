@@ -73,8 +73,9 @@ def main() -> None:
 
     import ray
 
-    from gammaface import config, pipeline
-    from gammaface.ray_runtime import connect
+    from gammaface import config
+    from gammaface.commands import pipeline
+    from gammaface.distributed.runtime import connect
 
     base = config.load(args.config, {"workdir": str(args.workdir)})
     scratch = args.scratch or Path(tempfile.mkdtemp(prefix="quota-tradeoff-"))

@@ -47,8 +47,9 @@ CHILD = """
 import json, sys, time
 from pathlib import Path
 import ray
-from gammaface import config, pipeline
-from gammaface.ray_runtime import connect
+from gammaface import config
+from gammaface.commands import pipeline
+from gammaface.distributed.runtime import connect
 cfg = config.load(sys.argv[1], json.loads(sys.argv[2]))
 connect(cfg.ray)
 pipeline.run(cfg, ["prepare"], echo=lambda s: None)
@@ -85,7 +86,7 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         if args.workers:
-            from gammaface.pipeline import STAGE_NAMES
+            from gammaface.commands.pipeline import STAGE_NAMES
 
             stages = [s for s in STAGE_NAMES if s != "prepare"]
             # the suite's toy settings (tests/test_jobs.py TOY) are the smoke config's own

@@ -21,8 +21,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from gammaface import storage  # noqa: E402
-from gammaface.storage import Store, pull, push  # noqa: E402
+from gammaface.storage import store as storage  # noqa: E402
+from gammaface.storage.store import Store, pull, push  # noqa: E402
 from tests.deploy.servers import s3_server  # noqa: E402
 
 

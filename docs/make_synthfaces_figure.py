@@ -12,7 +12,7 @@ import numpy as np
 from PIL import Image
 
 from gammaface.data import synthfaces
-from gammaface.images import encode_png, grid
+from gammaface.common.images import encode_png, grid
 
 HERE = Path(__file__).resolve().parent
 

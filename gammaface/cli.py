@@ -10,10 +10,10 @@ import sys
 from pathlib import Path
 from typing import Any, Sequence, cast, get_args
 
-from gammaface.errors import EXIT_USER_ERROR, Stopped, UserError, explain
-from gammaface.yamlio import YAMLError
-from gammaface.yamlio import load as load_yaml
-from gammaface.yamlio import why as yaml_why
+from gammaface.common.errors import EXIT_USER_ERROR, Stopped, UserError, explain
+from gammaface.common.yamlio import YAMLError
+from gammaface.common.yamlio import load as load_yaml
+from gammaface.common.yamlio import why as yaml_why
 
 
 def _parse_sets(items: Sequence[str] | None) -> dict[str, Any]:
@@ -45,7 +45,7 @@ def _load_config(args: argparse.Namespace):
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from gammaface import pipeline
+    from gammaface.commands import pipeline
 
     cfg = _load_config(args)
     names = [s.strip() for s in args.stages.split(",") if s.strip()] if args.stages else None
@@ -55,10 +55,10 @@ def cmd_run(args: argparse.Namespace) -> int:
           f"artifacts under {cfg.workdir}")
     report = [r for r in results if r.stage == "report"]
     if report and report[0].skipped:  # a finished run still ends with its table
-        from gammaface import layout
+        from gammaface.run import layout
         from gammaface.downstream.compare import TABLE_FILE
         from gammaface.stages import folder as stage_folder
-        from gammaface.storage import Store
+        from gammaface.storage.store import Store
 
         folder = Store(cfg.workdir).sub(stage_folder("report", cfg))
         if folder.exists(TABLE_FILE):
@@ -78,7 +78,7 @@ def cmd_config_show(args: argparse.Namespace) -> int:
 
 
 def cmd_stages(args: argparse.Namespace) -> int:
-    from gammaface import pipeline
+    from gammaface.commands import pipeline
     from gammaface.config import Config
 
     cfg = Config()  # the default config; what a stage needs can depend on settings
@@ -96,8 +96,9 @@ def _int_list(text: str, flag: str) -> list[int]:
 
 
 def cmd_gmm_sweep(args: argparse.Namespace) -> int:
-    from gammaface import pipeline, tables
-    from gammaface.sweep import sweep
+    from gammaface.commands import pipeline
+    from gammaface.report import tables
+    from gammaface.commands.sweep import sweep
     from gammaface.config import LatentSource
 
     cfg = _load_config(args)
@@ -106,10 +107,10 @@ def cmd_gmm_sweep(args: argparse.Namespace) -> int:
         if s not in get_args(LatentSource):
             raise UserError(f"--source takes forward and/or reverse, got {s!r}.")
         sources.append(cast(LatentSource, s))
-    from gammaface import workdir_lock
-    from gammaface.storage import Store
+    from gammaface.storage import lock as workdir_lock
+    from gammaface.storage.store import Store
 
-    from gammaface import tracking
+    from gammaface.run import tracking
 
     workdir = Store(cfg.workdir)
     with workdir_lock.hold(workdir, "gammaface gmm sweep"), \
@@ -123,10 +124,10 @@ def cmd_gmm_sweep(args: argparse.Namespace) -> int:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from gammaface import tracking
+    from gammaface.run import tracking
     from gammaface.downstream import compare
-    from gammaface.layout import COMPARE_DIR, MLFLOW_DB
-    from gammaface.storage import Store, mirror_of
+    from gammaface.run.layout import COMPARE_DIR, MLFLOW_DB
+    from gammaface.storage.store import Store, mirror_of
 
     uri, experiment, out, root = args.tracking_uri, args.experiment, args.out, None
     if args.config:
@@ -158,7 +159,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from gammaface import export, pipeline
+    from gammaface.commands import export, pipeline
 
     cfg = _load_config(args)
     hashes = {n: pipeline.stage_hash(n, cfg) for n in ("generate", "pseudo_label", "audit")}
@@ -169,7 +170,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_submit(args: argparse.Namespace) -> int:
-    from gammaface import submit
+    from gammaface.commands import submit
 
     address = args.address or os.environ.get("RAY_API_SERVER_ADDRESS") or os.environ.get("RAY_ADDRESS")
     if not address:
@@ -211,7 +212,7 @@ def cmd_data_synthfaces(args: argparse.Namespace) -> int:
     from gammaface.config import RayConfig, SplitFractions
     from gammaface.data import manifest, synthfaces
     from gammaface.data.synthfaces_spec import DEFAULT_SPEC, Spec
-    from gammaface.ray_runtime import connect
+    from gammaface.distributed.runtime import connect
 
     if args.n <= 0:
         raise UserError(f"--n must be positive, got {args.n}.")

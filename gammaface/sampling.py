@@ -20,22 +20,22 @@ import numpy as np
 import pandas as pd
 import torch
 
-from gammaface import layout, stage
+from gammaface.run import layout, stage
 from gammaface.classifiers.labeller import Labeller
 from gammaface.config import Config, load
 from gammaface.data import manifest
 from gammaface.data.cells import cells
 from gammaface.diffusion.model_io import load_scheduler
 from gammaface.diffusion.sampler import effective_t, make_scheduler
-from gammaface.errors import UserError
+from gammaface.common.errors import UserError
 from gammaface.generate import methods as generation
 from gammaface.generate import quota
 from gammaface.generate.draws import SAMPLING_FILE, Renderer, quota_marks, read_sampling
 from gammaface.generate.plan import counts_from_weights
 from gammaface.latents.store import META_FILE
-from gammaface.seeds import seed_of
+from gammaface.common.seeds import seed_of
 from gammaface.stages import folder as stage_folder
-from gammaface.storage import Store
+from gammaface.storage.store import Store
 
 
 class Sampler:

@@ -44,7 +44,7 @@ def ray_local():
     import ray
 
     if not ray.is_initialized():
-        from gammaface.ray_runtime import local_state_api
+        from gammaface.distributed.runtime import local_state_api
 
         head = local_state_api()
         head["runtime_env"]["env_vars"].update(s3_env(S3_PORT))
@@ -68,7 +68,8 @@ def smoke_upstream(tmp_path_factory, ray_local) -> Path:
     """The smoke pipeline's workdir up to gmm_search (K forced to SMOKE_K), built once for the
     whole session: the stage tests of generate, the mixture search and DDPM training start from
     it. Never written to: a test that runs stages copies it first (`copy_workdir`)."""
-    from gammaface import config, pipeline
+    from gammaface import config
+    from gammaface.commands import pipeline
 
     work = tmp_path_factory.mktemp("smoke-upstream") / "work"
     pipeline.run(config.load(SMOKE, {"workdir": str(work), "gmm.k": SMOKE_K}), SMOKE_UPSTREAM,

@@ -16,14 +16,16 @@ import pytest
 import numpy as np
 import pandas as pd
 
-from gammaface import config, pipeline, stage
+from gammaface import config
+from gammaface.commands import pipeline
+from gammaface.run import stage
 from gammaface.data import fairface, ffhq
 from gammaface.data import registry
 from gammaface.data.synthfaces_spec import Spec
-from gammaface.images import load_resized
-from gammaface.errors import UserError, explain
+from gammaface.common.images import load_resized
+from gammaface.common.errors import UserError, explain
 from gammaface.latents import store as latent_store
-from gammaface.storage import Store
+from gammaface.storage.store import Store
 from tests.data.fixtures import ffhq_face, write_fairface, write_ffhq
 
 REPO = Path(__file__).resolve().parents[1]
@@ -471,8 +473,9 @@ def test_mlflow_writes_that_fail_on_a_full_disk_print_no_traceback(tmp_path):
         pytest.skip(why)
     run = f"""
 import subprocess, time
-from gammaface import config, tracking
-from gammaface.storage import Store
+from gammaface import config
+from gammaface.run import tracking
+from gammaface.storage.store import Store
 work = "{mount}/w"
 cfg = config.load("{REPO / 'jobs' / 'smoke.yaml'}", {{"workdir": work, "mlflow.system_metrics": 0.2}})
 try:

@@ -4,7 +4,7 @@ import sys
 import pytest
 
 from gammaface import config
-from gammaface.errors import UserError
+from gammaface.common.errors import UserError
 
 
 def test_defaults_are_the_papers_settings():

@@ -7,7 +7,8 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from gammaface import figures, images
+from gammaface.report import figures
+from gammaface.common import images
 from gammaface.data import registry
 
 
@@ -83,7 +84,7 @@ def test_predicted_against_measured_draws_with_a_missing_judge_figure():
 
 
 def test_the_html_page_embeds_every_image_it_can_read_and_renders_tables():
-    from gammaface import webpage
+    from gammaface.report import webpage
 
     png = figures.composition_heatmap(pd.DataFrame(np.eye(2), columns=["a", "b"]))
     md = "# t\n\n| set | n |\n|---|---|\n| gmm | 3 |\n\n![x](x.png)\n\n![y](gone.png)\n"

@@ -26,13 +26,16 @@ import pandas as pd
 import pytest
 import yaml
 
-from gammaface import config, layout, pipeline, stage, tracking, workdir_lock
+from gammaface import config
+from gammaface.run import layout, stage, tracking
+from gammaface.commands import pipeline
+from gammaface.storage import lock as workdir_lock
 from gammaface.config import quota_n
 from gammaface.generate import methods as generation
 from gammaface.data import manifest
 from gammaface.downstream.mixing import BASELINE, jobs
 from gammaface.stages import folder as stage_folder
-from gammaface.storage import Store
+from gammaface.storage.store import Store
 from tests import mlflow_helpers
 from tests.data.fixtures import write_fairface_dataset, write_ffhq_dataset
 from tests.upstream import copy_workdir, skipped_stages

@@ -11,7 +11,7 @@ import torch
 from diffusers import DDIMPipeline, DDPMScheduler, UNet2DModel
 from mlflow.tracking import MlflowClient
 
-from gammaface import tracking
+from gammaface.run import tracking
 from gammaface.classifiers import labeller as labeller_io
 from gammaface.classifiers.model import AttributeNet
 from gammaface.diffusion.model_io import PIPELINE_FILES, save_ddpm

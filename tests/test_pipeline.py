@@ -3,9 +3,10 @@ from pathlib import Path
 
 import pytest
 
-from gammaface import config, pipeline
+from gammaface import config
+from gammaface.commands import pipeline
 from gammaface.data import manifest
-from gammaface.errors import UserError
+from gammaface.common.errors import UserError
 from tests import mlflow_helpers
 
 REPO = Path(__file__).resolve().parents[1]
@@ -86,8 +87,8 @@ def test_a_stage_record_covers_its_outputs_but_not_ray_trains_checkpoints(tmp_pa
     local workdir records what a remote one does (where Ray Train writes them to the bucket)."""
     import hashlib
 
-    from gammaface import layout, stage
-    from gammaface.storage import Store
+    from gammaface.run import layout, stage
+    from gammaface.storage.store import Store
 
     folder = tmp_path / "classifiers"
     (folder / layout.RAY_TRAIN_DIR / "run" / "checkpoint_0").mkdir(parents=True)

@@ -2,7 +2,7 @@
 
 import io
 
-from gammaface.progress import progress
+from gammaface.common.progress import progress
 
 
 def test_a_log_gets_one_plain_line_per_refresh_with_an_eta():

@@ -1,8 +1,8 @@
 """Actors and trainer workers never ask for more than one node holds."""
 
-from gammaface.ray_runtime import actor_resources
-from gammaface.ray_train import node_cpus
-from gammaface.ray_train import cpus_per_worker
+from gammaface.distributed.runtime import actor_resources
+from gammaface.distributed.train import node_cpus
+from gammaface.distributed.train import cpus_per_worker
 
 
 def test_node_cpus_are_the_local_heads(ray_local):

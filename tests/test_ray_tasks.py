@@ -3,8 +3,8 @@ counts as a failure too, and a job that keeps failing is named once the others a
 
 import pytest
 
-from gammaface.errors import UserError
-from gammaface.ray_tasks import Slot, run_each
+from gammaface.common.errors import UserError
+from gammaface.distributed.tasks import Slot, run_each
 
 
 def _attempts(root, item):
@@ -17,7 +17,7 @@ def test_a_failed_job_is_retried_alone_and_a_dead_worker_counts_as_a_failure(tmp
     def job(item, shared):
         import os
 
-        from gammaface.errors import UserError
+        from gammaface.common.errors import UserError
 
         seen = (shared / item).read_text().count("\n") if (shared / item).exists() else 0
         with open(shared / item, "a") as f:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from gammaface import ray_train
+from gammaface.distributed import train as ray_train
 
 
 def test_read_ahead_yields_every_step_in_order_and_reads_the_next_while_this_one_is_used():

@@ -2,7 +2,8 @@
 
 import pytest
 
-from gammaface import config, pipeline
+from gammaface import config
+from gammaface.commands import pipeline
 from gammaface.downstream import mixing
 from gammaface.downstream.mixing import Job
 from gammaface.generate import methods

@@ -15,9 +15,11 @@ from pathlib import Path
 
 import pytest
 
-from gammaface import config, layout, pipeline, stage
+from gammaface import config
+from gammaface.run import layout, stage
+from gammaface.commands import pipeline
 from gammaface.stages import folder as stage_folder
-from gammaface.storage import CACHE_ENV, TMP_MARK, Store, mirror_of, pull, push
+from gammaface.storage.store import CACHE_ENV, TMP_MARK, Store, mirror_of, pull, push
 from tests.upstream import SMOKE_UPSTREAM, skipped_stages
 
 REPO = Path(__file__).resolve().parents[1]

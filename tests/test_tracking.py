@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
 
-from gammaface import tracking
-from gammaface.errors import UserError
+from gammaface.run import tracking
+from gammaface.common.errors import UserError
 
 
 @pytest.fixture
@@ -107,7 +107,7 @@ def test_a_pipeline_run_records_system_metrics_at_its_interval(tmp_path):
     import time
 
     from gammaface import config
-    from gammaface.storage import Store
+    from gammaface.storage.store import Store
 
     cfg = config.from_dict({"workdir": str(tmp_path / "w"), "mlflow": {"system_metrics": 0.2}})
     with tracking.pipeline_run(cfg, Store(cfg.workdir), ["prepare"]) as run_id:

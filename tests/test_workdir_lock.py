@@ -7,14 +7,16 @@ from pathlib import Path
 
 import pytest
 
-from gammaface import config, pipeline, workdir_lock
-from gammaface.errors import UserError
-from gammaface.storage import Store
+from gammaface import config
+from gammaface.commands import pipeline
+from gammaface.storage import lock as workdir_lock
+from gammaface.common.errors import UserError
+from gammaface.storage.store import Store
 
 REPO = Path(__file__).resolve().parents[1]
 HOLD = ("import sys, time\n"
         "from gammaface import workdir_lock\n"
-        "from gammaface.storage import Store\n"
+        "from gammaface.storage.store import Store\n"
         "with workdir_lock.hold(Store(sys.argv[1]), 'gammaface run train_ddpm'):\n"
         "    print('held', flush=True)\n"
         "    time.sleep(120)\n")

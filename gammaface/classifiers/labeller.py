@@ -17,8 +17,8 @@ from safetensors.torch import load_file, save_file
 
 from gammaface.classifiers.model import AttributeNet
 from gammaface.data import registry
-from gammaface.images import load_resized, to_model_space
-from gammaface.errors import UserError
+from gammaface.common.images import load_resized, to_model_space
+from gammaface.common.errors import UserError
 
 WEIGHTS_FILE = "model.safetensors"
 INFO_FILE = "classifier.json"

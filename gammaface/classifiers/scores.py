@@ -11,7 +11,7 @@ from gammaface.classifiers.augment import degrade
 from gammaface.classifiers.labeller import Labeller
 from gammaface.classifiers.labels import MISSING, encode
 from gammaface.data import registry
-from gammaface.images import to_model_space
+from gammaface.common.images import to_model_space
 
 DEGRADED_SEED = 12345
 

@@ -24,9 +24,9 @@ import torch.nn.functional as F
 from gammaface.classifiers.augment import degrade
 from gammaface.classifiers.labels import MISSING
 from gammaface.classifiers.model import AttributeNet
-from gammaface import ray_train
-from gammaface.images import load_resized, to_model_space
-from gammaface.seeds import batch_indices, seed_of
+from gammaface.distributed import train as ray_train
+from gammaface.common.images import load_resized, to_model_space
+from gammaface.common.seeds import batch_indices, seed_of
 
 
 def masked_loss(logits: dict[str, torch.Tensor], targets: torch.Tensor, attributes: list[str]

@@ -11,9 +11,9 @@ from pydantic import ValidationError
 from pydantic_core import ErrorDetails
 
 from gammaface.config.schema import Config
-from gammaface.errors import UserError
-from gammaface.yamlio import load as load_yaml
-from gammaface.yamlio import why as yaml_why
+from gammaface.common.errors import UserError
+from gammaface.common.yamlio import load as load_yaml
+from gammaface.common.yamlio import why as yaml_why
 
 def _describe(error: ErrorDetails, source: str) -> str:
     loc = ".".join(str(p) for p in error["loc"])

@@ -12,9 +12,9 @@ from pathlib import Path, PurePosixPath
 import pandas as pd
 
 from gammaface.data import manifest, registry
-from gammaface.images import check_images
-from gammaface.errors import UserError
-from gammaface.storage import Store
+from gammaface.common.images import check_images
+from gammaface.common.errors import UserError
+from gammaface.storage.store import Store
 
 LABEL_FILES = {"fairface_label_train.csv": "train", "fairface_label_val.csv": "test"}
 _BOOL = {"True": True, "False": False, "true": True, "false": False}

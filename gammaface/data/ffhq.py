@@ -16,9 +16,9 @@ from typing import Any
 import pandas as pd
 
 from gammaface.data import manifest, registry
-from gammaface.images import check_images
-from gammaface.errors import UserError
-from gammaface.storage import Store
+from gammaface.common.images import check_images
+from gammaface.common.errors import UserError
+from gammaface.storage.store import Store
 
 VARIANTS = ("images1024x1024", "thumbnails128x128")
 FIRST_TEST_INDEX = 60000

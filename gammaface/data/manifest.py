@@ -15,8 +15,8 @@ import pandas as pd
 from typing import Sequence
 
 from gammaface.data import registry
-from gammaface.errors import UserError
-from gammaface.storage import Store
+from gammaface.common.errors import UserError
+from gammaface.storage.store import Store
 
 MANIFEST_FILE = "manifest.parquet"
 IMAGE_ROOT_KEY = "image_root"

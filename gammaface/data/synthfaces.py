@@ -16,10 +16,10 @@ from gammaface.data import manifest, registry
 from gammaface.data.cells import cells
 from gammaface.data.synthfaces_render import render_face
 from gammaface.data.synthfaces_spec import DEFAULT_SPEC, UNIFORM_SPEC, Spec
-from gammaface.errors import UserError
-from gammaface.images import encode_png
-from gammaface.progress import progress as progress_bar
-from gammaface.storage import Store
+from gammaface.common.errors import UserError
+from gammaface.common.images import encode_png
+from gammaface.common.progress import progress as progress_bar
+from gammaface.storage.store import Store
 
 IMAGE_DIR = "images"
 _LABEL_STREAM, _TEST_STREAM, _RENDER_STREAM = 0, 1, 2

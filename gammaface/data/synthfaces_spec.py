@@ -15,10 +15,10 @@ from typing import Any
 import numpy as np
 
 from gammaface.data import registry
-from gammaface.errors import UserError
-from gammaface.yamlio import YAMLError
-from gammaface.yamlio import load as load_yaml
-from gammaface.yamlio import why as yaml_why
+from gammaface.common.errors import UserError
+from gammaface.common.yamlio import YAMLError
+from gammaface.common.yamlio import load as load_yaml
+from gammaface.common.yamlio import why as yaml_why
 
 # Biased the way real face sets are: old faces rare, one race group rare, smiling tied to young
 # and female, glasses tied to old and male, hair colour tied to race.

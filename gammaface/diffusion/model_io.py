@@ -9,7 +9,7 @@ from pathlib import Path
 
 from diffusers import DDPMPipeline, DDPMScheduler, UNet2DModel
 
-from gammaface.errors import UserError
+from gammaface.common.errors import UserError
 
 UNET_DIR = "unet"
 SCHEDULER_DIR = "scheduler"

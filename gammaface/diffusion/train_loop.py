@@ -20,13 +20,13 @@ import numpy as np
 import torch
 from diffusers import DDPMScheduler, UNet2DModel
 
-from gammaface import ray_train
+from gammaface.distributed import train as ray_train
 from gammaface.diffusion.ema import Ema
 from gammaface.diffusion.sampler import make_scheduler, reverse, row_generators
-from gammaface.images import load_resized, square_grid, to_model_space, to_uint8
-from gammaface.progress import progress
-from gammaface.ray_train import CheckpointError
-from gammaface.seeds import batch_indices, seed_of
+from gammaface.common.images import load_resized, square_grid, to_model_space, to_uint8
+from gammaface.common.progress import progress
+from gammaface.distributed.train import CheckpointError
+from gammaface.common.seeds import batch_indices, seed_of
 
 GRID_SAMPLES = 16
 

@@ -20,8 +20,8 @@ import pandas as pd
 
 from gammaface.classifiers.labels import conf_column
 from gammaface.data.cells import cell_codes
-from gammaface.errors import UserError
-from gammaface.seeds import seed_of
+from gammaface.common.errors import UserError
+from gammaface.common.seeds import seed_of
 
 ARM_SEP = ":"  # between a generated set's name and its rule
 UNLIMITED = np.iinfo(np.int64).max // 4

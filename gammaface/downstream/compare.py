@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from gammaface import figures, tables
+from gammaface.report import figures, tables
 from gammaface.downstream import arms
 from gammaface.downstream.arms import split_arm
 from gammaface.downstream.mixing import BASELINE

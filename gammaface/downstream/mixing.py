@@ -36,9 +36,9 @@ from gammaface.data import registry
 from gammaface.data.cells import cell_codes, cells
 from gammaface.downstream import arms
 from gammaface.downstream.arms import ARM_SEP, ClassDraw, Pools, split_arm, take, table_rows, water_fill
-from gammaface.errors import UserError
+from gammaface.common.errors import UserError
 from gammaface.generate.methods import Input, method_key
-from gammaface.seeds import seed_of
+from gammaface.common.seeds import seed_of
 
 if TYPE_CHECKING:
     from gammaface.config import Config

@@ -12,10 +12,10 @@ import torch
 import torch.nn.functional as F
 
 from gammaface.classifiers.model import AttributeNet
-from gammaface.images import load_resized, to_model_space
-from gammaface.ray_train import Log, NoLog
-from gammaface.seeds import seed_of
-from gammaface.storage import Store
+from gammaface.common.images import load_resized, to_model_space
+from gammaface.distributed.train import Log, NoLog
+from gammaface.common.seeds import seed_of
+from gammaface.storage.store import Store
 
 PREDICTIONS = "predictions.parquet"
 TRAIN_TABLE = "train.parquet"

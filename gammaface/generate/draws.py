@@ -29,8 +29,8 @@ from gammaface.diffusion.sampler import (forward_noise, make_scheduler, renoise,
 from gammaface.generate import shards as shard_io
 from gammaface.generate.plan import Shard, image_seed
 from gammaface.gmm.projection import Projection
-from gammaface.images import load_resized, to_model_space, to_uint8
-from gammaface.storage import Store
+from gammaface.common.images import load_resized, to_model_space, to_uint8
+from gammaface.storage.store import Store
 
 SAMPLING_FILE = "sampling.npz"  # per method: what its draws start from
 
@@ -84,7 +84,7 @@ class Renderer:
     def _harvested(self) -> np.ndarray:
         if self._latents is None:
             from gammaface.latents import store
-            from gammaface.storage import Store
+            from gammaface.storage.store import Store
 
             self._latents = store.load_rows(Store(self.latent_dir))  # type: ignore[arg-type]
         return self._latents

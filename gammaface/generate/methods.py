@@ -221,7 +221,7 @@ class Stratified(Method):
 
     def draw(self, given: DrawInputs) -> Draw:
         from gammaface.data.cells import cell_members, cells
-        from gammaface.errors import UserError
+        from gammaface.common.errors import UserError
 
         protected = list(given.cfg.generate.protected)
         cell_paths = cell_members(given.train, protected)

@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from gammaface.seeds import seed_of
+from gammaface.common.seeds import seed_of
 
 NO_COMPONENT = -1  # unconditional samples belong to no component
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from gammaface.generate.plan import Shard, counts_from_weights
-from gammaface.seeds import seed_of
+from gammaface.common.seeds import seed_of
 
 PROPOSALS = ("unconditional", "mixture", "adaptive")
 PRIOR_RENDERS = 10.0  # pseudo-renders behind the prior acceptance of each component

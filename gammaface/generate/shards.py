@@ -20,8 +20,8 @@ import numpy as np
 import pandas as pd
 
 from gammaface.generate.plan import Shard, image_seed
-from gammaface.images import encode_png, grid, load_rgb
-from gammaface.storage import TMP_MARK, Store
+from gammaface.common.images import encode_png, grid, load_rgb
+from gammaface.storage.store import TMP_MARK, Store
 
 SHARD_FILE = "shard.json"
 TMP_PREFIX = TMP_MARK

@@ -11,7 +11,7 @@ import pandas as pd
 import torch
 
 from gammaface.gmm.mixture import GaussianMixture, check_data
-from gammaface.progress import progress
+from gammaface.common.progress import progress
 
 TABLE_COLUMNS = ("k", "bic", "aic", "lower_bound", "n_iter", "converged", "seconds")
 

@@ -13,10 +13,10 @@ import torch
 
 from gammaface.diffusion.model_io import load_ddpm
 from gammaface.diffusion.sampler import forward_noise, make_scheduler, reverse, row_generators
-from gammaface.images import load_resized, to_model_space
+from gammaface.common.images import load_resized, to_model_space
 from gammaface.latents import store
-from gammaface.seeds import seed_of
-from gammaface.storage import Store
+from gammaface.common.seeds import seed_of
+from gammaface.storage.store import Store
 
 
 def row_seed(seed: int, row: int) -> int:

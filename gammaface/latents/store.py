@@ -8,8 +8,8 @@ import io
 import numpy as np
 import pandas as pd
 
-from gammaface.errors import UserError
-from gammaface.storage import Store
+from gammaface.common.errors import UserError
+from gammaface.storage.store import Store
 
 SHARD_DIR = "shards"
 INDEX_FILE = "index.parquet"

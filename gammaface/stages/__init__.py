@@ -22,7 +22,7 @@ from functools import cache
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Callable, Mapping
 
-from gammaface.errors import UserError
+from gammaface.common.errors import UserError
 
 if TYPE_CHECKING:
     from gammaface.config import Config

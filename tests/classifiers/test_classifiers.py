@@ -7,15 +7,17 @@ import torch
 import torch.nn.functional as F
 import torchvision.transforms.v2.functional as TF
 
-from gammaface import config, pipeline, stage
+from gammaface import config
+from gammaface.commands import pipeline
+from gammaface.run import stage
 from gammaface.classifiers.augment import blur, degrade
 from gammaface.classifiers.labeller import LabelBatch, Labeller
 from gammaface.classifiers.labels import MISSING, decode, encode
 from gammaface.classifiers.model import AttributeNet
 from gammaface.classifiers.train_loop import masked_loss
 from gammaface.data import manifest
-from gammaface.errors import UserError
-from gammaface.storage import Store
+from gammaface.common.errors import UserError
+from gammaface.storage.store import Store
 from tests import mlflow_helpers
 
 

@@ -4,7 +4,7 @@ import sys
 import pytest
 
 from gammaface.data import fairface, manifest
-from gammaface.errors import UserError
+from gammaface.common.errors import UserError
 from tests.data.fixtures import write_fairface
 
 TRAIN = [

@@ -6,8 +6,8 @@ from scipy import stats
 
 from gammaface.data import manifest, registry, synthfaces
 from gammaface.data.synthfaces_spec import DEFAULT_SPEC, UNIFORM_SPEC, Spec
-from gammaface.errors import UserError
-from gammaface.images import load_rgb
+from gammaface.common.errors import UserError
+from gammaface.common.images import load_rgb
 
 
 def _joint_counts(df):

@@ -15,7 +15,8 @@ import pytest
 import yaml
 from ray.util.state import list_actors
 
-from gammaface import config, pipeline
+from gammaface import config
+from gammaface.commands import pipeline
 from tests.deploy.manifests import REPO
 from tests.deploy.servers import env_with_venv, ray_head, ray_node
 from tests.upstream import copy_workdir, skipped_stages

@@ -7,7 +7,8 @@ import time
 import pytest
 from mlflow.tracking import MlflowClient
 
-from gammaface import config, pipeline
+from gammaface import config
+from gammaface.commands import pipeline
 from tests import mlflow_helpers
 from tests.deploy.servers import env_with_venv, mlflow_server, ray_head
 from tests.deploy.manifests import REPO
@@ -36,7 +37,7 @@ def test_submit_runs_smoke_on_a_real_head_and_logs_to_mlflow(tmp_path):
         assert missing.returncode == 2 and "has no job raysubmit_nosuchjob" in missing.stderr
 
         # follow streams a job's lines as the job server pushes them and ends with its outcome
-        from gammaface import submit
+        from gammaface.commands import submit
 
         script = "import time; print('first line', flush=True); time.sleep(2); print('second line'); raise SystemExit(3)"
         job = submit.client(url).submit_job(entrypoint=f'{sys.executable} -c "{script}"')

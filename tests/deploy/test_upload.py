@@ -7,7 +7,7 @@ from pathlib import Path
 
 from ray._private.runtime_env.packaging import create_package
 
-from gammaface import submit
+from gammaface.commands import submit
 
 KEPT = ["gammaface/__init__.py", "gammaface/data/synthfaces.py", "jobs/demo.yaml", "README.md",
         "notes/key_points.md", "requirements.lock", "tests/data/fixtures.py"]

@@ -12,11 +12,12 @@ import torch
 from diffusers import UNet2DModel
 from safetensors.torch import load_file
 
-from gammaface import config, pipeline
-from gammaface import ray_train as checkpoint
+from gammaface import config
+from gammaface.commands import pipeline
+from gammaface.distributed import train as checkpoint
 from gammaface.diffusion.model_io import load_ddpm
 from gammaface.diffusion.presets import unet_config
-from gammaface.errors import UserError
+from gammaface.common.errors import UserError
 from tests import mlflow_helpers
 
 REPO = Path(__file__).resolve().parents[2]

@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 
 from gammaface.downstream.arms import Pools, water_fill
 from gammaface.downstream.mixing import BASELINE, Job, jobs, mix
-from gammaface.errors import UserError
+from gammaface.common.errors import UserError
 
 PROTECTED = ["age", "gender"]
 CELLS = [f"{a}:{g}" for a, g in itertools.product(["old", "young"], ["female", "male"])]

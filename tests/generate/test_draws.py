@@ -4,7 +4,7 @@ import torch
 from diffusers import DDPMScheduler, UNet2DModel
 
 from gammaface.data import manifest, synthfaces
-from gammaface.images import load_resized, to_model_space
+from gammaface.common.images import load_resized, to_model_space
 from gammaface.diffusion.model_io import save_ddpm
 from gammaface.diffusion.presets import unet_config
 from gammaface.diffusion.sampler import forward_noise, make_scheduler, reverse, row_generators

@@ -5,16 +5,16 @@ from diffusers import DDPMScheduler, UNet2DModel
 
 from gammaface import config
 from gammaface.data import manifest, synthfaces
-from gammaface.images import load_resized, to_model_space
+from gammaface.common.images import load_resized, to_model_space
 from gammaface.diffusion.model_io import save_ddpm
 from gammaface.diffusion.presets import unet_config
 from gammaface.diffusion.sampler import forward_noise, make_scheduler, reverse, row_generators
-from gammaface.errors import UserError
+from gammaface.common.errors import UserError
 from gammaface.latents import store
 from gammaface.latents.harvest import row_seed, source_images
-from gammaface.stage import StageContext
+from gammaface.run.stage import StageContext
 from gammaface.stages.harvest import work as harvest_stage
-from gammaface.storage import Store
+from gammaface.storage.store import Store
 
 
 @pytest.fixture(scope="module")

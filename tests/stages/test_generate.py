@@ -14,15 +14,17 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from gammaface import config, export, layout, pipeline
-from gammaface.errors import UserError
+from gammaface import config
+from gammaface.commands import export, pipeline
+from gammaface.run import layout
+from gammaface.common.errors import UserError
 from gammaface.sampling import Sampler
 from gammaface.data import manifest
 from gammaface.data.cells import cell_codes
 from gammaface.downstream import arms
 from gammaface.generate import methods as generation
 from gammaface.generate import shards
-from gammaface.layout import GENERATED_GRID as GRID_FILE
+from gammaface.run.layout import GENERATED_GRID as GRID_FILE
 from gammaface.metrics.generation import fairness_discrepancy
 from gammaface.stages import folder as stage_folder
 from tests import mlflow_helpers

@@ -3,7 +3,8 @@ import json
 import pandas as pd
 import pytest
 
-from gammaface import config, pipeline
+from gammaface import config
+from gammaface.commands import pipeline
 from gammaface.gmm import GaussianMixture
 from tests import mlflow_helpers
 from tests.upstream import SMOKE, SMOKE_K, copy_workdir, skipped_stages
@@ -39,13 +40,13 @@ def test_harvest_and_search_stages_write_every_artifact(smoke_upstream, tmp_path
     assert {"bic.csv", "bic.png", "selected.json", "components.csv", "gmm_k3.npz"} <= logged
 
     # the sweep reuses the trained DDPM: one table row per (source, t*, space), merged over runs
-    from gammaface.sweep import sweep
+    from gammaface.commands.sweep import sweep
 
     def hash_of(stage):
         return pipeline.stage_hash(stage, cfg)
 
-    from gammaface import tracking
-    from gammaface.storage import Store
+    from gammaface.run import tracking
+    from gammaface.storage.store import Store
 
     with tracking.pipeline_run(cfg, Store(cfg.workdir), ["harvest", "gmm_search"],
                                kind="sweep") as sweep_id:

@@ -21,16 +21,16 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from gammaface import layout, tracking
+from gammaface.run import layout, tracking
 from gammaface.classifiers.labeller import Labeller
 from gammaface.data import manifest, registry
 from gammaface.data.cells import cell_codes, cells
 from gammaface.generate import methods as generation
 from gammaface.generate.methods import quota_attributes
-from gammaface.images import load_resized
+from gammaface.common.images import load_resized
 from gammaface.metrics import judged, novelty
-from gammaface.progress import progress
-from gammaface.stage import StageContext, StageResult
+from gammaface.common.progress import progress
+from gammaface.run.stage import StageContext, StageResult
 
 TRAIN, TEST = "train (real)", "test (real)"
 REFERENCE_CHUNK = 4096  # training images loaded at once for the nearest-neighbour search

@@ -8,7 +8,7 @@ target, protected and n_per_class, with its metrics (accuracy, TPR, worst-group 
 raw and x100, KL reference and fixed range, DEO, per-group TPR, BPC against the baseline of the
 same seed and size), its differences to that baseline (`delta/...`, with paired bootstrap
 bounds over the evaluation images), the count of every evaluation cell (`eval_n/...`) and its
-predictions. Every job trains in its own Ray task (`gammaface.ray_tasks`: handed out as the
+predictions. Every job trains in its own Ray task (`gammaface.distributed.tasks`: handed out as the
 cluster frees up, a failed job retried alone); evaluation runs in the driver once every job has
 its predictions.
 """
@@ -21,7 +21,8 @@ from typing import Any, Callable
 import numpy as np
 import pandas as pd
 
-from gammaface import layout, ray_tasks, ray_train, tracking
+from gammaface.run import layout, tracking
+from gammaface.distributed import tasks as ray_tasks, train as ray_train
 from gammaface.config import Config
 from gammaface.data import manifest, registry, synthfaces
 from gammaface.data.cells import cell_codes, cells, equal_cells
@@ -30,13 +31,13 @@ from gammaface.downstream import compare
 from gammaface.downstream.arms import Pools
 from gammaface.downstream.mixing import BASELINE, Job, job_key, jobs, mix
 from gammaface.downstream.train_loop import PREDICTIONS, TRAIN_TABLE, train_job
-from gammaface.errors import UserError
-from gammaface.images import load_resized
+from gammaface.common.errors import UserError
+from gammaface.common.images import load_resized
 from gammaface.metrics.evaluate import INTERSECTION_SEP, evaluate
-from gammaface.ray_runtime import connect
-from gammaface.seeds import seed_of
-from gammaface.stage import StageContext, StageResult
-from gammaface.storage import Store
+from gammaface.distributed.runtime import connect
+from gammaface.common.seeds import seed_of
+from gammaface.run.stage import StageContext, StageResult
+from gammaface.storage.store import Store
 
 JOB_FILE = "job.json"
 METRICS_FILE = "metrics.json"

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, Callable
 import numpy as np
 import pandas as pd
 
-from gammaface import layout, tracking
+from gammaface.run import layout, tracking
 from gammaface.config import Config, quota_confidence, quota_n
 from gammaface.data import manifest
 from gammaface.data.cells import cell_codes, cells
@@ -35,12 +35,12 @@ from gammaface.generate.methods import DrawInputs, method_key, quota_attributes,
 from gammaface.generate.plan import NO_COMPONENT, Shard, counts_from_weights, make_plan
 from gammaface.gmm.mixture import GaussianMixture
 from gammaface.gmm.projection import Projection
-from gammaface.images import encode_png
+from gammaface.common.images import encode_png
 from gammaface.latents import store as latent_store
-from gammaface.progress import progress
-from gammaface.ray_runtime import actor_resources, connect, placement
-from gammaface.stage import StageContext, StageResult
-from gammaface.storage import Store, pull
+from gammaface.common.progress import progress
+from gammaface.distributed.runtime import actor_resources, connect, placement
+from gammaface.run.stage import StageContext, StageResult
+from gammaface.storage.store import Store, pull
 
 if TYPE_CHECKING:
     from diffusers import SchedulerMixin

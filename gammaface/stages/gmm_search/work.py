@@ -14,19 +14,20 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from gammaface import figures, layout, tracking
+from gammaface.report import figures
+from gammaface.run import layout, tracking
 from gammaface.config import Config
 from gammaface.data import manifest
-from gammaface.errors import UserError
+from gammaface.common.errors import UserError
 from gammaface.gmm.components import composition, nmi_table
 from gammaface.gmm.mixture import resolve_backend
 from gammaface.gmm.projection import Projection
 from gammaface.gmm.search import bic_search
-from gammaface.images import load_resized
+from gammaface.common.images import load_resized
 from gammaface.latents import store as latent_store
-from gammaface.ray_runtime import connect
-from gammaface.stage import StageContext, StageResult
-from gammaface.storage import Store
+from gammaface.distributed.runtime import connect
+from gammaface.run.stage import StageContext, StageResult
+from gammaface.storage.store import Store
 
 BIC_TABLE = "bic.csv"
 COMPONENTS = "components.csv"

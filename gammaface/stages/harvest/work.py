@@ -14,15 +14,15 @@ from typing import Any, Callable
 
 import pandas as pd
 
-from gammaface import layout, tracking
+from gammaface.run import layout, tracking
 from gammaface.data import manifest
 from gammaface.diffusion.model_io import load_ddpm
 from gammaface.diffusion.sampler import effective_t, make_scheduler
-from gammaface.errors import UserError
+from gammaface.common.errors import UserError
 from gammaface.latents import store
 from gammaface.latents.harvest import HarvestBatch
-from gammaface.ray_runtime import actor_resources, connect, placement
-from gammaface.stage import StageContext, StageResult
+from gammaface.distributed.runtime import actor_resources, connect, placement
+from gammaface.run.stage import StageContext, StageResult
 
 
 def _harvest(ctx: StageContext, echo: Callable[[str], None]) -> dict[str, Any]:

@@ -1,6 +1,6 @@
 """prepare: the dataset's images and manifest, from SynthFaces' spec or a real dataset's folders."""
 
-from gammaface.layout import dataset_dir
+from gammaface.run.layout import dataset_dir
 from gammaface.stages import Stage, fixed
 
 STAGE = Stage("prepare", folder=dataset_dir, needs=fixed(),

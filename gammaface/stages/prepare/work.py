@@ -6,15 +6,15 @@ from pathlib import Path
 
 import pandas as pd
 
-from gammaface import tracking
+from gammaface.run import tracking
 from gammaface.config import Config
-from gammaface.errors import UserError
+from gammaface.common.errors import UserError
 from gammaface.data import fairface, ffhq, manifest, registry, synthfaces
 from gammaface.data.synthfaces_spec import DEFAULT_SPEC, Spec
-from gammaface.images import encode_png, grid, load_rgb
-from gammaface.ray_runtime import connect
-from gammaface.stage import StageContext, StageResult
-from gammaface.storage import Store
+from gammaface.common.images import encode_png, grid, load_rgb
+from gammaface.distributed.runtime import connect
+from gammaface.run.stage import StageContext, StageResult
+from gammaface.storage.store import Store
 
 SAMPLE_GRID = "samples.png"
 _GRID_SIDE = 8

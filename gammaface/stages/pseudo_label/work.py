@@ -16,17 +16,18 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from gammaface import figures, layout, tracking
+from gammaface.report import figures
+from gammaface.run import layout, tracking
 from gammaface.classifiers.labeller import LabelBatch, Labeller, label_frame
 from gammaface.config import Config
 from gammaface.data import manifest, registry
-from gammaface.errors import UserError
+from gammaface.common.errors import UserError
 from gammaface.generate.weights import set_balance
-from gammaface.images import load_resized
-from gammaface.progress import progress
-from gammaface.ray_runtime import actor_resources, connect, placement
-from gammaface.stage import StageContext, StageResult
-from gammaface.storage import Store
+from gammaface.common.images import load_resized
+from gammaface.common.progress import progress
+from gammaface.distributed.runtime import actor_resources, connect, placement
+from gammaface.run.stage import StageContext, StageResult
+from gammaface.storage.store import Store
 
 BALANCE_JSON = "balance.json"
 TRAIN_TRUTH = "train (dataset labels)"

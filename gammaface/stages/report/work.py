@@ -14,7 +14,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from gammaface import figures, layout, tables, tracking, webpage
+from gammaface.report import figures, tables, webpage
+from gammaface.run import layout, tracking
 from gammaface.classifiers import inception
 from gammaface.config import Config, quota_n
 from gammaface.classifiers.labeller import Labeller
@@ -23,11 +24,11 @@ from gammaface.downstream import compare
 from gammaface.downstream.mixing import BASELINE
 from gammaface.generate import methods as generation
 from gammaface.generate.methods import quota_draw
-from gammaface.images import load_resized
+from gammaface.common.images import load_resized
 from gammaface.metrics.evaluate import INTERSECTION_SEP
 from gammaface.metrics.frechet import frechet_between
-from gammaface.stage import StageContext, StageResult
-from gammaface.storage import Store
+from gammaface.run.stage import StageContext, StageResult
+from gammaface.storage.store import Store
 
 QUALITY = "quality.csv"
 MAIN_RATIO = 0.5  # the paper's main setting

@@ -13,16 +13,17 @@ from pathlib import Path
 import torch
 from diffusers import DDPMScheduler, UNet2DModel
 
-from gammaface import layout, ray_train, tracking
+from gammaface.run import layout, tracking
+from gammaface.distributed import train as ray_train
 from gammaface.config import Config
 from gammaface.data import manifest
 from gammaface.diffusion.model_io import PIPELINE_FILES, save_ddpm
 from gammaface.diffusion.presets import unet_config
 from gammaface.diffusion.train_loop import loop_config, sample_images, train_loop_per_worker
-from gammaface.errors import UserError
-from gammaface.images import encode_png, square_grid
-from gammaface.ray_runtime import connect
-from gammaface.stage import StageContext, StageResult
+from gammaface.common.errors import UserError
+from gammaface.common.images import encode_png, square_grid
+from gammaface.distributed.runtime import connect
+from gammaface.run.stage import StageContext, StageResult
 
 FINAL_SAMPLES = 64
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from gammaface import tracking
+from gammaface.run import tracking
 from gammaface.classifiers import labeller as labeller_io
 from gammaface.classifiers.judge import judge_rows
 from gammaface.classifiers.labeller import Labeller
@@ -20,10 +20,10 @@ from gammaface.classifiers.scores import score
 from gammaface.classifiers.train_loop import fit_classifier
 from gammaface.data import manifest, synthfaces
 from gammaface.data.synthfaces_spec import DEFAULT_SPEC, Spec
-from gammaface.errors import UserError
-from gammaface.images import load_resized
-from gammaface.ray_runtime import connect
-from gammaface.stage import StageContext, StageResult
+from gammaface.common.errors import UserError
+from gammaface.common.images import load_resized
+from gammaface.distributed.runtime import connect
+from gammaface.run.stage import StageContext, StageResult
 
 DATA_DIR = "data"
 METRICS_FILE = "metrics.json"

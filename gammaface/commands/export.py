@@ -20,17 +20,17 @@ from typing import Any
 
 import pandas as pd
 
-from gammaface import layout, stage
+from gammaface.run import layout, stage
 from gammaface.classifiers.labels import conf_column
 from gammaface.config import Config
 from gammaface.data import manifest
 from gammaface.data.cells import cell_codes, cells
-from gammaface.errors import UserError
+from gammaface.common.errors import UserError
 from gammaface.generate import methods as generation
 from gammaface.generate.methods import quota_attributes
 from gammaface.latents.store import META_FILE
 from gammaface.stages import folder as stage_folder
-from gammaface.storage import TMP_MARK, Store
+from gammaface.storage.store import TMP_MARK, Store
 
 SPLIT = "train"
 COPY_WARNING = 0.05  # near-copy share above which the card says the faces are not new (real: 0.01)

@@ -14,17 +14,18 @@ from typing import Callable, Sequence
 
 import pandas as pd
 
-from gammaface import figures, layout, stage, tables, tracking
+from gammaface.report import figures, tables
+from gammaface.run import layout, stage, tracking
 from gammaface.config import Config, LatentSource
 from gammaface.data import registry
-from gammaface.errors import UserError
+from gammaface.common.errors import UserError
 from gammaface.latents import store as latent_store
-from gammaface.stage import StageContext
+from gammaface.run.stage import StageContext
 from gammaface.stages import folder as stage_folder
 from gammaface.stages import folders as stage_folders
 from gammaface.stages.gmm_search import work as gmm_search
 from gammaface.stages.harvest import work as harvest
-from gammaface.storage import Store
+from gammaface.storage.store import Store
 
 SWEEP_DIR, SWEEP_TABLE, SWEEP_PLOT = layout.SWEEP_DIR, layout.SWEEP_TABLE, layout.SWEEP_PLOT
 

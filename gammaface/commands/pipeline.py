@@ -15,14 +15,15 @@ import time
 from contextlib import nullcontext
 from typing import Callable
 
-from gammaface import layout, stage, tracking, workdir_lock
+from gammaface.run import layout, stage, tracking
+from gammaface.storage import lock as workdir_lock
 from gammaface.config import Config
-from gammaface.errors import UserError, explain
-from gammaface.stage import StageContext, StageResult
+from gammaface.common.errors import UserError, explain
+from gammaface.run.stage import StageContext, StageResult
 from gammaface.stages import Stage, by_name, check_placement, declared, makers
 from gammaface.stages import folders as stage_folders
 from gammaface.stages import folder as stage_folder
-from gammaface.storage import Store, mirror_of, pull, push
+from gammaface.storage.store import Store, mirror_of, pull, push
 
 
 # the stages as they declare themselves (gammaface/stages/<name>/__init__.py), in pipeline order

@@ -16,12 +16,12 @@ from dataclasses import dataclass, field
 from importlib import metadata
 from typing import TYPE_CHECKING, Any, Callable
 
-from gammaface import layout
+from gammaface.run import layout
 from gammaface.config import Config
 from gammaface.data.manifest import MANIFEST_FILE
-from gammaface.errors import UserError
-from gammaface.layout import STAGE_FILE
-from gammaface.storage import TMP_MARK, Store, mirror_of, pull
+from gammaface.common.errors import UserError
+from gammaface.run.layout import STAGE_FILE
+from gammaface.storage.store import TMP_MARK, Store, mirror_of, pull
 
 if TYPE_CHECKING:  # a type only: the stage context loads no generation code
     from gammaface.generate.methods import Input

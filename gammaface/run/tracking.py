@@ -13,9 +13,9 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from gammaface.config import Config, dump_yaml
-from gammaface.errors import UserError
-from gammaface.layout import MLFLOW_ARTIFACTS, MLFLOW_DB
-from gammaface.storage import Store
+from gammaface.common.errors import UserError
+from gammaface.run.layout import MLFLOW_ARTIFACTS, MLFLOW_DB
+from gammaface.storage.store import Store
 
 _MAX_PARAM_LEN = 500
 WORKDIR_TAG = "workdir"  # on a pipeline run: the workdir it ran in
@@ -232,7 +232,7 @@ def setting_run(name: str, params: dict[str, Any]) -> Iterator[str | None]:
         yield run.info.run_id
 
 
-_MODEL_CODE = Path(__file__).parent / "mlflow_models"  # the files load_model executes
+_MODEL_CODE = Path(__file__).parents[1] / "mlflow_models"  # the files load_model executes
 _MODEL_PACKAGES = ("torch", "torchvision", "diffusers", "safetensors", "numpy", "pandas", "mlflow")
 
 
@@ -443,7 +443,7 @@ class WorkerRun:
         import tempfile
         from pathlib import Path
 
-        from gammaface.images import encode_png
+        from gammaface.common.images import encode_png
 
         with tempfile.TemporaryDirectory() as d:
             path = Path(d) / name

@@ -18,8 +18,8 @@ from contextlib import contextmanager
 
 from filelock import FileLock, Timeout
 
-from gammaface.errors import UserError
-from gammaface.storage import Store
+from gammaface.common.errors import UserError
+from gammaface.storage.store import Store
 
 LOCK_FILE = ".gammaface.lock"
 HOLDER_FILE = ".gammaface.lock.json"

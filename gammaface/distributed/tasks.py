@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence, TypeVar
 
-from gammaface.errors import UserError, explain
+from gammaface.common.errors import UserError, explain
 
 T = TypeVar("T")
 

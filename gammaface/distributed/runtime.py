@@ -7,10 +7,12 @@ import os
 import signal
 import socket
 import threading
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from gammaface.config import Config, RayConfig
-from gammaface.ray_train import node_cpus
+from gammaface.distributed.train import node_cpus
+
+if TYPE_CHECKING:  # the settings' types only: Ray's plumbing sits below the config
+    from gammaface.config import Config, RayConfig
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +58,7 @@ def connect(cfg: RayConfig) -> None:
                  configure_logging=False, **local_state_api())
     if callable(on_sigterm) and threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, on_sigterm)
-    # locally and on a cluster alike: the stages show their own progress (gammaface.progress),
+    # locally and on a cluster alike: the stages show their own progress (gammaface.common.progress),
     # and Ray Data's carriage-return bars would garble a pod log
     ray.data.DataContext.get_current().enable_progress_bars = False
     if address:

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Sequence
 import numpy as np
 from PIL import Image
 
-from gammaface.errors import UserError
+from gammaface.common.errors import UserError
 
 if TYPE_CHECKING:
     import torch
@@ -69,7 +69,7 @@ def check_images(root: Path, rel_paths: Sequence[str], where: Sequence[str], dec
                  workers: int | None = None) -> None:
     """Raise for the first image (in table order) that is missing or broken, before a manifest
     naming it is written. `where[i]` names the source of row i (a file and line, or an index)."""
-    from gammaface.progress import progress
+    from gammaface.common.progress import progress
 
     workers = workers or min(8, (os.cpu_count() or 1) * 2)
     # 70,000 FFHQ files take minutes to decode: show it, but not for a handful

@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Protocol, TypeVar
 
-from gammaface.errors import UserError, explain
+from gammaface.common.errors import UserError, explain
 
 if TYPE_CHECKING:  # imported where used: the CPU sharing below serves stages that need no torch
     import pandas as pd
