@@ -30,7 +30,8 @@ from gammaface.diffusion.sampler import effective_t, make_scheduler
 from gammaface.common.errors import UserError
 from gammaface.generate import methods as generation
 from gammaface.generate import quota
-from gammaface.generate.draws import SAMPLING_FILE, Renderer, quota_marks, read_sampling
+from gammaface.generate.draws import Renderer, quota_marks
+from gammaface.generate.specs import SAMPLING_FILE, read_sampling
 from gammaface.generate.plan import counts_from_weights
 from gammaface.latents.store import META_FILE
 from gammaface.common.seeds import seed_of
@@ -72,8 +73,7 @@ class Sampler:
         self.renderer = Renderer(ddpm_dir, t_used, g.steps, g.eta, g.temperature, image_root,
                                  folder["harvest"].path(), batch_size or g.batch_size,
                                  torch.get_num_threads(), use_gpu)
-        self.n_components = len(self.spec["probs"] if self.spec["kind"] == "resample"
-                                else self.spec["means"])
+        self.n_components = self.spec.n_components()
         self._labeller_dir = folder["train_classifiers"].path()
         self._labeller: Labeller | None = None
         self._generate = folder["generate"]

@@ -1,21 +1,12 @@
-"""How a shard's starting points x_{t*} are drawn, and how they are finished to images.
-
-Kinds of draw (a method's `kind` in its sampling file):
-- `gaussian`: x_{t*} ~ N(mu_k, diag (temperature sigma_k)^2) in the mixture's space, mapped back
-  to latent space (PCA adds the discarded variance back as noise);
-- `resample`: an actual harvested latent of component k, picked with probability proportional
-  to its posterior responsibility; for `forward` latents, its source image is noised afresh.
-  With `t_start` (a quota set's `generate.quota.t_start`) the pick is noised on up to that
-  level and finished from there: the further up, the less of the source face survives;
-- `images`: a training image of the shard's protected cell, noised to t* (stratified);
-- `noise`: x_T ~ N(0, I), the plain DDPM sampler (unconditional).
-Everything random in a shard comes from its seed: the shard's picks from one numpy generator,
-each image's noise from its own torch generator, so an image does not depend on batching.
+"""Rendering a shard: the DDPM loaded once, each render started the way its method's draw says
+(`generate.specs`) and finished on the sampler's grid, with the quota sets' early exits and
+labelling. Everything random in a shard comes from its seed: the shard's picks from one numpy
+generator, each image's noise from its own torch generator, so an image does not depend on
+batching.
 """
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -24,39 +15,12 @@ import numpy as np
 import torch
 
 from gammaface.diffusion.model_io import load_ddpm
-from gammaface.diffusion.sampler import (forward_noise, make_scheduler, renoise,
-                                         reverse_with_exits, row_generators)
+from gammaface.diffusion.sampler import forward_noise, make_scheduler, reverse_with_exits, row_generators
 from gammaface.generate import shards as shard_io
 from gammaface.generate.plan import Shard, image_seed
-from gammaface.gmm.projection import Projection
+from gammaface.generate.specs import SAMPLING_FILE, DrawSpec, read_sampling
 from gammaface.common.images import load_resized, to_model_space, to_uint8
 from gammaface.storage.store import Store
-
-SAMPLING_FILE = "sampling.npz"  # per method: what its draws start from
-
-KINDS = ("gaussian", "resample", "images", "noise")
-
-
-def write_sampling(path: Path, kind: str, **arrays: Any) -> None:
-    """A method's sampling file: its kind and the arrays its draws need."""
-    meta: dict[str, Any] = {"kind": kind}
-    payload: dict[str, Any] = {}
-    for key, value in arrays.items():
-        if isinstance(value, (list, dict, str)):
-            meta[key] = value
-        else:
-            payload[key] = np.asarray(value)
-    np.savez(path, meta=np.array(json.dumps(meta)), **payload)
-
-
-def read_sampling(path: str | Path) -> dict[str, Any]:
-    with np.load(path, allow_pickle=False) as z:
-        out: dict[str, Any] = json.loads(str(z["meta"]))
-        for key in z.files:
-            if key != "meta":
-                out[key] = z[key]
-    return out
-
 
 class Renderer:
     """The DDPM and what the draws need, loaded once (in an actor, or in the driver for pilots)."""
@@ -73,15 +37,16 @@ class Renderer:
         self.t_star, self.steps, self.eta, self.temperature = t_star, steps, eta, temperature
         self.image_root, self.latent_dir = image_root, latent_dir
         self.batch_size = batch_size
-        self._sampling: dict[str, dict[str, Any]] = {}
+        self._sampling: dict[str, DrawSpec] = {}
         self._latents: np.ndarray | None = None
 
-    def sampling(self, path: str) -> dict[str, Any]:
+    def sampling(self, path: str) -> DrawSpec:
         if path not in self._sampling:
             self._sampling[path] = read_sampling(path)
         return self._sampling[path]
 
-    def _harvested(self) -> np.ndarray:
+    def harvested(self) -> np.ndarray:
+        """The harvested latents (rows), loaded on first use."""
         if self._latents is None:
             from gammaface.latents import store
             from gammaface.storage.store import Store
@@ -89,49 +54,22 @@ class Renderer:
             self._latents = store.load_rows(Store(self.latent_dir))  # type: ignore[arg-type]
         return self._latents
 
-    def _noised(self, paths: list[str], gens: list[torch.Generator], level: int | None = None
-                ) -> torch.Tensor:
+    def noised(self, paths: list[str], gens: list[torch.Generator], level: int | None = None
+               ) -> torch.Tensor:
+        """Images from storage, noised to `level` (default t*), one generator each."""
         x0 = to_model_space(load_resized(self.image_root, paths, self.size))
         return forward_noise(x0, self.t_star if level is None else level, self.train_sched, gens)
 
-    def start(self, spec: dict[str, Any], component: int, count: int, seed: int,
+    def start(self, spec: DrawSpec, component: int, count: int, seed: int,
               gens: list[torch.Generator]) -> tuple[torch.Tensor, int]:
         """(x at the start level, that level) for `count` images of one component."""
-        rng = np.random.default_rng(seed)
-        shape = (count, 3, self.size, self.size)
-        kind = spec["kind"]
-        if kind == "noise":
-            x = torch.stack([torch.randn(shape[1:], generator=g) for g in gens])
-            return x, int(self.sched.config.num_train_timesteps)
-        if kind == "gaussian":
-            mu, sd = spec["means"][component], np.sqrt(spec["variances"][component])
-            z = mu + self.temperature * sd * rng.standard_normal((count, len(mu)))
-            if "pca_components" in spec:
-                proj = Projection(spec["pca_mean"], spec["pca_components"],
-                                  float(spec["pca_residual_variance"]))
-                z = proj.back(z.astype(np.float32), rng)
-            return torch.from_numpy(np.asarray(z, np.float32).reshape(shape)), self.t_star
-        if kind == "resample":
-            probs = spec["probs"][component]
-            rows = rng.choice(len(probs), size=count, p=probs / probs.sum())
-            level = int(spec.get("t_start", self.t_star))
-            if spec.get("source") == "forward":
-                return self._noised([spec["source_paths"][r] for r in rows], gens, level), level
-            x = torch.from_numpy(self._harvested()[rows].reshape(shape))
-            if level > self.t_star:
-                x = renoise(x, self.t_star, level, self.train_sched, gens)
-            return x, level
-        if kind == "images":
-            pool = spec["cell_paths"][str(component)]
-            picks = rng.integers(0, len(pool), size=count)
-            return self._noised([pool[i] for i in picks], gens), self.t_star
-        raise ValueError(f"unknown draw kind {kind!r}; expected one of {', '.join(KINDS)}.")
+        return spec.start(self, component, count, np.random.default_rng(seed), gens)
 
-    def render(self, spec: dict[str, Any], component: int, count: int, seed: int) -> np.ndarray:
+    def render(self, spec: DrawSpec, component: int, count: int, seed: int) -> np.ndarray:
         """`count` finished images (uint8 NHWC) of one shard."""
         return self.render_counted(spec, component, count, seed)[0]
 
-    def render_counted(self, spec: dict[str, Any], component: int, count: int, seed: int,
+    def render_counted(self, spec: DrawSpec, component: int, count: int, seed: int,
                        exits: Exits | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """`count` images (uint8 NHWC) of one shard, the UNet evaluations each took and which
         were stopped early by `exits` (a stopped render's image is its last x0 prediction and
@@ -203,7 +141,7 @@ class RenderShards:
 
             self.labeller = Labeller.load(labeller_dir or "", self.renderer.device)
 
-    def _quota_render(self, spec: dict[str, Any], shard: Shard) -> tuple[np.ndarray, list[list[int]]]:
+    def _quota_render(self, spec: DrawSpec, shard: Shard) -> tuple[np.ndarray, list[list[int]]]:
         """A quota shard's images and per render [cell, confident, written, UNet evaluations,
         labeller evaluations]. With exit checks, a render whose x0 prediction the labeller reads
         as a cell closed at planning, or as less sure than `exit_below`, stops there: marked

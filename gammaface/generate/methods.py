@@ -23,11 +23,12 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable, ClassVar, Literal
+from typing import TYPE_CHECKING, Callable, ClassVar, Literal
 
 import numpy as np
 
 from gammaface.generate.plan import NO_COMPONENT, counts_from_weights, tempered
+from gammaface.generate.specs import DrawSpec, ImagesDraw, NoiseDraw
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -40,10 +41,6 @@ Family = Literal["mixture", "quota", "plain"]
 # What a key reads besides settings, by what it is rather than by the stage that makes it:
 # the prepared dataset, the DDPM, the labeller, the mixture. The caller hashes each.
 Input = Literal["data", "ddpm", "labeller", "mixture"]
-# a draw's specification, as `generate.draws.write_sampling` takes it
-Spec = dict[str, Any]
-
-
 @dataclass(frozen=True)
 class DrawInputs:
     """What a plain method's draw may read: the config, the chosen mixture and the latents in
@@ -55,7 +52,7 @@ class DrawInputs:
     mixture: GaussianMixture
     space_X: np.ndarray
     train: pd.DataFrame
-    mixture_spec: Callable[[np.ndarray, np.ndarray, np.ndarray], Spec]
+    mixture_spec: Callable[[np.ndarray, np.ndarray, np.ndarray], DrawSpec]
     echo: Callable[[str], None]
 
 
@@ -64,7 +61,7 @@ class Draw:
     """A plain method's shards: where its renders start, and how many images each component
     (NO_COMPONENT: none) gets."""
 
-    spec: Spec
+    spec: DrawSpec
     counts: np.ndarray
     components: list[int]
 
@@ -204,7 +201,7 @@ class Unconditional(Method):
         return ["ddpm"]
 
     def draw(self, given: DrawInputs) -> Draw:
-        return Draw({"kind": "noise"}, np.array([given.cfg.generate.n]), [NO_COMPONENT])
+        return Draw(NoiseDraw(), np.array([given.cfg.generate.n]), [NO_COMPONENT])
 
 
 class Stratified(Method):
@@ -232,7 +229,7 @@ class Stratified(Method):
         if missing:
             given.echo(f"  {self.name}: {missing} protected cell(s) have no train image and are left out")
         comps = [int(c) for c in cell_paths]
-        return Draw({"kind": "images", "cell_paths": cell_paths},
+        return Draw(ImagesDraw(cell_paths),
                     counts_from_weights(np.ones(len(comps)), given.cfg.generate.n), comps)
 
 

@@ -13,7 +13,7 @@ actors started once and kept for every round (`_RoundPool`).
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
@@ -30,7 +30,8 @@ from gammaface.generate import methods as generation
 from gammaface.generate import shards as shard_io
 from gammaface.generate import quota as quota_lib
 from gammaface.generate import weights as balance
-from gammaface.generate.draws import SAMPLING_FILE, Renderer, RenderShards, write_sampling
+from gammaface.generate.draws import Renderer, RenderShards
+from gammaface.generate.specs import SAMPLING_FILE, DrawSpec, GaussianDraw, NoiseDraw, ResampleDraw, write_sampling
 from gammaface.generate.methods import DrawInputs, method_key, quota_attributes, quota_draw
 from gammaface.generate.plan import NO_COMPONENT, Shard, counts_from_weights, make_plan
 from gammaface.gmm.mixture import GaussianMixture
@@ -88,20 +89,19 @@ def _load_inputs(ctx: StageContext) -> _Inputs:
 
 
 def _mixture_spec(inputs: _Inputs, means: np.ndarray, variances: np.ndarray, resp: np.ndarray,
-                  draw: str) -> dict[str, Any]:
+                  draw: str) -> DrawSpec:
     if draw == "gaussian":
-        spec: dict[str, Any] = {"kind": "gaussian", "means": means, "variances": variances}
-        if inputs.projection is not None:
-            spec.update(pca_mean=inputs.projection.mean, pca_components=inputs.projection.components,
-                        pca_residual_variance=np.array(inputs.projection.residual_variance))
-        return spec
+        p = inputs.projection
+        if p is None:
+            return GaussianDraw(means, variances)
+        return GaussianDraw(means, variances, p.mean, p.components, np.array(p.residual_variance))
     mass = resp.T  # (K, n): a component picks its latents by their responsibility
-    return {"kind": "resample", "probs": mass / np.maximum(mass.sum(axis=1, keepdims=True), 1e-300),
-            "source": inputs.meta["source"], "source_paths": inputs.source_paths}
+    return ResampleDraw(mass / np.maximum(mass.sum(axis=1, keepdims=True), 1e-300),
+                        inputs.meta["source"], inputs.source_paths)
 
 
 def _component_compositions(ctx: StageContext, inputs: _Inputs, resp: np.ndarray,
-                            spec: dict[str, Any], renderer: Callable[[], Renderer]
+                            spec: DrawSpec, renderer: Callable[[], Renderer]
                             ) -> tuple[np.ndarray, np.ndarray, str]:
     """(K, cells) protected-cell distribution per component, (K,) the labelled mass behind
     each (0: unknown), and where they came from."""
@@ -204,7 +204,7 @@ def _gather(ctx: StageContext, rendered: list[Shard]) -> None:
             pull(ctx.publish.sub(rel), ctx.out.sub(rel))
 
 
-def _quota_sets(ctx: StageContext, methods: list[str], mixture_spec: dict[str, Any],
+def _quota_sets(ctx: StageContext, methods: list[str], mixture_spec: DrawSpec,
                 n_components: int, prior: np.ndarray | None, renderer_kwargs: dict[str, Any],
                 out: Path, keys: dict[str, str], ddim: SchedulerMixin
                 ) -> tuple[dict[str, list[Shard]], dict[str, dict[int, np.ndarray]], int, float]:
@@ -224,9 +224,9 @@ def _quota_sets(ctx: StageContext, methods: list[str], mixture_spec: dict[str, A
         proposal = generation.get(method).proposal
         mixture = proposal != "unconditional"
         (out / method).mkdir(parents=True, exist_ok=True)
-        write_sampling(out / method / SAMPLING_FILE, **(mixture_spec if mixture else {"kind": "noise"}))
+        write_sampling(out / method / SAMPLING_FILE, mixture_spec if mixture else NoiseDraw())
         # a render starts from the mixture's draw at its level, or from pure noise
-        t_start = int(mixture_spec.get("t_start", renderer_kwargs["t_star"])) if mixture else None
+        t_start = mixture_spec.start_level(renderer_kwargs["t_star"]) if mixture else None
         t_from = int(ddim.config.num_train_timesteps) if t_start is None else t_start
         runs.append(quota_lib.QuotaRun(
             method, generation.index(method), proposal,
@@ -311,7 +311,7 @@ def _quota_sets(ctx: StageContext, methods: list[str], mixture_spec: dict[str, A
     return plans, kept, made, seconds
 
 
-def _mixture_weights(ctx: StageContext, inputs: _Inputs, resp: np.ndarray, chosen_spec: dict[str, Any],
+def _mixture_weights(ctx: StageContext, inputs: _Inputs, resp: np.ndarray, chosen_spec: DrawSpec,
                      renderer_kwargs: dict[str, Any], out_store: Store) -> dict[str, np.ndarray]:
     """Each mixture method's component weights, from the components' compositions over the
     protected cells; the compositions and the predicted balance are written beside the sets.
@@ -354,7 +354,7 @@ def _mixture_weights(ctx: StageContext, inputs: _Inputs, resp: np.ndarray, chose
     return weights
 
 
-def _plan_sets(ctx: StageContext, inputs: _Inputs, chosen_spec: dict[str, Any],
+def _plan_sets(ctx: StageContext, inputs: _Inputs, chosen_spec: DrawSpec,
                weights: dict[str, np.ndarray], keys: dict[str, str], out: Path,
                out_store: Store) -> dict[str, list[Shard]]:
     """Every set but the quota sets: its draw spec and its plan of shards, written to disk."""
@@ -375,15 +375,15 @@ def _plan_sets(ctx: StageContext, inputs: _Inputs, chosen_spec: dict[str, Any],
             draw = generation.get(method).draw(given)
             spec, counts, comps = draw.spec, draw.counts, draw.components
         plan = make_plan(method, generation.index(method), counts, comps, g.shard_size, g.seed)
-        write_sampling(method_dir / SAMPLING_FILE, **spec)
+        write_sampling(method_dir / SAMPLING_FILE, spec)
         out_store.write_json(f"{method}/{PLAN_FILE}", {"method_key": keys[method], "method": method,
                                                         "n": g.n, "shards": [s.record() for s in plan]})
         plans[method] = plan
     return plans
 
 
-def _quota_spec(ctx: StageContext, inputs: _Inputs, chosen_spec: dict[str, Any], resp: np.ndarray,
-                ddim: Any) -> dict[str, Any]:
+def _quota_spec(ctx: StageContext, inputs: _Inputs, chosen_spec: DrawSpec, resp: np.ndarray,
+                ddim: Any) -> DrawSpec:
     """How the quota sets' mixture proposal draws: the quota's own draw, and its start level
     on the sampler's grid where one is set."""
     g, gm = ctx.cfg.generate, inputs.mixture
@@ -394,7 +394,8 @@ def _quota_spec(ctx: StageContext, inputs: _Inputs, chosen_spec: dict[str, Any],
         if t_q != g.quota.t_start:
             ctx.echo(f"  generate.quota.t_start = {g.quota.t_start} lies off the {g.steps}-step "
                      f"grid; quota draws start from {t_q}")
-        q_spec = {**q_spec, "t_start": t_q}
+        assert isinstance(q_spec, ResampleDraw)  # the config allows t_start for resampling only
+        q_spec = replace(q_spec, t_start=t_q)
     return q_spec
 
 
