@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -369,6 +370,52 @@ def log_text(text: str, name: str) -> None:
 
     if _active():
         mlflow.log_text(text, name)
+
+
+@dataclass(frozen=True)
+class ChildRun:
+    """A unit of a stage's work with an MLflow run of its own (a downstream job): its name,
+    the run an earlier run of the stage made for it (None: none yet), and the tags and
+    params a new run gets."""
+
+    name: str
+    run_id: str | None
+    tags: dict[str, str] = field(default_factory=dict)
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+def child_runs(units: list[ChildRun], kind: str) -> list[str]:
+    """One run per unit, nested under the active (stage) run and tagged with the pipeline run
+    and `kind`; a unit whose recorded run the store still holds keeps it (a resumed stage
+    adopts it, with its training curve), and gets a new one otherwise (another store, or
+    deleted). Returns the run ids in order; none without an active run."""
+    import mlflow
+
+    parent = mlflow.active_run()
+    if parent is None:
+        return []
+    client = mlflow.MlflowClient()
+    pipeline_run = parent.data.tags.get("mlflow.parentRunId", parent.info.run_id)
+    ids = []
+    for unit in units:
+        run_id = unit.run_id
+        if run_id:
+            try:
+                client.get_run(run_id)
+            except mlflow.exceptions.MlflowException:
+                run_id = None
+        if run_id:
+            client.set_tag(run_id, "mlflow.parentRunId", parent.info.run_id)
+            client.set_tag(run_id, PIPELINE_TAG, pipeline_run)
+            ids.append(run_id)
+            continue
+        run = client.create_run(parent.info.experiment_id, run_name=unit.name, tags={
+            "mlflow.parentRunId": parent.info.run_id, KIND_TAG: kind, PIPELINE_TAG: pipeline_run,
+            **unit.tags})
+        client.log_batch(run.info.run_id, params=[mlflow.entities.Param(k, str(v))
+                                                  for k, v in unit.params.items()])
+        ids.append(run.info.run_id)
+    return ids
 
 
 def finish_child_run(run_id: str, metrics: dict[str, float], files: list[str]) -> None:

@@ -113,47 +113,22 @@ def _upstream_params(ctx: StageContext) -> dict[str, str]:
 
 def _child_runs(cfg: Config, all_jobs: list[Job], out: Store, upstream: dict[str, str]
                 ) -> dict[Job, str]:
-    """One nested MLflow run per job under the stage's run, reused when the stage resumes."""
-    import mlflow
-
-    parent = mlflow.active_run()
-    if parent is None:
-        return {}
-    client = mlflow.MlflowClient()
-    pipeline_run = parent.data.tags.get("mlflow.parentRunId", parent.info.run_id)
-    ids = {}
-    for job in all_jobs:
-        folder = out.sub(job.folder)
-        rec = folder.read_json(JOB_FILE)
-        run_id = rec.get("run_id")
-        if run_id:
-            try:
-                client.get_run(run_id)
-            except mlflow.exceptions.MlflowException:
-                run_id = None  # another store, or deleted: make a new one
-        if run_id:
-            # a resumed stage adopts the job's run, with its training curve, as its own child
-            client.set_tag(run_id, "mlflow.parentRunId", parent.info.run_id)
-            client.set_tag(run_id, tracking.PIPELINE_TAG, pipeline_run)
-            ids[job] = run_id
-            continue
-        run = client.create_run(parent.info.experiment_id, run_name=job.name, tags={
-            "mlflow.parentRunId": parent.info.run_id, tracking.KIND_TAG: KIND,
-            tracking.PIPELINE_TAG: pipeline_run,
-            "method": job.method, "mixing": job.mixing, "ratio": f"{job.ratio:g}",
-            "seed": str(job.seed),
-            "n_per_class": str(job.n_per_class), "target": cfg.downstream.target,
-            "protected": ",".join(cfg.downstream.protected)})
-        client.log_batch(run.info.run_id, params=[
-            mlflow.entities.Param(k, str(v)) for k, v in {
-                "method": job.method, "mixing": job.mixing, "ratio": job.ratio, "seed": job.seed,
-                "n_per_class": job.n_per_class, "target": cfg.downstream.target,
-                "protected": ",".join(cfg.downstream.protected),
-                "backbone": cfg.downstream.backbone, "epochs": cfg.downstream.epochs,
-                **upstream}.items()])
-        ids[job] = run.info.run_id
-        folder.write_json(JOB_FILE, {**rec, "run_id": run.info.run_id})
-    return ids
+    """One nested MLflow run per job under the stage's run, reused when the stage resumes (its
+    id is kept in the job's record)."""
+    d = cfg.downstream
+    records = [out.sub(job.folder).read_json(JOB_FILE) for job in all_jobs]
+    described = [{"method": job.method, "mixing": job.mixing, "ratio": job.ratio, "seed": job.seed,
+                  "n_per_class": job.n_per_class, "target": d.target,
+                  "protected": ",".join(d.protected)} for job in all_jobs]
+    units = [tracking.ChildRun(job.name, rec.get("run_id"),
+                               tags={**{k: str(v) for k, v in about.items()}, "ratio": f"{job.ratio:g}"},
+                               params={**about, "backbone": d.backbone, "epochs": d.epochs, **upstream})
+             for job, rec, about in zip(all_jobs, records, described)]
+    ids = tracking.child_runs(units, KIND)
+    for job, rec, run_id in zip(all_jobs, records, ids):
+        if rec.get("run_id") != run_id:
+            out.sub(job.folder).write_json(JOB_FILE, {**rec, "run_id": run_id})
+    return dict(zip(all_jobs, ids))
 
 
 def _eval_rows(ctx: StageContext, out: Store) -> tuple[pd.DataFrame, str]:
