@@ -11,7 +11,7 @@ from an interval that excludes 0, and none from fewer than `MIN_SEEDS` seeds.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable, Hashable
 
 import numpy as np
 import pandas as pd
@@ -270,6 +270,32 @@ def verdict(df: pd.DataFrame, summary: pd.DataFrame | None = None) -> list[str]:
     lines.append("Arms that reduce Bias beyond their 95 % interval: "
                  + (", ".join(reducing) if reducing else "none") + ".")
     return lines
+
+
+def paired_scores(jobs: list[tuple[Hashable, bool, pd.DataFrame, int]],
+                  evaluate: Callable[[pd.DataFrame, dict[str, float] | None], dict[str, float]],
+                  protected: list[str], binary: bool) -> list[dict[str, float]]:
+    """Each job's metrics, in the jobs' order, every arm paired with its baseline: the baseline
+    trained on the same real images from the same seed (the same `pair` key). A job is
+    (pair, is_baseline, predictions, bootstrap seed); `evaluate(predictions, baseline's
+    metrics or None)` scores one. An arm whose pair has a baseline also gets the paired
+    bootstrap bounds of its differences to the baseline's predictions on the same evaluation
+    images (`bootstrap_differences`). Baselines are scored first, whatever the order."""
+    base_metrics: dict[Hashable, dict[str, float]] = {}
+    base_preds: dict[Hashable, pd.DataFrame] = {}
+    scored: dict[int, dict[str, float]] = {}
+    for i in sorted(range(len(jobs)), key=lambda i: not jobs[i][1]):
+        pair, is_baseline, pred, seed = jobs[i]
+        metrics = evaluate(pred, None if is_baseline else base_metrics.get(pair))
+        if is_baseline:
+            base_metrics[pair], base_preds[pair] = metrics, pred
+        elif pair in base_preds:
+            metrics.update(bootstrap_differences(
+                pred["y_true"].to_numpy(), pred["y_pred"].to_numpy(),
+                base_preds[pair]["y_pred"].to_numpy(), {a: pred[a].to_numpy() for a in protected},
+                binary, seed))
+        scored[i] = metrics
+    return [scored[i] for i in range(len(jobs))]
 
 
 def bootstrap_differences(y_true: np.ndarray, arm: np.ndarray, base: np.ndarray,

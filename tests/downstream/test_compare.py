@@ -179,3 +179,32 @@ def test_frechet_distance_matches_the_matrix_square_root_of_the_reference_code(n
         covmean = np.real(linalg.sqrtm(cov1 @ cov2))
     reference = (mu1 - mu2) @ (mu1 - mu2) + np.trace(cov1) + np.trace(cov2) - 2 * np.trace(covmean)
     assert frechet_distance(mu1, cov1, mu2, cov2) == pytest.approx(reference, rel=1e-6)
+
+
+def test_each_arm_is_scored_against_the_baseline_of_its_own_images_and_seed():
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, 400)
+    frame = {"age": rng.integers(0, 2, 400), "gender": rng.integers(0, 2, 400)}
+
+    def pred(y_pred):
+        return pd.DataFrame({"y_true": y, "y_pred": y_pred, **frame})
+
+    perfect, wrong = pred(y), pred(1 - y)
+    seen = []
+
+    def evaluate(p, base):
+        seen.append(None if base is None else base["tag"])
+        return {"tag": float((p["y_pred"] == p["y_true"]).mean()), "base": base}
+
+    # the arms come first: their baselines are still scored before them
+    jobs = [(("n20", 0), False, perfect, 1), (("n20", 1), False, perfect, 2),
+            (("n40", 0), False, perfect, 3),
+            (("n20", 0), True, perfect, 4), (("n20", 1), True, wrong, 5)]
+    scored = compare.paired_scores(jobs, evaluate, ["age", "gender"], binary=True)
+    assert seen[:2] == [None, None]  # the two baselines, unpaired
+    assert [s["base"] for s in scored] == [{"tag": 1.0, "base": None}, {"tag": 0.0, "base": None},
+                                           None, None, None]
+    same, better, alone = scored[0], scored[1], scored[2]
+    assert same["delta_low/accuracy"] == same["delta_high/accuracy"] == 0  # identical to its pair
+    assert better["delta_low/accuracy"] > 0.9  # every image right against every image wrong
+    assert not any(k.startswith("delta_") for k in alone)  # no baseline for its images

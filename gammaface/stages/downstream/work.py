@@ -239,27 +239,16 @@ def _score(ctx: StageContext, out: Store, all_jobs: list[Job], counts: dict[Job,
     """Every job's metrics on the evaluation set, each generated arm paired with its seed's
     baseline (bootstrap intervals of the differences)."""
     d = ctx.cfg.downstream
-    binary = registry.get(d.target).n_classes == 2
     directions = _bias_directions(ctx)
-    rows: list[dict[str, Any]] = []
-    baselines: dict[tuple[int, int], Any] = {}
-    base_preds: dict[tuple[int, int], pd.DataFrame] = {}
-    for job in sorted(all_jobs, key=lambda j: j.method != BASELINE):  # baselines first
-        pred, _ = out.sub(job.folder).read_parquet(PREDICTIONS)
-        pair = (job.n_per_class, job.seed)
-        base = baselines.get(pair) if job.method != BASELINE else None
-        metrics = _evaluate_job(ctx.cfg, pred, base, directions)
-        if job.method == BASELINE:
-            baselines[pair], base_preds[pair] = metrics, pred
-        elif pair in base_preds:
-            b = base_preds[pair]
-            metrics.update(compare.bootstrap_differences(
-                pred["y_true"].to_numpy(), pred["y_pred"].to_numpy(), b["y_pred"].to_numpy(),
-                {a: pred[a].to_numpy() for a in d.protected}, binary,
-                seed_of(job.seed, job.n_per_class, 11)))
-        rows.append({"n_per_class": job.n_per_class, "method": job.method,
-                     "mixing": job.mixing, "ratio": job.ratio, "seed": job.seed,
-                     **{f"count/{k}": v for k, v in counts[job].items()}, **scored, **metrics})
+    ordered = sorted(all_jobs, key=lambda j: j.method != BASELINE)  # baselines first
+    metrics = compare.paired_scores(
+        [((j.n_per_class, j.seed), j.method == BASELINE, out.sub(j.folder).read_parquet(PREDICTIONS)[0],
+          seed_of(j.seed, j.n_per_class, 11)) for j in ordered],
+        lambda pred, base: _evaluate_job(ctx.cfg, pred, base, directions),
+        list(d.protected), registry.get(d.target).n_classes == 2)
+    rows = [{"n_per_class": job.n_per_class, "method": job.method, "mixing": job.mixing,
+             "ratio": job.ratio, "seed": job.seed, **{f"count/{k}": v for k, v in counts[job].items()},
+             **scored, **m} for job, m in zip(ordered, metrics)]
     results = pd.DataFrame(rows)
     results["target"], results["protected"] = d.target, ",".join(d.protected)
     _, kl = compare.protected_columns(results)
