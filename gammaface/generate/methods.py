@@ -186,9 +186,9 @@ class SingleGaussian(Method):
         return ["mixture"]
 
     def draw(self, given: DrawInputs) -> Draw:
-        X = given.space_X.astype(np.float64)
-        mean, var = X.mean(axis=0, keepdims=True), X.var(axis=0, keepdims=True) + given.cfg.gmm.reg_covar
-        spec = given.mixture_spec(mean, var, np.ones((len(X), 1)))
+        from gammaface.gmm.mixture import fit_single
+
+        spec = given.mixture_spec(*fit_single(given.space_X, given.cfg.gmm.reg_covar))
         return Draw(spec, np.array([given.cfg.generate.n]), [0])
 
 

@@ -269,6 +269,16 @@ def kmeans_plusplus(data: torch.Tensor, n_clusters: int, random_state: np.random
     return indices
 
 
+def fit_single(X: np.ndarray, reg_covar: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One diagonal Gaussian in closed form, what EM converges to at once for K = 1: (means
+    (1, d), variances (1, d) with `reg_covar` added as the mixture adds it, responsibilities
+    (n, 1), all ones). In float64, whatever the rows' type."""
+    X64 = np.asarray(X, dtype=np.float64)
+    mean = X64.mean(axis=0, keepdims=True)
+    var = X64.var(axis=0, keepdims=True) + reg_covar
+    return mean, var, np.ones((len(X64), 1))
+
+
 class GaussianMixture(DensityMixin, BaseEstimator):
     """Diagonal-covariance Gaussian mixture; a scikit-learn estimator (settings in `__init__`,
     checked in `fit`; `clone`, `Pipeline` and `GridSearchCV` take it), with the attributes and

@@ -259,3 +259,15 @@ def test_kmeans_plusplus_draws_sklearns_seeds(data):
             expected = sk_kmeans_plusplus(X, k, random_state=np.random.RandomState(seed))[1]
             got = kmeans_plusplus(T, k, np.random.RandomState(seed), centre, rows=700)
             assert got.tolist() == expected.tolist(), (seed, k)
+
+
+def test_the_single_gaussian_is_scikit_learns_one_component_fit():
+    from gammaface.gmm.mixture import fit_single
+
+    rng = np.random.default_rng(3)
+    X = (rng.standard_normal((500, 6)) * np.arange(1, 7) + 2.0).astype(np.float32)
+    means, variances, resp = fit_single(X, 1e-4)
+    sk = SkGaussianMixture(1, covariance_type="diag", reg_covar=1e-4, random_state=0).fit(X.astype(np.float64))
+    np.testing.assert_allclose(means, sk.means_, rtol=1e-10)
+    np.testing.assert_allclose(variances, sk.covariances_, rtol=1e-10)
+    np.testing.assert_array_equal(resp, sk.predict_proba(X.astype(np.float64)))
