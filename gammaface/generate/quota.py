@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import Any, Callable
 
 import numpy as np
 
@@ -231,3 +232,29 @@ class QuotaRun:
                 self.tally.unet += self.unet_per_render * s.count
                 self.tally.labeller += s.count
         self.tally.rounds[-1]["kept_after"] = int(self.tally.kept.sum())
+
+
+def run_rounds(runs: list[QuotaRun], pending: Callable[[QuotaRun, list[Shard]], list[Shard]],
+               render: Callable[[list[Shard]], None], marks: Callable[[QuotaRun, Shard], Any],
+               echo: Callable[[str], None]) -> dict[str, int]:
+    """Every quota set's rounds, the sets' rounds together: each round planned from what the
+    earlier ones kept; of its shards, those `pending` finds not yet on disk (a resumed run
+    renders only those) go to one `render` call with every set's; then each shard's `marks`
+    (its array per render, `QuotaRun.absorb`) are taken in. Returns the renders made by this
+    call per set."""
+    made_by = {r.method: 0 for r in runs}
+    active = list(runs)
+    while active:
+        rounds = {r.method: r.next_round() for r in active}
+        active = [r for r in active if rounds[r.method]]
+        todo = [s for r in active for s in pending(r, rounds[r.method])]
+        if todo:
+            planned = sum(len(v) for v in rounds.values())
+            echo(f"  quota round {len(active[0].tally.rounds) - 1}: {sum(s.count for s in todo)} "
+                 f"renders in {len(todo)} of {planned} shards ({', '.join(r.method for r in active)})")
+            render(todo)
+            for s in todo:
+                made_by[s.method] += s.count
+        for r in active:
+            r.absorb(rounds[r.method], {s.shard: marks(r, s) for s in rounds[r.method]})
+    return made_by

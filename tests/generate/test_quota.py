@@ -147,3 +147,32 @@ def test_rounds_depend_only_on_the_rounds_before():
     assert [s.record() for s in a.plan] == [s.record() for s in b.plan]
     assert {k: v.tolist() for k, v in a.kept.items()} == {k: v.tolist() for k, v in b.kept.items()}
     assert len({s.seed for s in a.plan}) == len(a.plan)
+
+
+def test_rounds_run_together_and_a_resumed_run_renders_only_what_is_missing():
+    """Every set's round goes to one render call; a rerun that finds some shards on disk
+    renders the rest and keeps exactly what an uninterrupted run keeps."""
+
+    def marks(r, s):  # a deterministic labeller: each render's cell and confidence by its seed
+        rng = np.random.default_rng(s.seed)
+        return np.stack([rng.integers(0, 3, s.count), rng.random(s.count) < 0.8], axis=1)
+
+    def runs():
+        return [quota.QuotaRun(m, i, "adaptive", [0, 1], quota.targets(3, 30), 400, 8, 5, 6,
+                               unet_per_render=21) for i, m in enumerate(("quota_a", "quota_b"))]
+
+    calls, whole = [], runs()
+    made = quota.run_rounds(whole, lambda r, shards: shards, calls.append, marks, lambda line: None)
+    assert {s.method for s in calls[0]} == {"quota_a", "quota_b"}
+    assert made == {r.method: int(r.tally.renders.sum()) for r in whole}
+    assert all(r.stopped == "full" and r.tally.kept.sum() == 30 for r in whole)
+
+    # a rerun after a kill: the even shards of every round were written before it
+    again = runs()
+    resumed = quota.run_rounds(again, lambda r, shards: [s for s in shards if s.shard % 2],
+                               lambda todo: None, marks, lambda line: None)
+    assert [s.record() for r in again for s in r.plan] == [s.record() for r in whole for s in r.plan]
+    for a, b in zip(again, whole):
+        assert a.kept.keys() == b.kept.keys()
+        assert all(np.array_equal(a.kept[k], b.kept[k]) for k in a.kept)
+    assert 0 < sum(resumed.values()) < sum(made.values())

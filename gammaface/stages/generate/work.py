@@ -240,34 +240,24 @@ def _quota_sets(ctx: StageContext, methods: list[str], mixture_spec: DrawSpec,
                     "exit_checks": list(q.exit_checks), "exit_below": q.exit_below}
                 for m in methods}
     labeller_dir = ctx.folder("train_classifiers").path()
-    made, started = 0, time.perf_counter()
-    made_by = {r.method: 0 for r in runs}  # renders made by this run, per set
-    active, pool = list(runs), None
+    pool: _RoundPool | None = None
+
+    def render(todo: list[Shard]) -> None:
+        nonlocal pool
+        if pool is None:  # started at the first round with work: a resumed run may have none
+            pool = _RoundPool(cfg, renderer_kwargs, out, keys, settings, labeller_dir, _published(ctx))
+        pool.render(todo, sum(s.count for s in todo))
+        _gather(ctx, todo)
+
+    started = time.perf_counter()
     try:
-        while active:
-            rounds = {r.method: r.next_round() for r in active}
-            active = [r for r in active if rounds[r.method]]
-            todo = [s for r in active
-                    for s in shard_io.incomplete(out / r.method, rounds[r.method], keys[r.method])]
-            planned = sum(len(v) for v in rounds.values())
-            if todo:
-                n = sum(s.count for s in todo)
-                echo(f"  quota round {len(active[0].tally.rounds) - 1}: {n} renders in {len(todo)} "
-                     f"of {planned} shards ({', '.join(r.method for r in active)})")
-                if pool is None:  # started at the first round with work: a resumed run may have none
-                    pool = _RoundPool(cfg, renderer_kwargs, out, keys, settings, labeller_dir,
-                                      _published(ctx))
-                pool.render(todo, n)
-                _gather(ctx, todo)
-                made += n
-                for sh in todo:
-                    made_by[sh.method] += sh.count
-            for r in active:
-                r.absorb(rounds[r.method], {s.shard: shard_io.render_marks(out / r.method, s)
-                                            for s in rounds[r.method]})
+        made_by = quota_lib.run_rounds(
+            runs, lambda r, shards: shard_io.incomplete(out / r.method, shards, keys[r.method]),
+            render, lambda r, s: shard_io.render_marks(out / r.method, s), echo)
     finally:
         if pool is not None:
             pool.close()
+    made = sum(made_by.values())
     seconds = time.perf_counter() - started
     plans, kept = {}, {}
     for r in runs:
