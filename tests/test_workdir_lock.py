@@ -15,7 +15,7 @@ from gammaface.storage.store import Store
 
 REPO = Path(__file__).resolve().parents[1]
 HOLD = ("import sys, time\n"
-        "from gammaface import workdir_lock\n"
+        "from gammaface.storage import lock as workdir_lock\n"
         "from gammaface.storage.store import Store\n"
         "with workdir_lock.hold(Store(sys.argv[1]), 'gammaface run train_ddpm'):\n"
         "    print('held', flush=True)\n"
